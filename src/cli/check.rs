@@ -1,0 +1,64 @@
+use clap::Args;
+
+use super::{build_medic, fail_status, load_config, print_reports, ConfigArg, Status};
+use crate::error::MedicError;
+use crate::medic::Mode;
+
+#[derive(Debug, Args)]
+pub struct CheckCmd {
+    /// Container id or name (repeatable); default: every calico container on the host.
+    #[arg(long = "container", value_name = "ID|NAME")]
+    pub containers: Vec<String>,
+    /// Print an array of endpoint reports as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+impl CheckCmd {
+    pub async fn exec(self, docker_host: Option<&str>) -> Status {
+        let config = match load_config(self.config.config.as_deref(), docker_host) {
+            Ok(c) => c,
+            Err(e) => return fail_status(&e.to_string()),
+        };
+        let medic = match build_medic(config).await {
+            Ok(m) => m,
+            Err(e) => return fail_status(&e.to_string()),
+        };
+        let all = self.containers.is_empty();
+        let targets = if all {
+            match medic.docker.running_container_ids().await {
+                Ok(ids) => ids,
+                Err(e) => return fail_status(&e.to_string()),
+            }
+        } else {
+            self.containers.clone()
+        };
+        let mut reports = Vec::new();
+        let mut failed = false;
+        for target in &targets {
+            match medic.run(target, Mode::Check).await {
+                Ok(outcome) => reports.extend(outcome.reports),
+                // Scanning the whole host: non-calico and vanished containers are not ours.
+                Err(
+                    MedicError::NotCalico { .. }
+                    | MedicError::HostNetwork(_)
+                    | MedicError::SharedNetwork { .. }
+                    | MedicError::ContainerNotFound(_)
+                    | MedicError::NotRunning(_),
+                ) if all => {}
+                Err(e) => {
+                    eprintln!("calico-medic: {e}");
+                    failed = true;
+                }
+            }
+        }
+        let status = print_reports(&reports, self.json);
+        if failed {
+            Status::CouldNotCheck
+        } else {
+            status
+        }
+    }
+}

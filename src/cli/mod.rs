@@ -1,0 +1,158 @@
+//! Command line: global flags, logging, and one struct per subcommand with `exec()`.
+
+mod check;
+mod repair;
+mod run;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::docker::{resolve_host, DockerClient};
+use crate::error::MedicError;
+use crate::medic::Medic;
+use crate::report::{render_table, EndpointReport};
+
+pub use check::CheckCmd;
+pub use repair::RepairCmd;
+pub use run::RunCmd;
+
+/// Exit codes, like node-problem-detector plugins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Healthy = 0,
+    Faulty = 1,
+    CouldNotCheck = 2,
+}
+
+impl From<Status> for ExitCode {
+    fn from(s: Status) -> ExitCode {
+        ExitCode::from(s as u8)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "calico-medic", version, about = "Keeps Calico container networking healthy on Docker/Mesos hosts")]
+pub struct Cli {
+    /// Docker endpoint (unix:///var/run/docker.sock, tcp://host:port); default: $DOCKER_HOST, else the local socket.
+    #[arg(long, global = true)]
+    pub docker_host: Option<String>,
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: watch Docker, check and repair every calico container.
+    Run(RunCmd),
+    /// Read-only diagnosis of named containers, or of every calico container.
+    Check(CheckCmd),
+    /// Repair one container now, then re-check it.
+    Repair(RepairCmd),
+}
+
+impl Cli {
+    pub fn exec(self) -> ExitCode {
+        init_logging(self.log_format, self.verbose);
+        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return fail(&format!("cannot start runtime: {e}")),
+        };
+        let status = runtime.block_on(async {
+            match self.command {
+                Command::Run(cmd) => cmd.exec(self.docker_host.as_deref()).await,
+                Command::Check(cmd) => cmd.exec(self.docker_host.as_deref()).await,
+                Command::Repair(cmd) => cmd.exec(self.docker_host.as_deref()).await,
+            }
+        });
+        // Do not wait for stray blocking tasks (e.g. a hung Docker request) on exit.
+        runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+        status.into()
+    }
+}
+
+/// Logs go to stderr; no timestamps or colours unless it is a terminal (journald
+/// adds its own), JSON for log shippers.
+fn init_logging(format: LogFormat, verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CALICO_MEDIC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("calico_medic={default},warn")));
+    let tty = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = match (format, tty) {
+        (LogFormat::Json, _) => builder.json().flatten_event(true).try_init(),
+        (LogFormat::Text, true) => builder.with_ansi(true).try_init(),
+        (LogFormat::Text, false) => builder.with_ansi(false).without_time().try_init(),
+    };
+}
+
+pub(crate) fn fail(reason: &str) -> ExitCode {
+    eprintln!("calico-medic: {reason}");
+    ExitCode::from(Status::CouldNotCheck as u8)
+}
+
+pub(crate) fn fail_status(reason: &str) -> Status {
+    eprintln!("calico-medic: {reason}");
+    Status::CouldNotCheck
+}
+
+/// Loads config (explicit path or the default location) and applies flags.
+pub(crate) fn load_config(path: Option<&Path>, docker_host: Option<&str>) -> Result<Config, MedicError> {
+    let mut config = Config::load(path)?;
+    if let Some(h) = docker_host {
+        config.docker_host = Some(h.to_string());
+    }
+    Ok(config)
+}
+
+pub(crate) async fn connect(config: &Config) -> Result<Arc<DockerClient>, MedicError> {
+    let endpoint = resolve_host(config.docker_host.as_deref());
+    Ok(Arc::new(DockerClient::connect(&endpoint, config.calico_drivers.clone()).await?))
+}
+
+pub(crate) async fn build_medic(config: Config) -> Result<Medic, MedicError> {
+    let docker = connect(&config).await?;
+    Medic::new(docker, config)
+}
+
+/// Prints reports as JSON (stdout) or a table, and returns the exit status.
+pub(crate) fn print_reports(reports: &[EndpointReport], json: bool) -> Status {
+    if json {
+        println!("{}", serde_json::to_string_pretty(reports).expect("reports serialize"));
+    } else {
+        print!("{}", render_table(reports));
+    }
+    if reports.iter().any(|r| r.error.is_some()) {
+        Status::CouldNotCheck
+    } else if reports.iter().all(|r| r.healthy) {
+        Status::Healthy
+    } else {
+        Status::Faulty
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Config file (TOML); default /etc/calico-medic/config.toml if present.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}

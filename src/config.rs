@@ -1,0 +1,252 @@
+//! Typed configuration: defaults → TOML file → command-line flags.
+//! Unknown keys and bad values are rejected with the key named.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::MedicError;
+use crate::workload::MacAddr;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/calico-medic/config.toml";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Docker endpoint; unset means `DOCKER_HOST`, else the local socket.
+    pub docker_host: Option<String>,
+    /// Network drivers whose containers are Calico workloads.
+    pub calico_drivers: Vec<String>,
+    pub container_interface: String,
+    pub host_interface_prefix: String,
+    pub gateway: Ipv4Addr,
+    /// Overrides every other source of the expected MAC.
+    #[serde(deserialize_with = "de_opt_mac")]
+    pub expected_mac: Option<MacAddr>,
+    /// Check (and report) Felix's host side of each endpoint.
+    pub check_host_side: bool,
+    pub listen: SocketAddr,
+    #[serde(deserialize_with = "de_duration")]
+    pub resync_interval: Duration,
+    pub max_concurrent_checks: usize,
+    pub dry_run: bool,
+    pub backoff: BackoffConfig,
+    pub probe: ProbeConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// Repairs of one container allowed within `window` before it is backed off.
+    pub max_repairs: u32,
+    #[serde(deserialize_with = "de_duration")]
+    pub window: Duration,
+    /// First backoff delay; doubles on each further break, up to `max`.
+    #[serde(deserialize_with = "de_duration")]
+    pub initial: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub max: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// Host → workload ICMP echo after every repair and every `interval`.
+    pub enabled: bool,
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            docker_host: None,
+            calico_drivers: vec!["calico".into()],
+            container_interface: "cali0".into(),
+            host_interface_prefix: "cali".into(),
+            gateway: Ipv4Addr::new(169, 254, 1, 1),
+            expected_mac: None,
+            check_host_side: true,
+            listen: "0.0.0.0:9637".parse().unwrap(),
+            resync_interval: Duration::from_secs(60),
+            max_concurrent_checks: 8,
+            dry_run: false,
+            backoff: BackoffConfig::default(),
+            probe: ProbeConfig::default(),
+        }
+    }
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            max_repairs: 3,
+            window: Duration::from_secs(30),
+            initial: Duration::from_secs(2),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig { enabled: true, interval: Duration::from_secs(30), timeout: Duration::from_secs(1) }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; errors name the offending key.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, MedicError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| MedicError::Config(format!("{origin}: {}", one_line(&e))))?;
+        config.validate().map_err(|e| MedicError::Config(format!("{origin}: {e}")))?;
+        Ok(config)
+    }
+
+    /// Loads a file. A missing file at the default path means defaults; a missing
+    /// file that was asked for explicitly is an error.
+    pub fn load(path: Option<&Path>) -> Result<Config, MedicError> {
+        let (path, explicit) = match path {
+            Some(p) => (p, true),
+            None => (Path::new(DEFAULT_CONFIG_PATH), false),
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::from_toml(&text, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Err(e) => Err(MedicError::Config(format!("reading {}: {e}", path.display()))),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.calico_drivers.is_empty() || self.calico_drivers.iter().any(|d| d.trim().is_empty()) {
+            return Err("calico_drivers: must list at least one non-empty driver name".into());
+        }
+        if self.container_interface.is_empty() || self.container_interface.len() > 15 {
+            return Err("container_interface: must be 1-15 characters".into());
+        }
+        if self.host_interface_prefix.is_empty() || self.host_interface_prefix.len() > 4 {
+            return Err("host_interface_prefix: must be 1-4 characters (prefix + 11 id chars ≤ 15)".into());
+        }
+        if self.max_concurrent_checks == 0 || self.max_concurrent_checks > 256 {
+            return Err("max_concurrent_checks: must be between 1 and 256".into());
+        }
+        if self.resync_interval < Duration::from_secs(1) {
+            return Err("resync_interval: must be at least 1s".into());
+        }
+        if self.backoff.max_repairs == 0 {
+            return Err("backoff.max_repairs: must be at least 1".into());
+        }
+        if self.backoff.initial.is_zero() || self.backoff.max < self.backoff.initial {
+            return Err("backoff.initial/backoff.max: need 0 < initial <= max".into());
+        }
+        if self.probe.timeout.is_zero() || self.probe.timeout > Duration::from_secs(30) {
+            return Err("probe.timeout: must be between 1ms and 30s".into());
+        }
+        if self.probe.interval < Duration::from_secs(1) {
+            return Err("probe.interval: must be at least 1s".into());
+        }
+        Ok(())
+    }
+}
+
+fn one_line(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(_) => {
+            // toml's Display carries the line/column and the offending key.
+            let full = e.to_string();
+            let first = full.lines().next().unwrap_or_default().trim().to_string();
+            format!("{first}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h` (a bare number means seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (use e.g. 500ms, 30s, 5m)"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Secs(u64),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+        Raw::Secs(n) => Ok(Duration::from_secs(n)),
+    }
+}
+
+fn de_opt_mac<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MacAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_defaults() {
+        assert_eq!(Config::from_toml("", "t").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn values_parse() {
+        let c = Config::from_toml(
+            "resync_interval = \"90s\"\nexpected_mac = \"EE:EE:EE:EE:EE:EE\"\n[backoff]\nwindow = \"1m\"\n[probe]\ntimeout = \"250ms\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.resync_interval, Duration::from_secs(90));
+        assert_eq!(c.expected_mac, Some(crate::workload::CALICO_MAC));
+        assert_eq!(c.backoff.window, Duration::from_secs(60));
+        assert_eq!(c.probe.timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn unknown_and_bad_keys_are_named() {
+        let e = Config::from_toml("resync_intervall = \"60s\"\n", "cfg.toml").unwrap_err().to_string();
+        assert!(e.contains("resync_intervall"), "{e}");
+        let e = Config::from_toml("resync_interval = \"soon\"\n", "cfg.toml").unwrap_err().to_string();
+        assert!(e.contains("resync_interval"), "{e}");
+        let e = Config::from_toml("expected_mac = \"nope\"\n", "cfg.toml").unwrap_err().to_string();
+        assert!(e.contains("expected_mac"), "{e}");
+        let e = Config::from_toml("max_concurrent_checks = 0\n", "cfg.toml").unwrap_err().to_string();
+        assert!(e.contains("max_concurrent_checks"), "{e}");
+        let e = Config::from_toml("[probe]\nbogus = 1\n", "cfg.toml").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

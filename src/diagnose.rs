@@ -1,0 +1,287 @@
+//! Pure diagnosis: (Expected, Observed) → faults. No I/O here.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use crate::observe::{ContainerSide, HostSide, RouteEntry};
+use crate::workload::Expected;
+
+/// Stable fault codes: operators, dashboards and alert rules key on these strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    LinkMissing,
+    LinkDown,
+    MacMismatch,
+    AddressMissing,
+    GatewayRouteMissing,
+    DefaultRouteMissing,
+    DefaultRouteWrong,
+    HostLinkMissing,
+    HostLinkDown,
+    HostRouteMissing,
+    HostNeighMismatch,
+    HostProxyArpOff,
+    WorkloadUnreachable,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 13] = [
+        FaultKind::LinkMissing,
+        FaultKind::LinkDown,
+        FaultKind::MacMismatch,
+        FaultKind::AddressMissing,
+        FaultKind::GatewayRouteMissing,
+        FaultKind::DefaultRouteMissing,
+        FaultKind::DefaultRouteWrong,
+        FaultKind::HostLinkMissing,
+        FaultKind::HostLinkDown,
+        FaultKind::HostRouteMissing,
+        FaultKind::HostNeighMismatch,
+        FaultKind::HostProxyArpOff,
+        FaultKind::WorkloadUnreachable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::LinkMissing => "link_missing",
+            FaultKind::LinkDown => "link_down",
+            FaultKind::MacMismatch => "mac_mismatch",
+            FaultKind::AddressMissing => "address_missing",
+            FaultKind::GatewayRouteMissing => "gateway_route_missing",
+            FaultKind::DefaultRouteMissing => "default_route_missing",
+            FaultKind::DefaultRouteWrong => "default_route_wrong",
+            FaultKind::HostLinkMissing => "host_link_missing",
+            FaultKind::HostLinkDown => "host_link_down",
+            FaultKind::HostRouteMissing => "host_route_missing",
+            FaultKind::HostNeighMismatch => "host_neigh_mismatch",
+            FaultKind::HostProxyArpOff => "host_proxy_arp_off",
+            FaultKind::WorkloadUnreachable => "workload_unreachable",
+        }
+    }
+
+    /// Host-side faults are Felix's to fix; calico-medic only reports them.
+    pub fn is_host_side(self) -> bool {
+        matches!(
+            self,
+            FaultKind::HostLinkMissing
+                | FaultKind::HostLinkDown
+                | FaultKind::HostRouteMissing
+                | FaultKind::HostNeighMismatch
+                | FaultKind::HostProxyArpOff
+        )
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A fault with the evidence that led to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub detail: String,
+}
+
+impl Fault {
+    fn new(kind: FaultKind, detail: impl Into<String>) -> Fault {
+        Fault { kind, detail: detail.into() }
+    }
+}
+
+fn is_gateway_route(r: &RouteEntry, gateway: Ipv4Addr, oif: u32) -> bool {
+    r.prefix_len == 32 && r.destination == gateway && r.gateway.is_none() && r.oif == Some(oif)
+}
+
+/// Container side: `cali0` present, up, right MAC, its /32, and the two routes
+/// the libnetwork plugin installs (`169.254.1.1 dev cali0 scope link`,
+/// `default via 169.254.1.1 dev cali0`).
+pub fn diagnose_container(expected: &Expected, observed: &ContainerSide) -> Vec<Fault> {
+    let Some(link) = &observed.link else {
+        return vec![Fault::new(
+            FaultKind::LinkMissing,
+            format!("no interface {} in the container", expected.interface),
+        )];
+    };
+    let mut faults = Vec::new();
+    if !link.admin_up {
+        faults.push(Fault::new(FaultKind::LinkDown, format!("{} is administratively down", link.name)));
+    }
+    if link.mac != Some(expected.mac) {
+        let seen = link.mac.map(|m| m.to_string()).unwrap_or_else(|| "none".into());
+        faults.push(Fault::new(
+            FaultKind::MacMismatch,
+            format!("{} has MAC {seen}, expected {} ({})", link.name, expected.mac, expected.mac_source.as_str()),
+        ));
+    }
+    if !observed.addresses.iter().any(|&(ip, len)| ip == expected.ip && len == 32) {
+        faults.push(Fault::new(FaultKind::AddressMissing, format!("{}/32 is not on {}", expected.ip, link.name)));
+    }
+    if !observed.routes.iter().any(|r| is_gateway_route(r, expected.gateway, link.index)) {
+        faults.push(Fault::new(
+            FaultKind::GatewayRouteMissing,
+            format!("no route {} dev {} scope link", expected.gateway, link.name),
+        ));
+    }
+    let defaults: Vec<&RouteEntry> = observed.routes.iter().filter(|r| r.prefix_len == 0).collect();
+    if defaults.is_empty() {
+        faults.push(Fault::new(FaultKind::DefaultRouteMissing, "no default route"));
+    } else if !defaults.iter().any(|r| r.gateway == Some(expected.gateway) && r.oif == Some(link.index)) {
+        faults.push(Fault::new(
+            FaultKind::DefaultRouteWrong,
+            format!("default route is {}, expected via {} dev {}", defaults[0], expected.gateway, link.name),
+        ));
+    }
+    faults
+}
+
+/// Host side: what Felix should have programmed for this endpoint.
+pub fn diagnose_host(expected: &Expected, observed: &HostSide) -> Vec<Fault> {
+    let Some(link) = &observed.link else {
+        return vec![Fault::new(FaultKind::HostLinkMissing, format!("no host interface {}", expected.host_interface))];
+    };
+    let mut faults = Vec::new();
+    if !link.admin_up {
+        faults.push(Fault::new(FaultKind::HostLinkDown, format!("{} is down", link.name)));
+    }
+    if !observed.route_to_workload {
+        faults.push(Fault::new(
+            FaultKind::HostRouteMissing,
+            format!("host does not route {} via {}", expected.ip, link.name),
+        ));
+    }
+    match &observed.neighbour {
+        Some(n) if n.mac == expected.mac => {}
+        Some(n) => faults.push(Fault::new(
+            FaultKind::HostNeighMismatch,
+            format!("host ARP entry for {} on {} says {}, expected {}", expected.ip, link.name, n.mac, expected.mac),
+        )),
+        None => faults.push(Fault::new(
+            FaultKind::HostNeighMismatch,
+            format!("no permanent host ARP entry for {} on {}", expected.ip, link.name),
+        )),
+    }
+    if observed.proxy_arp == Some(false) {
+        faults.push(Fault::new(FaultKind::HostProxyArpOff, format!("proxy_arp is off on {}", link.name)));
+    }
+    faults
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::{LinkState, NeighbourEntry};
+    use crate::workload::{MacSource, CALICO_MAC};
+
+    const GW: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+    const IP: Ipv4Addr = Ipv4Addr::new(10, 65, 0, 7);
+
+    fn expected() -> Expected {
+        Expected {
+            interface: "cali0".into(),
+            host_interface: "cali1234567890a".into(),
+            ip: IP,
+            gateway: GW,
+            mac: CALICO_MAC,
+            mac_source: MacSource::HostNeighbour,
+            mac_disagreements: vec![],
+        }
+    }
+
+    fn healthy() -> ContainerSide {
+        ContainerSide {
+            link: Some(LinkState {
+                index: 4,
+                name: "cali0".into(),
+                mac: Some(CALICO_MAC),
+                admin_up: true,
+                oper_up: true,
+            }),
+            addresses: vec![(IP, 32)],
+            routes: vec![
+                RouteEntry { destination: Ipv4Addr::UNSPECIFIED, prefix_len: 0, gateway: Some(GW), oif: Some(4) },
+                RouteEntry { destination: GW, prefix_len: 32, gateway: None, oif: Some(4) },
+            ],
+        }
+    }
+
+    fn kinds(f: &[Fault]) -> Vec<FaultKind> {
+        f.iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn healthy_endpoint_has_no_faults() {
+        assert!(diagnose_container(&expected(), &healthy()).is_empty());
+    }
+
+    #[test]
+    fn each_break_maps_to_its_fault() {
+        let mut o = healthy();
+        o.link.as_mut().unwrap().mac = Some("5a:11:22:33:44:55".parse().unwrap());
+        assert_eq!(kinds(&diagnose_container(&expected(), &o)), vec![FaultKind::MacMismatch]);
+
+        let mut o = healthy();
+        o.link.as_mut().unwrap().admin_up = false;
+        o.routes.clear(); // the kernel flushes IPv4 routes of a downed link
+        assert_eq!(
+            kinds(&diagnose_container(&expected(), &o)),
+            vec![FaultKind::LinkDown, FaultKind::GatewayRouteMissing, FaultKind::DefaultRouteMissing]
+        );
+
+        let mut o = healthy();
+        o.addresses.clear();
+        assert_eq!(kinds(&diagnose_container(&expected(), &o)), vec![FaultKind::AddressMissing]);
+
+        let mut o = healthy();
+        o.routes.retain(|r| r.prefix_len == 0);
+        assert_eq!(kinds(&diagnose_container(&expected(), &o)), vec![FaultKind::GatewayRouteMissing]);
+
+        let mut o = healthy();
+        o.routes[0].gateway = Some(Ipv4Addr::new(10, 65, 0, 1));
+        assert_eq!(kinds(&diagnose_container(&expected(), &o)), vec![FaultKind::DefaultRouteWrong]);
+
+        let o = ContainerSide { link: None, addresses: vec![], routes: vec![] };
+        assert_eq!(kinds(&diagnose_container(&expected(), &o)), vec![FaultKind::LinkMissing]);
+    }
+
+    #[test]
+    fn gateway_route_on_another_interface_does_not_count() {
+        let mut o = healthy();
+        o.routes[1].oif = Some(9);
+        assert_eq!(kinds(&diagnose_container(&expected(), &o)), vec![FaultKind::GatewayRouteMissing]);
+    }
+
+    #[test]
+    fn host_side_faults() {
+        let link = LinkState { index: 7, name: "cali1234567890a".into(), mac: None, admin_up: true, oper_up: true };
+        let good = HostSide {
+            link: Some(link.clone()),
+            route_to_workload: true,
+            neighbour: Some(NeighbourEntry { mac: CALICO_MAC, permanent: true }),
+            proxy_arp: Some(true),
+        };
+        assert!(diagnose_host(&expected(), &good).is_empty());
+        let bad = HostSide {
+            link: Some(LinkState { admin_up: false, ..link }),
+            route_to_workload: false,
+            neighbour: None,
+            proxy_arp: Some(false),
+        };
+        assert_eq!(
+            kinds(&diagnose_host(&expected(), &bad)),
+            vec![
+                FaultKind::HostLinkDown,
+                FaultKind::HostRouteMissing,
+                FaultKind::HostNeighMismatch,
+                FaultKind::HostProxyArpOff
+            ]
+        );
+        let gone = HostSide { link: None, route_to_workload: false, neighbour: None, proxy_arp: None };
+        assert_eq!(kinds(&diagnose_host(&expected(), &gone)), vec![FaultKind::HostLinkMissing]);
+    }
+}

@@ -1,0 +1,228 @@
+//! Docker access through bollard: connect with a negotiated API version, turn
+//! `docker inspect` into a Workload, list containers for resync, stream events.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerInspectResponse, EventMessage};
+use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptions};
+use bollard::Docker;
+use futures::Stream;
+
+use crate::error::MedicError;
+use crate::workload::{marathon_identity, Endpoint, MacAddr, Workload};
+
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Resolves the endpoint to use: flag, then `DOCKER_HOST`, then the local socket.
+pub fn resolve_host(flag: Option<&str>) -> String {
+    flag.map(str::to_string)
+        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_string())
+}
+
+pub struct DockerClient {
+    docker: Docker,
+    endpoint: String,
+    calico_drivers: Vec<String>,
+    /// network id → driver. Networks change rarely; a miss triggers a refresh.
+    network_drivers: Mutex<HashMap<String, String>>,
+}
+
+fn unreachable(endpoint: &str, e: impl std::fmt::Display) -> MedicError {
+    MedicError::DockerUnreachable { endpoint: endpoint.to_string(), reason: e.to_string() }
+}
+
+impl DockerClient {
+    /// Connects and negotiates the API version, so old daemons (API 1.25+) work.
+    pub async fn connect(endpoint: &str, calico_drivers: Vec<String>) -> Result<DockerClient, MedicError> {
+        let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
+            Docker::connect_with_socket(path, 30, bollard::API_DEFAULT_VERSION)
+        } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+            Docker::connect_with_http(&endpoint.replacen("tcp://", "http://", 1), 30, bollard::API_DEFAULT_VERSION)
+        } else if endpoint.starts_with('/') {
+            Docker::connect_with_socket(endpoint, 30, bollard::API_DEFAULT_VERSION)
+        } else {
+            return Err(MedicError::Config(format!(
+                "docker host {endpoint:?}: use unix:///path/to/docker.sock or tcp://host:port"
+            )));
+        }
+        .map_err(|e| unreachable(endpoint, e))?;
+        let docker = docker.negotiate_version().await.map_err(|e| unreachable(endpoint, e))?;
+        Ok(DockerClient {
+            docker,
+            endpoint: endpoint.to_string(),
+            calico_drivers,
+            network_drivers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn api(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn map_err(&self, e: BollardError, what: &str) -> MedicError {
+        match e {
+            BollardError::DockerResponseServerError { status_code: 404, .. } => {
+                MedicError::ContainerNotFound(what.to_string())
+            }
+            BollardError::DockerResponseServerError { status_code, message } => {
+                MedicError::Docker(format!("{what}: {status_code} {message}"))
+            }
+            other => unreachable(&self.endpoint, other),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), MedicError> {
+        self.docker.ping().await.map(|_| ()).map_err(|e| unreachable(&self.endpoint, e))
+    }
+
+    pub async fn inspect(&self, id_or_name: &str) -> Result<ContainerInspectResponse, MedicError> {
+        self.docker.inspect_container(id_or_name, None).await.map_err(|e| self.map_err(e, id_or_name))
+    }
+
+    async fn refresh_networks(&self) -> Result<(), MedicError> {
+        let nets = self
+            .docker
+            .list_networks(None::<ListNetworksOptions>)
+            .await
+            .map_err(|e| self.map_err(e, "listing networks"))?;
+        let mut map = self.network_drivers.lock().unwrap();
+        map.clear();
+        for n in nets {
+            if let (Some(id), Some(driver)) = (n.id, n.driver) {
+                map.insert(id, driver);
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the network's driver is one of the configured calico drivers.
+    pub async fn is_calico_network(&self, network_id: &str) -> Result<bool, MedicError> {
+        let cached = self.network_drivers.lock().unwrap().get(network_id).cloned();
+        let driver = match cached {
+            Some(d) => Some(d),
+            None => {
+                self.refresh_networks().await?;
+                self.network_drivers.lock().unwrap().get(network_id).cloned()
+            }
+        };
+        Ok(driver.is_some_and(|d| self.calico_drivers.contains(&d)))
+    }
+
+    /// Inspects a container and returns it as a Workload, or says why it is not one.
+    pub async fn workload(&self, id_or_name: &str) -> Result<Workload, MedicError> {
+        let inspect = self.inspect(id_or_name).await?;
+        let mut calico = Vec::new();
+        for (_, settings) in inspect.network_settings.iter().flat_map(|s| s.networks.iter().flatten()) {
+            if let Some(id) = &settings.network_id {
+                if self.is_calico_network(id).await? {
+                    calico.push(id.clone());
+                }
+            }
+        }
+        workload_from_inspect(&inspect, &|id: &str| calico.iter().any(|c| c == id))
+    }
+
+    /// Confirms the container still runs with the same init PID and start time,
+    /// so a namespace opened from that PID belongs to this start of the container.
+    pub async fn confirm_same_start(&self, workload: &Workload) -> Result<(), MedicError> {
+        let now = self.inspect(&workload.container_id).await?;
+        let state = now.state.unwrap_or_default();
+        let same = state.running == Some(true)
+            && state.pid == Some(workload.pid as i64)
+            && state.started_at.as_deref() == Some(workload.started_at.as_str());
+        if same {
+            Ok(())
+        } else {
+            Err(MedicError::Stale(workload.container_name.clone()))
+        }
+    }
+
+    /// IDs of running containers (resync candidates).
+    pub async fn running_container_ids(&self) -> Result<Vec<String>, MedicError> {
+        let mut filters = HashMap::new();
+        filters.insert("status", vec!["running"]);
+        let opts = ListContainersOptionsBuilder::default().filters(&filters).build();
+        let list = self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers"))?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// Container and network events since `since` (Docker's `secs.nanos` form).
+    pub fn events(&self, since: Option<String>) -> impl Stream<Item = Result<EventMessage, BollardError>> {
+        let mut filters = HashMap::new();
+        filters.insert("type", vec!["container", "network"]);
+        filters.insert("event", vec!["start", "restart", "die", "destroy", "connect", "disconnect"]);
+        let mut b = EventsOptionsBuilder::default().filters(&filters);
+        if let Some(s) = since {
+            b = b.since(&s);
+        }
+        self.docker.events(Some(b.build()))
+    }
+}
+
+/// Pure: a `docker inspect` answer → Workload. `is_calico(network_id)` says which
+/// networks are calico. Rejects host-network and `container:<id>` modes outright.
+pub fn workload_from_inspect(
+    inspect: &ContainerInspectResponse,
+    is_calico: &dyn Fn(&str) -> bool,
+) -> Result<Workload, MedicError> {
+    let id = inspect.id.clone().unwrap_or_default();
+    let name = inspect.name.as_deref().unwrap_or(&id).trim_start_matches('/').to_string();
+    let mode = inspect.host_config.as_ref().and_then(|h| h.network_mode.clone()).unwrap_or_default();
+    if mode == "host" {
+        return Err(MedicError::HostNetwork(name));
+    }
+    if mode.starts_with("container:") {
+        return Err(MedicError::SharedNetwork { container: name, mode });
+    }
+    let networks = inspect.network_settings.as_ref().and_then(|s| s.networks.clone()).unwrap_or_default();
+    let mut endpoints = Vec::new();
+    let mut names: Vec<&str> = networks.keys().map(String::as_str).collect();
+    names.sort();
+    for net in &names {
+        let s = &networks[*net];
+        let network_id = s.network_id.clone().unwrap_or_default();
+        if !is_calico(&network_id) {
+            continue;
+        }
+        let ip: Option<Ipv4Addr> = s.ip_address.as_deref().and_then(|a| a.parse().ok());
+        let (Some(ip), Some(endpoint_id)) = (ip, s.endpoint_id.clone().filter(|e| !e.is_empty())) else {
+            continue; // attached but not yet (or no longer) plumbed
+        };
+        endpoints.push(Endpoint {
+            network: net.to_string(),
+            network_id,
+            endpoint_id,
+            ip,
+            prefix_len: s.ip_prefix_len.unwrap_or(32) as u8,
+            docker_mac: s.mac_address.as_deref().and_then(|m| m.parse::<MacAddr>().ok()),
+        });
+    }
+    if endpoints.is_empty() {
+        let list = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+        return Err(MedicError::NotCalico { container: name, networks: list });
+    }
+    let state = inspect.state.clone().unwrap_or_default();
+    if state.running != Some(true) || state.pid.unwrap_or(0) <= 0 {
+        return Err(MedicError::NotRunning(name));
+    }
+    let env = inspect.config.as_ref().and_then(|c| c.env.clone()).unwrap_or_default();
+    let labels = inspect.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+    let (marathon_app_id, mesos_task_id) = marathon_identity(&env, &labels);
+    Ok(Workload {
+        container_id: id,
+        container_name: name,
+        marathon_app_id,
+        mesos_task_id,
+        pid: state.pid.unwrap_or(0) as u32,
+        started_at: state.started_at.unwrap_or_default(),
+        endpoints,
+    })
+}

@@ -1,0 +1,17 @@
+//! calico-medic: keeps Calico container networking (cali0 MAC, address, gateway
+//! routes) healthy on Docker hosts, from the host, through rtnetlink.
+
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod diagnose;
+pub mod docker;
+pub mod error;
+pub mod http;
+pub mod medic;
+pub mod metrics;
+pub mod netns;
+pub mod observe;
+pub mod repair;
+pub mod report;
+pub mod workload;

@@ -1,0 +1,228 @@
+//! The one pipeline every command runs for one container:
+//! Workload → open netns → observe → diagnose → plan → apply (or not) → observe
+//! again → report. `check`, `repair` and the daemon differ only in the Mode.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::diagnose::{diagnose_container, diagnose_host, Fault};
+use crate::docker::DockerClient;
+use crate::error::MedicError;
+use crate::netns::{NsIdentity, TargetNetns};
+use crate::observe::{observe_container, observe_host, ContainerSide, HostSide, NetlinkSession};
+use crate::repair::{apply, plan, ActionOutcome, ActionResult};
+use crate::report::EndpointReport;
+use crate::workload::{mac_candidates, Endpoint, Expected, Workload};
+use rtnetlink::Handle;
+
+/// What a pass may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Read-only diagnosis.
+    Check,
+    /// Diagnose, repair, re-check.
+    Repair,
+    /// Plan repairs but write nothing (reported as skipped).
+    DryRun,
+    /// The endpoint keeps breaking: report, do not write (reported as skipped).
+    BackedOff,
+}
+
+/// The result of one pass over one container.
+pub struct ContainerOutcome {
+    pub workload: Workload,
+    pub reports: Vec<EndpointReport>,
+}
+
+pub struct Medic {
+    pub docker: Arc<DockerClient>,
+    pub config: Config,
+    host_ns: NsIdentity,
+    host: NetlinkSession,
+}
+
+impl Medic {
+    /// Must be created on a thread in the host namespace (the agent's own).
+    pub fn new(docker: Arc<DockerClient>, config: Config) -> Result<Medic, MedicError> {
+        let host_ns =
+            NsIdentity::current_thread().map_err(|e| MedicError::Netns(format!("reading own namespace: {e}")))?;
+        Ok(Medic { docker, config, host_ns, host: NetlinkSession::host()? })
+    }
+
+    pub fn host_namespace(&self) -> NsIdentity {
+        self.host_ns
+    }
+
+    /// Runs the pipeline for one container (by id or name).
+    pub async fn run(&self, target: &str, mode: Mode) -> Result<ContainerOutcome, MedicError> {
+        let workload = self.docker.workload(target).await?;
+        let ns = TargetNetns::open_pid(workload.pid, self.host_ns)?;
+        // The fd is open: if the container still has the same PID and start time,
+        // the namespace we hold is this container's and not a reused PID's.
+        self.docker.confirm_same_start(&workload).await?;
+        let session = NetlinkSession::in_netns(&ns)?;
+        drop(ns); // the socket pins the namespace for as long as the session lives
+        let mut reports = Vec::with_capacity(workload.endpoints.len());
+        for endpoint in &workload.endpoints {
+            reports.push(self.endpoint(&workload, endpoint, &session, mode).await);
+        }
+        Ok(ContainerOutcome { workload, reports })
+    }
+
+    async fn observe_host_side(&self, host_interface: &str, endpoint: &Endpoint) -> Result<HostSide, MedicError> {
+        observe_host(&self.host.handle, host_interface, endpoint.ip).await
+    }
+
+    async fn endpoint(
+        &self,
+        workload: &Workload,
+        endpoint: &Endpoint,
+        session: &NetlinkSession,
+        mode: Mode,
+    ) -> EndpointReport {
+        let mut report = EndpointReport::new(workload, &endpoint.network, &endpoint.endpoint_id, endpoint.ip);
+        let started = Instant::now();
+        let cfg = &self.config;
+        let host_interface = endpoint.host_interface(&cfg.host_interface_prefix);
+        report.host_interface = host_interface.clone();
+        report.interface = cfg.container_interface.clone();
+
+        let host = match self.observe_host_side(&host_interface, endpoint).await {
+            Ok(h) => h,
+            Err(e) => return report.failed(e),
+        };
+        let candidates = mac_candidates(cfg.expected_mac, host.neighbour.as_ref().map(|n| n.mac), endpoint.docker_mac);
+        let expected =
+            Expected::resolve(&cfg.container_interface, host_interface, endpoint.ip, cfg.gateway, &candidates);
+        report.expected_mac = Some(expected.mac);
+        report.expected_mac_source = Some(expected.mac_source);
+        report.mac_disagreements = expected.mac_disagreements.clone();
+        if !expected.mac_disagreements.is_empty() {
+            info!(
+                "{} mac sources disagree: expected {} from {}, but {}",
+                workload.describe(),
+                expected.mac,
+                expected.mac_source.as_str(),
+                expected.mac_disagreements.join(", ")
+            );
+        }
+
+        let host_faults = if cfg.check_host_side { diagnose_host(&expected, &host) } else { Vec::new() };
+        match endpoint_pass(&session.handle, &expected, &host_faults, mode, &workload.describe()).await {
+            Ok(pass) => {
+                report.check_seconds = started.elapsed().as_secs_f64() - pass.repair_seconds;
+                pass.fill(&mut report);
+                report
+            }
+            Err(e) => report.failed(e),
+        }
+    }
+}
+
+/// What one pass over one endpoint's container side found and did.
+pub struct EndpointPass {
+    pub before: ContainerSide,
+    pub faults: Vec<Fault>,
+    pub actions: Vec<ActionResult>,
+    pub after: Option<ContainerSide>,
+    pub remaining: Vec<Fault>,
+    /// Time spent applying and re-checking (excluded from check duration).
+    pub repair_seconds: f64,
+}
+
+impl EndpointPass {
+    fn fill(self, report: &mut EndpointReport) {
+        if let Some(link) = &self.before.link {
+            report.interface = link.name.clone();
+            report.observed_mac = link.mac;
+        }
+        if let Some(after) = &self.after {
+            report.observed_mac = after.link.as_ref().and_then(|l| l.mac);
+        }
+        report.set_faults(&self.faults);
+        report.actions = self.actions;
+        report.remaining_faults = self.remaining.iter().map(|f| f.kind).collect();
+        report.healthy = self.remaining.is_empty();
+    }
+}
+
+/// Observe → diagnose → plan → apply (per mode) → observe again, for one endpoint,
+/// given a netlink handle bound to its namespace. Needs no Docker, so audits and
+/// tests can run it over bare namespaces. `host_faults` (read-only) join the report.
+pub async fn endpoint_pass(
+    handle: &Handle,
+    expected: &Expected,
+    host_faults: &[Fault],
+    mode: Mode,
+    who: &str,
+) -> Result<EndpointPass, MedicError> {
+    let observe = || async {
+        let side = observe_container(handle, &expected.interface, expected.ip).await?;
+        let mut faults = diagnose_container(expected, &side);
+        faults.extend(host_faults.iter().cloned());
+        Ok::<_, MedicError>((side, faults))
+    };
+    let (before, faults) = observe().await?;
+    let interface = before.link.as_ref().map(|l| l.name.clone()).unwrap_or_else(|| expected.interface.clone());
+    let link_index = before.link.as_ref().map(|l| l.index);
+    let planned = plan(&faults, expected, &interface);
+    if mode == Mode::Check || planned.is_empty() {
+        return Ok(EndpointPass {
+            remaining: faults.clone(),
+            before,
+            faults,
+            actions: Vec::new(),
+            after: None,
+            repair_seconds: 0.0,
+        });
+    }
+    let started = Instant::now();
+    let why = match mode {
+        Mode::DryRun => " (dry run)",
+        Mode::BackedOff => " (backed off)",
+        _ => "",
+    };
+    let mut actions = Vec::with_capacity(planned.len());
+    for step in &planned {
+        let (result, error) = match (mode, link_index) {
+            (Mode::Repair, Some(index)) => match apply(handle, index, &step.action).await {
+                Ok(()) => (ActionOutcome::Success, None),
+                Err(e) => (ActionOutcome::Failure, Some(e.to_string())),
+            },
+            _ => (ActionOutcome::Skipped, None),
+        };
+        match &error {
+            None => {
+                info!("repair {who} fault={} action=\"{}\" result={}{why}", step.fault, step.action, result.as_str())
+            }
+            Some(e) => {
+                warn!("repair {who} fault={} action=\"{}\" result=failure error=\"{e}\"", step.fault, step.action)
+            }
+        }
+        actions.push(ActionResult {
+            action: step.action.code().to_string(),
+            command: step.action.to_string(),
+            fault: step.fault,
+            result,
+            error,
+        });
+    }
+    let (after, remaining) = if mode == Mode::Repair {
+        let (after, remaining) = observe().await?;
+        (Some(after), remaining)
+    } else {
+        (None, faults.clone())
+    };
+    Ok(EndpointPass { before, faults, actions, after, remaining, repair_seconds: started.elapsed().as_secs_f64() })
+}
+
+impl EndpointReport {
+    fn failed(mut self, e: MedicError) -> EndpointReport {
+        self.error = Some(e.to_string());
+        self.healthy = false;
+        self
+    }
+}

@@ -1,0 +1,289 @@
+//! Prometheus metrics, owned by one struct with its own registry (no globals).
+//! Per-container series are tracked so they can be removed when the container goes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::diagnose::FaultKind;
+use crate::report::EndpointReport;
+
+const NS: &str = "calico_medic";
+
+pub struct Metrics {
+    registry: Registry,
+    pub endpoint_healthy: IntGaugeVec,
+    pub endpoint_fault: IntGaugeVec,
+    pub endpoints: IntGaugeVec,
+    pub faults_detected: IntCounterVec,
+    pub repairs: IntCounterVec,
+    pub repair_latency: Histogram,
+    pub check_duration: Histogram,
+    pub probe_success: IntGaugeVec,
+    pub probe_rtt: HistogramVec,
+    pub docker_up: IntGauge,
+    pub docker_reconnects: IntCounter,
+    pub docker_events: IntCounterVec,
+    pub resyncs: IntCounter,
+    pub last_resync: Gauge,
+    pub check_errors: IntCounterVec,
+    pub watches: IntGauge,
+    pub watch_events: IntCounterVec,
+    pub watch_overflows: IntCounter,
+    /// container_id → label sets of its per-container series.
+    series: Mutex<HashMap<String, ContainerSeries>>,
+}
+
+#[derive(Default)]
+struct ContainerSeries {
+    healthy: Vec<Vec<String>>,
+    faults: Vec<String>,
+    probes: Vec<String>,
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help).namespace(NS), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help).namespace(NS), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::with_opts(Opts::new(name, help).namespace(NS)).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).namespace(NS).buckets(buckets)).expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let endpoint_healthy = gauge_vec(
+            &r,
+            "endpoint_healthy",
+            "1 when the Calico endpoint passed its last check (no faults), 0 otherwise.",
+            &["container_id", "container_name", "network", "ip", "marathon_app_id", "mesos_task_id"],
+        );
+        let endpoint_fault = gauge_vec(
+            &r,
+            "endpoint_fault",
+            "1 while the fault is present on the container's endpoint.",
+            &["container_id", "fault"],
+        );
+        let endpoints = gauge_vec(&r, "endpoints", "Calico endpoints on this host by state.", &["state"]);
+        for s in ["healthy", "unhealthy", "unknown"] {
+            endpoints.with_label_values(&[s]).set(0);
+        }
+        let faults_detected =
+            counter_vec(&r, "faults_detected_total", "Faults found by checks, by fault code.", &["fault"]);
+        let repairs = counter_vec(
+            &r,
+            "repairs_total",
+            "Repair actions by the fault they address and result (skipped = dry run or backed off).",
+            &["fault", "result"],
+        );
+        for f in FaultKind::ALL.iter().filter(|f| !f.is_host_side() && **f != FaultKind::WorkloadUnreachable) {
+            for res in ["success", "failure", "skipped"] {
+                repairs.with_label_values(&[f.as_str(), res]);
+            }
+            faults_detected.with_label_values(&[f.as_str()]);
+        }
+        let repair_latency = histogram(
+            &r,
+            "repair_latency_seconds",
+            "From the Docker event (its own timestamp) or the netlink notification to the verified repair.",
+            LATENCY_BUCKETS.to_vec(),
+        );
+        let check_duration = histogram(
+            &r,
+            "check_duration_seconds",
+            "Time to observe and diagnose one endpoint.",
+            vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
+        );
+        let probe_success = gauge_vec(
+            &r,
+            "probe_success",
+            "1 when the last reachability probe of the endpoint succeeded.",
+            &["container_id", "probe"],
+        );
+        let probe_rtt = HistogramVec::new(
+            HistogramOpts::new("probe_rtt_seconds", "Round-trip time of successful probes.")
+                .namespace(NS)
+                .buckets(vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0]),
+            &["probe"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(probe_rtt.clone())).expect("unique metric");
+        let docker_up =
+            IntGauge::with_opts(Opts::new("docker_up", "1 while the Docker event stream is connected.").namespace(NS))
+                .expect("valid metric");
+        r.register(Box::new(docker_up.clone())).expect("unique metric");
+        let docker_reconnects =
+            counter(&r, "docker_reconnects_total", "Reconnections to Docker after the event stream ended.");
+        let docker_events =
+            counter_vec(&r, "docker_events_total", "Docker events received, by type and action.", &["type", "action"]);
+        let resyncs = counter(&r, "resyncs_total", "Full resyncs of all containers.");
+        let last_resync = Gauge::with_opts(
+            Opts::new("last_resync_timestamp_seconds", "Unix time of the last completed full resync.").namespace(NS),
+        )
+        .expect("valid metric");
+        r.register(Box::new(last_resync.clone())).expect("unique metric");
+        let check_errors =
+            counter_vec(&r, "check_errors_total", "Container passes that could not complete, by reason.", &["reason"]);
+        let watches = IntGauge::with_opts(
+            Opts::new("watches", "Netlink subscriptions currently open (container namespaces + host).").namespace(NS),
+        )
+        .expect("valid metric");
+        r.register(Box::new(watches.clone())).expect("unique metric");
+        let watch_events = counter_vec(
+            &r,
+            "watch_events_total",
+            "Netlink notifications received from watched namespaces, by kind.",
+            &["kind"],
+        );
+        let watch_overflows =
+            counter(&r, "watch_overflows_total", "Netlink socket overflows (ENOBUFS) that forced a re-check.");
+        let build_info = gauge_vec(&r, "build_info", "Build information.", &["version"]);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("unique metric");
+        Metrics {
+            registry: r,
+            endpoint_healthy,
+            endpoint_fault,
+            endpoints,
+            faults_detected,
+            repairs,
+            repair_latency,
+            check_duration,
+            probe_success,
+            probe_rtt,
+            docker_up,
+            docker_reconnects,
+            docker_events,
+            resyncs,
+            last_resync,
+            check_errors,
+            watches,
+            watch_events,
+            watch_overflows,
+            series: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("encoding metrics");
+        buf
+    }
+
+    /// Records one finished pass over a container's endpoints, replacing its
+    /// per-container series with the current state.
+    pub fn record_reports(&self, container_id: &str, reports: &[EndpointReport]) {
+        let mut series = self.series.lock().unwrap();
+        let entry = series.entry(container_id.to_string()).or_default();
+        let mut present_faults: Vec<String> = Vec::new();
+        let mut healthy_labels = Vec::new();
+        for r in reports {
+            for f in &r.faults {
+                self.faults_detected.with_label_values(&[f.as_str()]).inc();
+            }
+            for a in &r.actions {
+                self.repairs.with_label_values(&[a.fault.as_str(), a.result.as_str()]).inc();
+            }
+            if r.error.is_none() {
+                self.check_duration.observe(r.check_seconds);
+            }
+            let labels = vec![
+                r.container_id.clone(),
+                r.container_name.clone(),
+                r.network.clone(),
+                r.ip.to_string(),
+                r.marathon_app_id.clone().unwrap_or_default(),
+                r.mesos_task_id.clone().unwrap_or_default(),
+            ];
+            let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+            self.endpoint_healthy.with_label_values(&refs).set(i64::from(r.healthy));
+            healthy_labels.push(labels);
+            for f in &r.remaining_faults {
+                if !present_faults.iter().any(|p| p == f.as_str()) {
+                    present_faults.push(f.as_str().to_string());
+                }
+            }
+        }
+        for old in &entry.healthy {
+            if !healthy_labels.contains(old) {
+                let refs: Vec<&str> = old.iter().map(String::as_str).collect();
+                let _ = self.endpoint_healthy.remove_label_values(&refs);
+            }
+        }
+        for old in &entry.faults {
+            if !present_faults.contains(old) {
+                let _ = self.endpoint_fault.remove_label_values(&[container_id, old]);
+            }
+        }
+        for f in &present_faults {
+            self.endpoint_fault.with_label_values(&[container_id, f]).set(1);
+        }
+        entry.healthy = healthy_labels;
+        entry.faults = present_faults;
+    }
+
+    pub fn record_probe(&self, container_id: &str, probe: &str, rtt: Option<f64>) {
+        self.probe_success.with_label_values(&[container_id, probe]).set(i64::from(rtt.is_some()));
+        if let Some(rtt) = rtt {
+            self.probe_rtt.with_label_values(&[probe]).observe(rtt);
+        }
+        let mut series = self.series.lock().unwrap();
+        let entry = series.entry(container_id.to_string()).or_default();
+        if !entry.probes.iter().any(|p| p == probe) {
+            entry.probes.push(probe.to_string());
+        }
+    }
+
+    /// Drops every per-container series (container destroyed).
+    pub fn forget_container(&self, container_id: &str) {
+        let Some(entry) = self.series.lock().unwrap().remove(container_id) else {
+            return;
+        };
+        for labels in &entry.healthy {
+            let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+            let _ = self.endpoint_healthy.remove_label_values(&refs);
+        }
+        for f in &entry.faults {
+            let _ = self.endpoint_fault.remove_label_values(&[container_id, f]);
+        }
+        for p in &entry.probes {
+            let _ = self.probe_success.remove_label_values(&[container_id, p]);
+        }
+    }
+
+    pub fn set_endpoint_states(&self, healthy: i64, unhealthy: i64, unknown: i64) {
+        self.endpoints.with_label_values(&["healthy"]).set(healthy);
+        self.endpoints.with_label_values(&["unhealthy"]).set(unhealthy);
+        self.endpoints.with_label_values(&["unknown"]).set(unknown);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

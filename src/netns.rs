@@ -1,0 +1,164 @@
+//! Entering network namespaces safely from async code.
+//!
+//! `setns` switches only the calling thread, so every switch happens on a short-lived
+//! dedicated OS thread (never a tokio worker), inside a guard that switches back on
+//! every path and aborts the process if it cannot. Only socket creation runs while
+//! switched: a socket stays bound to the namespace it was created in, so all later
+//! I/O on it runs on ordinary runtime threads.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::sched::{setns, CloneFlags};
+
+use crate::error::MedicError;
+
+/// Kernel identity of a namespace: (st_dev, st_ino) of its nsfs inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NsIdentity {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl NsIdentity {
+    pub fn of_file(file: &File) -> io::Result<NsIdentity> {
+        let meta = file.metadata()?;
+        Ok(NsIdentity { dev: meta.dev(), ino: meta.ino() })
+    }
+
+    pub fn of_path(path: &Path) -> io::Result<NsIdentity> {
+        let meta = std::fs::metadata(path)?;
+        Ok(NsIdentity { dev: meta.dev(), ino: meta.ino() })
+    }
+
+    /// The calling thread's namespace (`/proc/self` would name the main thread's).
+    pub fn current_thread() -> io::Result<NsIdentity> {
+        NsIdentity::of_path(Path::new("/proc/thread-self/ns/net"))
+    }
+}
+
+impl std::fmt::Display for NsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "net:[{}]", self.ino)
+    }
+}
+
+/// An open handle on a network namespace that is not the host's.
+/// Dropping it closes the fd, so it never keeps a dead container's namespace alive.
+pub struct TargetNetns {
+    ns: netns_rs::NetNs,
+    identity: NsIdentity,
+}
+
+impl TargetNetns {
+    /// Opens a namespace by path, refusing the host's own namespace.
+    pub fn open(path: &Path, host: NsIdentity) -> Result<TargetNetns, MedicError> {
+        let ns =
+            netns_rs::get_from_path(path).map_err(|e| MedicError::Netns(format!("opening {}: {e}", path.display())))?;
+        let identity =
+            NsIdentity::of_file(ns.file()).map_err(|e| MedicError::Netns(format!("stat {}: {e}", path.display())))?;
+        if identity == host {
+            return Err(MedicError::HostNamespace(path.display().to_string()));
+        }
+        Ok(TargetNetns { ns, identity })
+    }
+
+    /// The network namespace of a process (a container's init).
+    pub fn open_pid(pid: u32, host: NsIdentity) -> Result<TargetNetns, MedicError> {
+        if pid == 0 {
+            return Err(MedicError::Netns("container has no PID (not running)".into()));
+        }
+        TargetNetns::open(Path::new(&format!("/proc/{pid}/ns/net")), host)
+    }
+
+    pub fn identity(&self) -> NsIdentity {
+        self.identity
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.ns.file().as_fd()
+    }
+
+    /// Creates a socket inside this namespace. Nothing else runs while switched.
+    pub fn socket(&self, domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd, MedicError> {
+        self.run(|| {
+            // SAFETY: plain socket(2); the returned fd is owned immediately below.
+            let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: fd is a fresh, valid descriptor we own.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        })
+    }
+
+    /// A route-netlink socket bound to this namespace.
+    pub fn netlink_socket(&self) -> Result<rtnetlink::sys::Socket, MedicError> {
+        let fd = self.socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
+        // SAFETY: fd is a netlink socket we own; ownership moves into Socket.
+        Ok(unsafe { rtnetlink::sys::Socket::from_raw_fd(fd.into_raw_fd()) })
+    }
+
+    /// Runs `work` on a dedicated OS thread switched into this namespace.
+    /// `work` must be short and blocking-free: it exists to create sockets.
+    pub fn run<T, F>(&self, work: F) -> Result<T, MedicError>
+    where
+        T: Send,
+        F: FnOnce() -> io::Result<T> + Send,
+    {
+        let target = self.fd();
+        let identity = self.identity;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || -> Result<T, MedicError> {
+                    let _guard = NetnsGuard::enter(target)
+                        .map_err(|e| MedicError::Netns(format!("entering {identity}: {e}")))?;
+                    work().map_err(|e| MedicError::Netns(format!("inside {identity}: {e}")))
+                })
+                .join()
+                .unwrap_or_else(|_| Err(MedicError::Netns(format!("worker thread panicked inside {identity}"))))
+        })
+    }
+}
+
+/// Switches the current thread into a namespace; switches back on drop (also on
+/// panic and early return). A thread that cannot get back aborts the process:
+/// a thread stuck in a container's namespace is worse than a crash.
+pub struct NetnsGuard {
+    saved: File,
+}
+
+impl NetnsGuard {
+    pub fn enter(target: BorrowedFd<'_>) -> io::Result<NetnsGuard> {
+        let saved = File::open("/proc/thread-self/ns/net")?;
+        setns(target, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        Ok(NetnsGuard { saved })
+    }
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        if let Err(e) = setns(self.saved.as_fd(), CloneFlags::CLONE_NEWNET) {
+            eprintln!("calico-medic: FATAL: cannot restore network namespace: {e}");
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_host_namespace() {
+        let host = NsIdentity::current_thread().unwrap();
+        match TargetNetns::open(Path::new("/proc/thread-self/ns/net"), host) {
+            Err(MedicError::HostNamespace(_)) => {}
+            Err(MedicError::Netns(e)) if e.contains("Permission denied") => {}
+            other => panic!("expected HostNamespace refusal, got {:?}", other.err()),
+        }
+    }
+}

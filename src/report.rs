@@ -1,0 +1,137 @@
+//! What one pass over one endpoint found and did, for JSON, tables, logs and metrics.
+
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use crate::diagnose::{Fault, FaultKind};
+use crate::repair::ActionResult;
+use crate::workload::{MacAddr, MacSource, Workload};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointReport {
+    pub container_id: String,
+    pub container_name: String,
+    pub marathon_app_id: Option<String>,
+    pub mesos_task_id: Option<String>,
+    pub network: String,
+    pub endpoint_id: String,
+    pub interface: String,
+    pub host_interface: String,
+    pub ip: Ipv4Addr,
+    pub expected_mac: Option<MacAddr>,
+    pub expected_mac_source: Option<MacSource>,
+    /// Lower-trust MAC sources that disagree with the expected MAC.
+    pub mac_disagreements: Vec<String>,
+    pub observed_mac: Option<MacAddr>,
+    /// Faults found before any repair.
+    pub faults: Vec<FaultKind>,
+    pub fault_details: Vec<String>,
+    pub actions: Vec<ActionResult>,
+    /// Faults still present at the end (after repair and re-check).
+    pub remaining_faults: Vec<FaultKind>,
+    /// Host→workload ICMP probe after the check/repair, when probing is enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
+    pub healthy: bool,
+    /// Set when the endpoint could not be observed at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Seconds spent observing and diagnosing (first pass).
+    #[serde(skip)]
+    pub check_seconds: f64,
+}
+
+impl EndpointReport {
+    pub fn new(workload: &Workload, network: &str, endpoint_id: &str, ip: Ipv4Addr) -> EndpointReport {
+        EndpointReport {
+            container_id: workload.container_id.clone(),
+            container_name: workload.container_name.clone(),
+            marathon_app_id: workload.marathon_app_id.clone(),
+            mesos_task_id: workload.mesos_task_id.clone(),
+            network: network.to_string(),
+            endpoint_id: endpoint_id.to_string(),
+            interface: String::new(),
+            host_interface: String::new(),
+            ip,
+            expected_mac: None,
+            expected_mac_source: None,
+            mac_disagreements: Vec::new(),
+            observed_mac: None,
+            faults: Vec::new(),
+            fault_details: Vec::new(),
+            actions: Vec::new(),
+            remaining_faults: Vec::new(),
+            reachable: None,
+            healthy: false,
+            error: None,
+            check_seconds: 0.0,
+        }
+    }
+
+    pub fn set_faults(&mut self, faults: &[Fault]) {
+        self.faults = faults.iter().map(|f| f.kind).collect();
+        self.fault_details = faults.iter().map(|f| format!("{}: {}", f.kind, f.detail)).collect();
+    }
+}
+
+/// A readable table for terminals: one line per endpoint.
+pub fn render_table(reports: &[EndpointReport]) -> String {
+    let mut rows = vec![[
+        "CONTAINER".to_string(),
+        "APP".to_string(),
+        "IP".to_string(),
+        "MAC (expected/source)".to_string(),
+        "FAULTS".to_string(),
+        "ACTIONS".to_string(),
+        "STATE".to_string(),
+    ]];
+    for r in reports {
+        let faults = if r.faults.is_empty() {
+            "-".to_string()
+        } else {
+            r.faults.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(",")
+        };
+        let actions = if r.actions.is_empty() {
+            "-".to_string()
+        } else {
+            r.actions.iter().map(|a| format!("{}:{}", a.action, a.result.as_str())).collect::<Vec<_>>().join(",")
+        };
+        let mac = match (r.observed_mac, r.expected_mac, r.expected_mac_source) {
+            (o, Some(e), Some(s)) => {
+                format!("{} ({e}/{})", o.map(|m| m.to_string()).unwrap_or_else(|| "-".into()), s.as_str())
+            }
+            _ => "-".into(),
+        };
+        let state = if let Some(e) = &r.error {
+            format!("error: {e}")
+        } else if r.healthy {
+            "healthy".into()
+        } else {
+            let rest: Vec<&str> = r.remaining_faults.iter().map(|f| f.as_str()).collect();
+            format!("UNHEALTHY ({})", rest.join(","))
+        };
+        rows.push([
+            r.container_name.clone(),
+            r.marathon_app_id.clone().unwrap_or_else(|| "-".into()),
+            r.ip.to_string(),
+            mac,
+            faults,
+            actions,
+            state,
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

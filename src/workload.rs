@@ -1,0 +1,255 @@
+//! Who a calico container is (Docker + Marathon identity), where its network
+//! namespace is, and what its Calico endpoints should look like.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Serialize, Serializer};
+
+/// A 48-bit Ethernet address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+/// The MAC Calico's libnetwork plugin asks Docker to put on every `cali0`.
+pub const CALICO_MAC: MacAddr = MacAddr([0xee; 6]);
+
+impl MacAddr {
+    pub fn from_slice(bytes: &[u8]) -> Option<MacAddr> {
+        <[u8; 6]>::try_from(bytes).ok().map(MacAddr)
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(format!("{s:?} is not a MAC address (want six hex pairs like ee:ee:ee:ee:ee:ee)"));
+        }
+        let mut out = [0u8; 6];
+        for (slot, part) in out.iter_mut().zip(parts) {
+            if part.len() != 2 {
+                return Err(format!("{s:?} is not a MAC address (bad byte {part:?})"));
+            }
+            *slot =
+                u8::from_str_radix(part, 16).map_err(|_| format!("{s:?} is not a MAC address (bad byte {part:?})"))?;
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A running container attached to at least one calico network.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub container_id: String,
+    pub container_name: String,
+    pub marathon_app_id: Option<String>,
+    pub mesos_task_id: Option<String>,
+    /// Init PID and start time: together they name one start of the container,
+    /// so a stale or reused PID can be detected before its namespace is touched.
+    pub pid: u32,
+    pub started_at: String,
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Workload {
+    /// Short identity for log lines: `name app=/x task=y`.
+    pub fn describe(&self) -> String {
+        let mut s = format!("container={}", self.container_name);
+        if let Some(app) = &self.marathon_app_id {
+            s.push_str(&format!(" app={app}"));
+        }
+        if let Some(task) = &self.mesos_task_id {
+            s.push_str(&format!(" task={task}"));
+        }
+        s
+    }
+}
+
+/// One attachment of a container to a calico network (one Calico workload endpoint).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub network: String,
+    pub network_id: String,
+    pub endpoint_id: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    /// `MacAddress` from `docker inspect`; `None` when Docker reports it empty
+    /// (the symptom of Docker dropping the plugin's MAC).
+    pub docker_mac: Option<MacAddr>,
+}
+
+impl Endpoint {
+    /// Host side veth name, as the libnetwork plugin derives it.
+    pub fn host_interface(&self, prefix: &str) -> String {
+        let id: String = self.endpoint_id.chars().take(11).collect();
+        format!("{prefix}{id}")
+    }
+}
+
+/// Where the expected MAC came from, most trusted first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MacSource {
+    Config,
+    HostNeighbour,
+    DockerInspect,
+    CalicoDefault,
+}
+
+impl MacSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MacSource::Config => "config",
+            MacSource::HostNeighbour => "host_neighbour",
+            MacSource::DockerInspect => "docker_inspect",
+            MacSource::CalicoDefault => "calico_default",
+        }
+    }
+}
+
+/// Candidate MACs for one endpoint, in order of trust. Later sources (Calico's
+/// datastore) slot in as another entry of this list.
+pub fn mac_candidates(
+    configured: Option<MacAddr>,
+    host_neighbour: Option<MacAddr>,
+    docker: Option<MacAddr>,
+) -> Vec<(MacSource, MacAddr)> {
+    let mut out = Vec::new();
+    if let Some(m) = configured {
+        out.push((MacSource::Config, m));
+    }
+    if let Some(m) = host_neighbour {
+        out.push((MacSource::HostNeighbour, m));
+    }
+    if let Some(m) = docker {
+        out.push((MacSource::DockerInspect, m));
+    }
+    out.push((MacSource::CalicoDefault, CALICO_MAC));
+    out
+}
+
+/// The state an endpoint must have inside the container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    pub interface: String,
+    pub host_interface: String,
+    pub ip: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub mac: MacAddr,
+    pub mac_source: MacSource,
+    /// Sources that disagree with the chosen MAC, e.g. `docker_inspect=02:42:..`.
+    pub mac_disagreements: Vec<String>,
+}
+
+impl Expected {
+    /// Picks the most trusted MAC and notes every explicit source that disagrees
+    /// (the Calico default is a fallback, not evidence, so it never disagrees).
+    pub fn resolve(
+        interface: &str,
+        host_interface: String,
+        ip: Ipv4Addr,
+        gateway: Ipv4Addr,
+        candidates: &[(MacSource, MacAddr)],
+    ) -> Expected {
+        let (mac_source, mac) = candidates[0];
+        let mac_disagreements = candidates[1..]
+            .iter()
+            .filter(|(src, m)| *src != MacSource::CalicoDefault && *m != mac)
+            .map(|(src, m)| format!("{}={m}", src.as_str()))
+            .collect();
+        Expected { interface: interface.to_string(), host_interface, ip, gateway, mac, mac_source, mac_disagreements }
+    }
+}
+
+/// Marathon/Mesos identity from a container's env and labels (Marathon ≥ 1.4
+/// also sets the `MESOS_TASK_ID` label, which wins over the env).
+pub fn marathon_identity(env: &[String], labels: &HashMap<String, String>) -> (Option<String>, Option<String>) {
+    let lookup = |key: &str| {
+        env.iter()
+            .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let app = lookup("MARATHON_APP_ID");
+    let task = labels.get("MESOS_TASK_ID").filter(|v| !v.is_empty()).cloned().or_else(|| lookup("MESOS_TASK_ID"));
+    (app, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parses_and_prints() {
+        let m: MacAddr = "EE:ee:EE:ee:EE:ee".parse().unwrap();
+        assert_eq!(m, CALICO_MAC);
+        assert_eq!(m.to_string(), "ee:ee:ee:ee:ee:ee");
+        assert!("ee:ee:ee".parse::<MacAddr>().is_err());
+        assert!("zz:ee:ee:ee:ee:ee".parse::<MacAddr>().is_err());
+    }
+
+    #[test]
+    fn expected_mac_prefers_config_then_host_then_docker() {
+        let host: MacAddr = "ee:ee:ee:ee:ee:ee".parse().unwrap();
+        let docker: MacAddr = "02:42:0a:00:00:05".parse().unwrap();
+        let e = Expected::resolve(
+            "cali0",
+            "calia".into(),
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(169, 254, 1, 1),
+            &mac_candidates(None, Some(host), Some(docker)),
+        );
+        assert_eq!(e.mac, host);
+        assert_eq!(e.mac_source, MacSource::HostNeighbour);
+        assert_eq!(e.mac_disagreements, vec!["docker_inspect=02:42:0a:00:00:05".to_string()]);
+
+        let e = Expected::resolve("cali0", "c".into(), e.ip, e.gateway, &mac_candidates(None, None, None));
+        assert_eq!((e.mac, e.mac_source), (CALICO_MAC, MacSource::CalicoDefault));
+        assert!(e.mac_disagreements.is_empty());
+    }
+
+    #[test]
+    fn host_interface_uses_first_eleven_chars() {
+        let ep = Endpoint {
+            network: "n".into(),
+            network_id: "x".into(),
+            endpoint_id: "0123456789abcdef".into(),
+            ip: Ipv4Addr::new(10, 0, 0, 1),
+            prefix_len: 32,
+            docker_mac: None,
+        };
+        assert_eq!(ep.host_interface("cali"), "cali0123456789a");
+    }
+
+    #[test]
+    fn marathon_identity_prefers_label() {
+        let env = vec!["MARATHON_APP_ID=/web".to_string(), "MESOS_TASK_ID=web.env".to_string()];
+        let mut labels = HashMap::new();
+        assert_eq!(marathon_identity(&env, &labels), (Some("/web".into()), Some("web.env".into())));
+        labels.insert("MESOS_TASK_ID".to_string(), "web.label".to_string());
+        assert_eq!(marathon_identity(&env, &labels).1, Some("web.label".into()));
+        assert_eq!(marathon_identity(&[], &HashMap::new()), (None, None));
+    }
+}

@@ -1,0 +1,100 @@
+//! calico-lab: test tooling for calico-medic.
+//!
+//! `calico-lab plugin` runs a legacy Docker plugin daemon that stands in for Calico v2.6's
+//! libnetwork plugin (NetworkDriver `calico`, IpamDriver `calico-ipam`) plus the host-side
+//! part of Felix. See tests/lab/README.md.
+
+mod docker;
+mod host;
+mod ipam;
+mod log;
+mod plugin;
+mod server;
+mod store;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "calico-lab", about = "Calico-on-Docker lab tooling for calico-medic tests")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the calico / calico-ipam legacy plugin sockets (runs in the foreground).
+    Plugin {
+        /// Directory for the plugin sockets (Docker looks in /run/docker/plugins).
+        #[arg(long, default_value = "/run/docker/plugins")]
+        socket_dir: PathBuf,
+        /// Directory for datastore.json and state.json.
+        #[arg(long, default_value = "/run/calico-lab")]
+        state_dir: PathBuf,
+        /// NetworkDriver name (socket `<name>.sock`).
+        #[arg(long, default_value = "calico")]
+        name: String,
+        /// IpamDriver name (socket `<name>.sock`).
+        #[arg(long, default_value = "calico-ipam")]
+        ipam_name: String,
+        /// Write the process id here once the sockets are bound.
+        #[arg(long)]
+        pidfile: Option<PathBuf>,
+        /// Protocol only: no veths, no Felix host programming, no gateway sink.
+        #[arg(long)]
+        no_host: bool,
+        /// Docker Engine socket (to look up networks missing from the plugin's state).
+        #[arg(long, default_value = "/var/run/docker.sock")]
+        docker_socket: PathBuf,
+        /// How long the Felix stand-in waits for a new host link to get carrier (ms).
+        #[arg(long, default_value_t = 10_000)]
+        felix_wait_ms: u64,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let res = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Plugin {
+                socket_dir,
+                state_dir,
+                name,
+                ipam_name,
+                pidfile,
+                no_host,
+                docker_socket,
+                felix_wait_ms,
+            } => {
+                let cfg = plugin::Config {
+                    host: !no_host,
+                    docker_socket: (!no_host).then_some(docker_socket),
+                    felix_wait: Duration::from_millis(felix_wait_ms),
+                };
+                let p = plugin::Plugin::new(cfg, store::Store::new(&state_dir))?;
+                if p.host_enabled() {
+                    host::ensure_gateway_sink()
+                        .await
+                        .map_err(|e| format!("setting up the 169.254.1.1 route: {e}"))?;
+                    p.resync().await;
+                }
+                server::serve(p, &socket_dir, &name, &ipam_name, pidfile.as_deref()).await
+            }
+        }
+    });
+    // exit without waiting for the runtime to wind down open connections
+    match res {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            log!("calico-lab: error: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Set up the calico-medic lab: Docker engine + Calico v2.6-like plugin + two calico networks.
+#
+# Idempotent: every step checks what is already there and only does what is missing.
+# Run as root on Debian. Prints the time each step took.
+#
+#   tests/lab/setup.sh            # set up (or check) the lab
+#
+# Environment:
+#   CALICO_LAB_BIN      plugin binary (default: <target dir>/debug/calico-lab, built with cargo)
+#   CARGO_TARGET_DIR    cargo target dir (default: <repo>/target)
+#   DOCKERD_FLAGS       extra flags for dockerd when this script starts it
+set -euo pipefail
+
+LAB_DIR=/run/calico-lab
+PLUGIN_DIR=/run/docker/plugins
+DOCKER=/usr/bin/docker           # never /usr/local/bin/docker (28.x client vs 20.10 daemon)
+IMAGE=calico-lab/busybox:latest
+NET=calico-lab
+NET_SUBNET=10.65.0.0/17
+NOMAC_NET=calico-lab-nomac
+NOMAC_SUBNET=10.65.128.0/17
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+[[ $TARGET_DIR = /* ]] || TARGET_DIR=$REPO/$TARGET_DIR
+BIN=${CALICO_LAB_BIN:-$TARGET_DIR/debug/calico-lab}
+
+die() { echo "setup: error: $*" >&2; exit 1; }
+say() { echo "setup: $*" >&2; }
+now_ms() { date +%s%3N; }
+# alive <pid>: running and not a zombie (PID 1 here may reap orphans only every few seconds)
+alive() { local st; st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [[ $st != Z && $st != X ]]; }
+T0=$(now_ms)
+STEP_T=$T0
+step_done() { # <step name> <what happened>
+    local t; t=$(now_ms)
+    printf 'setup: %-10s %-45s %6d ms\n' "$1" "$2" $((t - STEP_T)) >&2
+    STEP_T=$t
+}
+
+[[ $(id -u) = 0 ]] || die "must run as root"
+mkdir -p "$LAB_DIR" "$PLUGIN_DIR"
+
+# ---------------------------------------------------------------- packages
+need_pkgs=()
+command -v dockerd >/dev/null 2>&1 && [[ -x $DOCKER ]] || need_pkgs+=(docker.io)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need_pkgs+=(busybox-static)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)
+command -v jq >/dev/null 2>&1 || need_pkgs+=(jq)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)
+if ((${#need_pkgs[@]})); then
+    export DEBIAN_FRONTEND=noninteractive
+    apt_install() { apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${need_pkgs[@]}"; }
+    # apt-get update only when the package lists do not know a package we need
+    if ! apt-cache show "${need_pkgs[@]}" >/dev/null 2>&1; then
+        apt-get -o DPkg::Lock::Timeout=600 update -q >&2
+    fi
+    apt_install >&2 || { apt-get -o DPkg::Lock::Timeout=600 update -q >&2 && apt_install >&2; } \
+        || die "installing ${need_pkgs[*]} failed"
+    step_done packages "installed ${need_pkgs[*]}"
+else
+    step_done packages "all present"
+fi
+
+# ---------------------------------------------------------------- dockerd
+docker_up() { timeout 10 "$DOCKER" info >/dev/null 2>&1; }
+start_dockerd() { # extra flags...
+    say "starting dockerd $* ${DOCKERD_FLAGS:-} (log $LAB_DIR/dockerd.log)"
+    # shellcheck disable=SC2086
+    setsid dockerd "$@" ${DOCKERD_FLAGS:-} >>"$LAB_DIR/dockerd.log" 2>&1 </dev/null &
+    echo $! >"$LAB_DIR/dockerd.pid"
+    local pid=$! i
+    for i in $(seq 1 300); do       # up to 30 s
+        if [[ -S /var/run/docker.sock ]] && docker_up; then return 0; fi
+        alive "$pid" || return 1
+        sleep 0.1
+    done
+    return 1
+}
+if docker_up; then
+    step_done dockerd "already running"
+else
+    if pgrep -x dockerd >/dev/null; then
+        die "a dockerd process exists but '$DOCKER info' fails; see $LAB_DIR/dockerd.log"
+    fi
+    rm -f /var/run/docker.pid
+    if start_dockerd; then
+        step_done dockerd "started ($($DOCKER info -f '{{.Driver}}') storage)"
+    else
+        # overlay2 does not work on every backing filesystem (e.g. overlay-on-overlay): vfs always does
+        say "dockerd did not come up with the default storage driver; retrying with vfs"
+        kill "$(cat "$LAB_DIR/dockerd.pid")" 2>/dev/null || true
+        for _ in $(seq 1 50); do pgrep -x dockerd >/dev/null || break; sleep 0.1; done
+        rm -f /var/run/docker.pid
+        start_dockerd --storage-driver vfs || die "dockerd does not start; see $LAB_DIR/dockerd.log"
+        step_done dockerd "started (vfs storage)"
+    fi
+fi
+
+# ---------------------------------------------------------------- image
+if "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1; then
+    step_done image "$IMAGE present"
+else
+    BB=/bin/busybox
+    [[ -x $BB ]] || die "$BB missing (busybox-static)"
+    if ldd "$BB" >/dev/null 2>&1; then die "$BB is dynamically linked; install busybox-static"; fi
+    ROOTFS=$(mktemp -d /tmp/calico-lab-rootfs.XXXXXX)
+    trap 'rm -rf "$ROOTFS"' EXIT
+    mkdir -p "$ROOTFS"/{bin,sbin,etc,tmp,proc,sys,dev,root,mnt/mesos/sandbox}
+    chmod 1777 "$ROOTFS/tmp"
+    cp "$BB" "$ROOTFS/bin/busybox"
+    for a in $("$BB" --list); do
+        [[ $a = busybox ]] || ln -sf busybox "$ROOTFS/bin/$a"
+    done
+    for a in ip ifconfig route arp; do ln -sf ../bin/busybox "$ROOTFS/sbin/$a"; done
+    echo 'root:x:0:0:root:/root:/bin/sh' >"$ROOTFS/etc/passwd"
+    echo 'root:x:0:' >"$ROOTFS/etc/group"
+    tar -C "$ROOTFS" --numeric-owner -c . |
+        "$DOCKER" import -c 'CMD ["/bin/sleep","1000000"]' -c 'LABEL calico-lab=1' - "$IMAGE" >/dev/null
+    rm -rf "$ROOTFS"; trap - EXIT
+    step_done image "built $IMAGE"
+fi
+
+# ---------------------------------------------------------------- plugin binary
+SRC="$REPO/tests/calico-lab"
+if [[ -x $BIN ]] && [[ -z $(find "$SRC/src" "$SRC/Cargo.toml" -newer "$BIN" -print -quit 2>/dev/null) ]]; then
+    step_done build "$BIN up to date"
+else
+    [[ -z ${CALICO_LAB_BIN:-} ]] || die "CALICO_LAB_BIN=$BIN is missing or older than its sources"
+    command -v cargo >/dev/null || die "cargo not found (needed to build the plugin)"
+    (cd "$REPO" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build -q -p calico-lab) >&2 || die "cargo build -p calico-lab failed"
+    step_done build "built $BIN"
+fi
+
+# ---------------------------------------------------------------- plugin
+plugin_pid() { # prints the pid of the running lab plugin, if any
+    local pid
+    pid=$(cat "$LAB_DIR/plugin.pid" 2>/dev/null) || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'calico-lab plugin' || return 1
+    echo "$pid"
+}
+activate() { # <socket> : plugin answers Plugin.Activate
+    curl -sf --max-time 2 --unix-socket "$1" -X POST http://plugin/Plugin.Activate >/dev/null 2>&1
+}
+plugin_ok() { activate "$PLUGIN_DIR/calico.sock" && activate "$PLUGIN_DIR/calico-ipam.sock"; }
+start_plugin() {
+    setsid "$BIN" plugin --pidfile "$LAB_DIR/plugin.pid" >>"$LAB_DIR/plugin.log" 2>&1 </dev/null &
+    local pid=$!
+    for _ in $(seq 1 100); do
+        if plugin_ok; then return 0; fi
+        alive "$pid" || die "plugin exited; see $LAB_DIR/plugin.log"
+        sleep 0.05
+    done
+    die "plugin does not answer on $PLUGIN_DIR; see $LAB_DIR/plugin.log"
+}
+if pid=$(plugin_pid); then
+    if [[ $(readlink "/proc/$pid/exe") == *"(deleted)"* ]]; then
+        say "plugin $pid runs an old binary; restarting it (its state is kept on disk)"
+        kill "$pid"
+        for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
+        start_plugin
+        step_done plugin "restarted (pid $(plugin_pid))"
+    elif plugin_ok; then
+        step_done plugin "already running (pid $pid)"
+    else
+        die "plugin pid $pid is alive but does not answer on $PLUGIN_DIR"
+    fi
+else
+    plugin_ok && die "something else serves $PLUGIN_DIR/calico.sock (no live pid in $LAB_DIR/plugin.pid)"
+    start_plugin
+    step_done plugin "started (pid $(plugin_pid), log $LAB_DIR/plugin.log)"
+fi
+
+# ---------------------------------------------------------------- networks
+ensure_network() { # <name> <subnet> [extra args]
+    local name=$1 subnet=$2; shift 2
+    local info
+    if info=$("$DOCKER" network inspect -f '{{.Driver}} {{.IPAM.Driver}} {{range .IPAM.Config}}{{.Subnet}}{{end}}' "$name" 2>/dev/null); then
+        [[ $info == "calico calico-ipam $subnet" ]] ||
+            die "network $name exists but is '$info', expected 'calico calico-ipam $subnet' (run teardown.sh)"
+        step_done network "$name exists"
+    else
+        "$DOCKER" network create --driver calico --ipam-driver calico-ipam --subnet "$subnet" \
+            --label calico-lab=1 "$@" "$name" >/dev/null
+        step_done network "created $name ($subnet${*:+ $*})"
+    fi
+}
+ensure_network "$NET" "$NET_SUBNET"
+ensure_network "$NOMAC_NET" "$NOMAC_SUBNET" -o calico-lab.omit-mac=true
+
+printf 'setup: %-10s %-45s %6d ms\n' total "lab ready" $(($(now_ms) - T0)) >&2

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Remove what tests/lab/setup.sh (and labctl) created, and nothing else:
+# containers labelled calico-lab=1, the networks calico-lab / calico-lab-nomac, the plugin
+# process and its sockets, the 169.254.1.1 sink link, the lab's state files.
+#
+#   tests/lab/teardown.sh [--image] [--dockerd] [--all]
+#     --image    also remove the image calico-lab/busybox:latest
+#     --dockerd  also stop dockerd, but only if setup.sh started it (its pid is in /run/calico-lab/dockerd.pid)
+#     --all      both
+set -uo pipefail
+
+LAB_DIR=/run/calico-lab
+PLUGIN_DIR=/run/docker/plugins
+DOCKER=/usr/bin/docker
+IMAGE=calico-lab/busybox:latest
+NETS=(calico-lab calico-lab-nomac)
+
+rm_image=0 stop_dockerd=0
+for a in "$@"; do
+    case $a in
+        --image) rm_image=1 ;;
+        --dockerd) stop_dockerd=1 ;;
+        --all) rm_image=1; stop_dockerd=1 ;;
+        *) echo "usage: $0 [--image] [--dockerd] [--all]" >&2; exit 2 ;;
+    esac
+done
+[[ $(id -u) = 0 ]] || { echo "teardown: must run as root" >&2; exit 1; }
+say() { echo "teardown: $*" >&2; }
+alive() { local st; st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [[ $st != Z && $st != X ]]; }
+rc=0
+
+docker_ok=0
+timeout 10 "$DOCKER" info >/dev/null 2>&1 && docker_ok=1
+
+keep_plugin=0
+if ((docker_ok)); then
+    ids=$("$DOCKER" ps -aq --filter label=calico-lab=1)
+    if [[ -n $ids ]]; then
+        # shellcheck disable=SC2086
+        "$DOCKER" rm -f $ids >/dev/null && say "removed $(wc -w <<<"$ids") lab container(s)"
+    fi
+    for net in "${NETS[@]}"; do
+        "$DOCKER" network inspect "$net" >/dev/null 2>&1 || continue
+        others=$("$DOCKER" network inspect -f '{{range $k, $v := .Containers}}{{$v.Name}} {{end}}' "$net")
+        if [[ -n ${others// /} ]]; then
+            say "NOT removing network $net: containers not labelled calico-lab=1 still use it: $others"
+            say "keeping the plugin running so Docker can still detach them"
+            keep_plugin=1 rc=1
+            continue
+        fi
+        "$DOCKER" network rm "$net" >/dev/null && say "removed network $net" || rc=1
+    done
+    if ((rm_image)) && "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1; then
+        "$DOCKER" rmi "$IMAGE" >/dev/null && say "removed image $IMAGE" || rc=1
+    fi
+else
+    say "dockerd not reachable: skipping containers, networks and image"
+fi
+
+if ((!keep_plugin)); then
+    pid=$(cat "$LAB_DIR/plugin.pid" 2>/dev/null || true)
+    if [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'calico-lab plugin'; then
+        kill "$pid"
+        for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
+        alive "$pid" && kill -9 "$pid"
+        say "stopped plugin (pid $pid)"
+    fi
+    rm -f "$PLUGIN_DIR/calico.sock" "$PLUGIN_DIR/calico-ipam.sock" "$LAB_DIR/plugin.pid"
+    if [[ -e /sys/class/net/labgw0 ]]; then ip link del labgw0 && say "removed link labgw0 (169.254.1.1 sink)"; fi
+    rm -f "$LAB_DIR/datastore.json" "$LAB_DIR/state.json"
+fi
+
+if ((stop_dockerd)); then
+    pid=$(cat "$LAB_DIR/dockerd.pid" 2>/dev/null || true)
+    if [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == dockerd ]]; then
+        kill "$pid"
+        for _ in $(seq 1 150); do alive "$pid" || break; sleep 0.1; done
+        say "stopped dockerd (pid $pid)"
+        rm -f "$LAB_DIR/dockerd.pid"
+    else
+        say "dockerd was not started by setup.sh; left running"
+    fi
+fi
+exit $rc
