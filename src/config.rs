@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::MedicError;
+use crate::probe::ProbeTarget;
 use crate::workload::MacAddr;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/calico-medic/config.toml";
@@ -59,6 +60,9 @@ pub struct ProbeConfig {
     pub interval: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// Extra probes from inside each workload's namespace: `tcp:IP:PORT`, `icmp:IP`.
+    #[serde(deserialize_with = "de_targets")]
+    pub targets: Vec<ProbeTarget>,
 }
 
 impl Default for Config {
@@ -94,7 +98,12 @@ impl Default for BackoffConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        ProbeConfig { enabled: true, interval: Duration::from_secs(30), timeout: Duration::from_secs(1) }
+        ProbeConfig {
+            enabled: true,
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(1),
+            targets: Vec::new(),
+        }
     }
 }
 
@@ -196,6 +205,10 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
         Raw::Secs(n) => Ok(Duration::from_secs(n)),
     }
+}
+
+fn de_targets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ProbeTarget>, D::Error> {
+    Vec::<String>::deserialize(d)?.iter().map(|s| s.parse().map_err(serde::de::Error::custom)).collect()
 }
 
 fn de_opt_mac<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MacAddr>, D::Error> {

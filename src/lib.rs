@@ -12,6 +12,7 @@ pub mod medic;
 pub mod metrics;
 pub mod netns;
 pub mod observe;
+pub mod probe;
 pub mod repair;
 pub mod report;
 pub mod workload;

@@ -8,13 +8,14 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::diagnose::{diagnose_container, diagnose_host, Fault};
+use crate::diagnose::{diagnose_container, diagnose_host, Fault, FaultKind};
 use crate::docker::DockerClient;
 use crate::error::MedicError;
 use crate::netns::{NsIdentity, TargetNetns};
 use crate::observe::{observe_container, observe_host, ContainerSide, HostSide, NetlinkSession};
+use crate::probe;
 use crate::repair::{apply, plan, ActionOutcome, ActionResult};
-use crate::report::EndpointReport;
+use crate::report::{EndpointReport, ProbeResult};
 use crate::workload::{mac_candidates, Endpoint, Expected, Workload};
 use rtnetlink::Handle;
 
@@ -64,12 +65,46 @@ impl Medic {
         // the namespace we hold is this container's and not a reused PID's.
         self.docker.confirm_same_start(&workload).await?;
         let session = NetlinkSession::in_netns(&ns)?;
-        drop(ns); // the socket pins the namespace for as long as the session lives
         let mut reports = Vec::with_capacity(workload.endpoints.len());
         for endpoint in &workload.endpoints {
-            reports.push(self.endpoint(&workload, endpoint, &session, mode).await);
+            let mut report = self.endpoint(&workload, endpoint, &session, mode).await;
+            if self.config.probe.enabled && report.error.is_none() {
+                self.probe(&ns, &mut report).await;
+            }
+            reports.push(report);
         }
         Ok(ContainerOutcome { workload, reports })
+    }
+
+    /// Host → workload ICMP, plus configured probes from inside the namespace. A
+    /// failing host probe with no structural fault is `workload_unreachable`.
+    async fn probe(&self, ns: &TargetNetns, report: &mut EndpointReport) {
+        let timeout = self.config.probe.timeout;
+        let host = match probe::host_icmp(report.ip, timeout).await {
+            Ok(rtt) => rtt,
+            Err(e) => {
+                warn!("probe of {} ({}) failed to run: {e}", report.container_name, report.ip);
+                return;
+            }
+        };
+        report.reachable = Some(host.is_some());
+        report.probes.push(ProbeResult::new("icmp", host));
+        for target in &self.config.probe.targets {
+            match probe::from_netns(ns, target, timeout).await {
+                Ok(rtt) => report.probes.push(ProbeResult::new(&target.label(), rtt)),
+                Err(e) => warn!("probe {} from {} failed to run: {e}", target.label(), report.container_name),
+            }
+        }
+        if host.is_none() && report.remaining_faults.is_empty() {
+            report.remaining_faults.push(FaultKind::WorkloadUnreachable);
+            report
+                .fault_details
+                .push(format!("workload_unreachable: no ICMP echo reply from {} within {timeout:?}", report.ip));
+            if !report.faults.contains(&FaultKind::WorkloadUnreachable) {
+                report.faults.push(FaultKind::WorkloadUnreachable);
+            }
+            report.healthy = false;
+        }
     }
 
     async fn observe_host_side(&self, host_interface: &str, endpoint: &Endpoint) -> Result<HostSide, MedicError> {

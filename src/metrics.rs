@@ -45,6 +45,13 @@ struct ContainerSeries {
     probes: Vec<String>,
 }
 
+/// Remembers a probe label of a container so its series can be removed later.
+fn series_probe(entry: &mut ContainerSeries, probe: &str) {
+    if !entry.probes.iter().any(|p| p == probe) {
+        entry.probes.push(probe.to_string());
+    }
+}
+
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help).namespace(NS), labels).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
@@ -222,6 +229,13 @@ impl Metrics {
             let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
             self.endpoint_healthy.with_label_values(&refs).set(i64::from(r.healthy));
             healthy_labels.push(labels);
+            for p in &r.probes {
+                series_probe(entry, &p.probe);
+                self.probe_success.with_label_values(&[&r.container_id, &p.probe]).set(i64::from(p.success));
+                if let Some(rtt) = p.rtt_seconds {
+                    self.probe_rtt.with_label_values(&[&p.probe]).observe(rtt);
+                }
+            }
             for f in &r.remaining_faults {
                 if !present_faults.iter().any(|p| p == f.as_str()) {
                     present_faults.push(f.as_str().to_string());
@@ -244,18 +258,6 @@ impl Metrics {
         }
         entry.healthy = healthy_labels;
         entry.faults = present_faults;
-    }
-
-    pub fn record_probe(&self, container_id: &str, probe: &str, rtt: Option<f64>) {
-        self.probe_success.with_label_values(&[container_id, probe]).set(i64::from(rtt.is_some()));
-        if let Some(rtt) = rtt {
-            self.probe_rtt.with_label_values(&[probe]).observe(rtt);
-        }
-        let mut series = self.series.lock().unwrap();
-        let entry = series.entry(container_id.to_string()).or_default();
-        if !entry.probes.iter().any(|p| p == probe) {
-            entry.probes.push(probe.to_string());
-        }
     }
 
     /// Drops every per-container series (container destroyed).

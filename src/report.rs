@@ -33,6 +33,9 @@ pub struct EndpointReport {
     /// Host→workload ICMP probe after the check/repair, when probing is enabled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reachable: Option<bool>,
+    /// Every probe run for this endpoint in this pass.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeResult>,
     pub healthy: bool,
     /// Set when the endpoint could not be observed at all.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,6 +66,7 @@ impl EndpointReport {
             actions: Vec::new(),
             remaining_faults: Vec::new(),
             reachable: None,
+            probes: Vec::new(),
             healthy: false,
             error: None,
             check_seconds: 0.0,
@@ -72,6 +76,20 @@ impl EndpointReport {
     pub fn set_faults(&mut self, faults: &[Fault]) {
         self.faults = faults.iter().map(|f| f.kind).collect();
         self.fault_details = faults.iter().map(|f| format!("{}: {}", f.kind, f.detail)).collect();
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeResult {
+    pub probe: String,
+    pub success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_seconds: Option<f64>,
+}
+
+impl ProbeResult {
+    pub fn new(probe: &str, rtt: Option<std::time::Duration>) -> ProbeResult {
+        ProbeResult { probe: probe.to_string(), success: rtt.is_some(), rtt_seconds: rtt.map(|d| d.as_secs_f64()) }
     }
 }
 

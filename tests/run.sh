@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README.md): on a fresh Debian machine as root, installs and
-# starts what the tests need, then runs every suite. Fails loudly if it cannot.
+# starts what the tests need (Docker engine, test image, Calico stand-in, Prometheus
+# tools), then runs every suite. Fails loudly if anything is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CI="${CI:-}"
@@ -8,12 +9,26 @@ export PATH="/usr/bin:$PATH" # Debian's docker client first (matches the 20.10 d
 
 step() { printf '\n=== %s ===\n' "$*"; }
 
+[[ $(id -u) == 0 ]] || { echo "tests/run.sh must run as root (namespaces, Docker)" >&2; exit 1; }
+
 step "static checks"
-cargo fmt -p calico-medic --check
+cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "build"
 cargo build --workspace --all-targets
 
-step "unit + namespace tests"
+step "unit + namespace tests (no Docker)"
 cargo test -p calico-medic --lib --test netns_repair
+
+step "lab: Docker engine, test image, Calico v2.6 stand-in, networks"
+tests/lab/setup.sh
+
+step "lab tests"
+cargo test -p calico-lab
+
+step "end-to-end: one-off check/repair"
+cargo test -p calico-medic --test lab_oneoff
+
+step "end-to-end: daemon"
+cargo test -p calico-medic --test lab_daemon

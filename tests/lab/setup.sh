@@ -159,8 +159,9 @@ start_plugin() {
     die "plugin does not answer on $PLUGIN_DIR; see $LAB_DIR/plugin.log"
 }
 if pid=$(plugin_pid); then
-    if [[ $(readlink "/proc/$pid/exe") == *"(deleted)"* ]]; then
-        say "plugin $pid runs an old binary; restarting it (its state is kept on disk)"
+    exe=$(readlink "/proc/$pid/exe" || true)
+    if [[ $exe == *"(deleted)"* || $exe != "$(readlink -f "$BIN")" ]]; then
+        say "plugin $pid runs ${exe:-an unknown binary}, not $BIN; restarting it (its state is kept on disk)"
         kill "$pid"
         for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
         start_plugin

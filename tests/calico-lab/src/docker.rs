@@ -15,9 +15,7 @@ pub async fn network_options(sock: &Path, id: &str) -> Result<serde_json::Map<St
         return Err(format!("refusing odd network id {id:?}"));
     }
     let work = async {
-        let mut s = UnixStream::connect(sock)
-            .await
-            .map_err(|e| format!("connecting to {}: {e}", sock.display()))?;
+        let mut s = UnixStream::connect(sock).await.map_err(|e| format!("connecting to {}: {e}", sock.display()))?;
         let req = format!("GET /networks/{id} HTTP/1.0\r\nHost: docker\r\n\r\n");
         s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
@@ -28,9 +26,7 @@ pub async fn network_options(sock: &Path, id: &str) -> Result<serde_json::Map<St
         .await
         .map_err(|_| "timed out talking to dockerd".to_string())??;
     let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| "malformed HTTP answer from dockerd".to_string())?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| "malformed HTTP answer from dockerd".to_string())?;
     let status = head.split_whitespace().nth(1).unwrap_or("");
     if status != "200" {
         return Err(format!("dockerd answered {status} for network {id}: {}", body.trim()));

@@ -19,19 +19,12 @@ pub const SINK_PEER: &str = "labgw1";
 
 /// Run `ip <args>`; Err carries the command and its stderr.
 pub async fn ip(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .await
-        .map_err(|e| format!("running ip {}: {e}", args.join(" ")))?;
+    let out =
+        Command::new("ip").args(args).output().await.map_err(|e| format!("running ip {}: {e}", args.join(" ")))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
@@ -67,14 +60,11 @@ pub async fn delete_link(name: &str) -> Result<(), String> {
 }
 
 fn write_sysctl(path: &str, value: &str) -> Result<(), String> {
-    std::fs::write(format!("/proc/sys/{path}"), value)
-        .map_err(|e| format!("writing {value} to /proc/sys/{path}: {e}"))
+    std::fs::write(format!("/proc/sys/{path}"), value).map_err(|e| format!("writing {value} to /proc/sys/{path}: {e}"))
 }
 
 fn has_carrier(name: &str) -> bool {
-    std::fs::read_to_string(format!("/sys/class/net/{name}/carrier"))
-        .map(|s| s.trim() == "1")
-        .unwrap_or(false)
+    std::fs::read_to_string(format!("/sys/class/net/{name}/carrier")).map(|s| s.trim() == "1").unwrap_or(false)
 }
 
 /// Felix's host side for one endpoint. Waits (up to `wait`) for the host link to have

@@ -21,20 +21,11 @@ pub struct Cidr {
 
 impl Cidr {
     pub fn parse(s: &str) -> Result<Cidr, String> {
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("Invalid CIDR {s:?}"))?;
+        let (addr, prefix) = s.split_once('/').ok_or_else(|| format!("Invalid CIDR {s:?}"))?;
         let addr: Ipv4Addr = addr.parse().map_err(|_| format!("Invalid CIDR {s:?}"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= 32)
-            .ok_or_else(|| format!("Invalid CIDR {s:?}"))?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("Invalid CIDR {s:?}"))?;
         let mask = self::mask(prefix);
-        Ok(Cidr {
-            base: u32::from(addr) & mask,
-            prefix,
-        })
+        Ok(Cidr { base: u32::from(addr) & mask, prefix })
     }
 
     /// First and last assignable host address (network and broadcast addresses are skipped
@@ -77,17 +68,11 @@ pub struct Pool {
 impl Pool {
     pub fn new(cidr: &str) -> Result<Pool, String> {
         let c = Cidr::parse(cidr)?;
-        Ok(Pool {
-            cidr: c.to_string(),
-            allocated: BTreeSet::new(),
-            next: None,
-        })
+        Ok(Pool { cidr: c.to_string(), allocated: BTreeSet::new(), next: None })
     }
 
     fn range(&self) -> (u32, u32) {
-        Cidr::parse(&self.cidr)
-            .map(|c| c.host_range())
-            .unwrap_or((1, 0))
+        Cidr::parse(&self.cidr).map(|c| c.host_range()).unwrap_or((1, 0))
     }
 
     /// Allocate the next free address, or `None` when the pool is exhausted.
@@ -97,11 +82,7 @@ impl Pool {
             return None;
         }
         let span = (last - first) as u64 + 1;
-        let start = self
-            .next
-            .map(u32::from)
-            .filter(|n| (first..=last).contains(n))
-            .unwrap_or(first);
+        let start = self.next.map(u32::from).filter(|n| (first..=last).contains(n)).unwrap_or(first);
         for i in 0..span {
             let cand = first + (((start - first) as u64 + i) % span) as u32;
             let ip = Ipv4Addr::from(cand);

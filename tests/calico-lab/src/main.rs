@@ -56,23 +56,10 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     let res = rt.block_on(async {
         match cli.cmd {
-            Cmd::Plugin {
-                socket_dir,
-                state_dir,
-                name,
-                ipam_name,
-                pidfile,
-                no_host,
-                docker_socket,
-                felix_wait_ms,
-            } => {
+            Cmd::Plugin { socket_dir, state_dir, name, ipam_name, pidfile, no_host, docker_socket, felix_wait_ms } => {
                 let cfg = plugin::Config {
                     host: !no_host,
                     docker_socket: (!no_host).then_some(docker_socket),
@@ -80,9 +67,7 @@ fn main() {
                 };
                 let p = plugin::Plugin::new(cfg, store::Store::new(&state_dir))?;
                 if p.host_enabled() {
-                    host::ensure_gateway_sink()
-                        .await
-                        .map_err(|e| format!("setting up the 169.254.1.1 route: {e}"))?;
+                    host::ensure_gateway_sink().await.map_err(|e| format!("setting up the 169.254.1.1 route: {e}"))?;
                     p.resync().await;
                 }
                 server::serve(p, &socket_dir, &name, &ipam_name, pidfile.as_deref()).await

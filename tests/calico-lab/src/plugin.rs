@@ -212,9 +212,7 @@ impl Plugin {
         let eps: Vec<Endpoint> = self.inner.lock().unwrap().ds.values().cloned().collect();
         for ep in eps {
             if host::link_exists(&ep.host_interface) {
-                if let Err(e) =
-                    host::felix_program(&ep.host_interface, ep.addr(), &ep.mac, Duration::ZERO).await
-                {
+                if let Err(e) = host::felix_program(&ep.host_interface, ep.addr(), &ep.mac, Duration::ZERO).await {
                     log!("felix resync of {}: {e}", ep.endpoint_id);
                 }
             }
@@ -280,10 +278,7 @@ impl Plugin {
             }
             (Kind::Ipam, "IpamDriver.RequestAddress") => self.request_address(parse(body)?),
             (Kind::Ipam, "IpamDriver.ReleaseAddress") => self.release_address(parse(body)?),
-            _ => Err(PluginError::not_found(format!(
-                "{} does not implement {method:?}",
-                kind.implements()
-            ))),
+            _ => Err(PluginError::not_found(format!("{} does not implement {method:?}", kind.implements()))),
         }
     }
 
@@ -306,7 +301,11 @@ impl Plugin {
                             omit_mac = match gv.as_str().map(str::to_ascii_lowercase).as_deref() {
                                 Some("true" | "1" | "yes") => true,
                                 Some("false" | "0" | "no" | "") => false,
-                                _ => return Err(PluginError::failed(format!("{OMIT_MAC_OPTION} must be true or false, got {gv}"))),
+                                _ => {
+                                    return Err(PluginError::failed(format!(
+                                        "{OMIT_MAC_OPTION} must be true or false, got {gv}"
+                                    )))
+                                }
                             };
                         } else if !gk.starts_with("calico-lab.") {
                             unknown.push(gk);
@@ -439,9 +438,7 @@ impl Plugin {
             log!("DeleteEndpoint: endpoint {} not in the datastore (ignored)", req.endpoint_id);
         }
         if self.cfg.host {
-            host::delete_link(&host_interface(&req.endpoint_id))
-                .await
-                .map_err(PluginError::failed)?;
+            host::delete_link(&host_interface(&req.endpoint_id)).await.map_err(PluginError::failed)?;
         }
         Ok(json!({}))
     }
@@ -481,9 +478,7 @@ impl Plugin {
 
     async fn leave(&self, req: IdsReq) -> Res {
         if self.cfg.host {
-            host::delete_link(&host_interface(&req.endpoint_id))
-                .await
-                .map_err(PluginError::failed)?;
+            host::delete_link(&host_interface(&req.endpoint_id)).await.map_err(PluginError::failed)?;
         }
         Ok(json!({}))
     }
@@ -536,8 +531,9 @@ impl Plugin {
         self.update(|i| {
             let pool = Self::pool_mut(i, &req.pool_id)?;
             let ip = if req.address.is_empty() {
-                pool.allocate()
-                    .ok_or_else(|| PluginError::failed(format!("IP assignment error: pool {} is exhausted", pool.cidr)))?
+                pool.allocate().ok_or_else(|| {
+                    PluginError::failed(format!("IP assignment error: pool {} is exhausted", pool.cidr))
+                })?
             } else {
                 let ip: Ipv4Addr = req
                     .address
@@ -574,7 +570,8 @@ mod tests {
     fn plugin(name: &str) -> (Arc<Plugin>, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("calico-lab-plugin-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let p = Plugin::new(Config { host: false, docker_socket: None, felix_wait: Duration::ZERO }, Store::new(&dir)).unwrap();
+        let p = Plugin::new(Config { host: false, docker_socket: None, felix_wait: Duration::ZERO }, Store::new(&dir))
+            .unwrap();
         (p, dir)
     }
 
@@ -602,20 +599,50 @@ mod tests {
         assert!(gw.is_err());
         call(&p, Kind::Network, "NetworkDriver.CreateNetwork", json!({"NetworkID": "n1", "Options": {"com.docker.network.enable_ipv6": false, "com.docker.network.generic": {}}, "IPv4Data": [{"AddressSpace": "CalicoGlobalAddressSpace", "Pool": "10.65.0.0/17", "Gateway": "0.0.0.0/0"}], "IPv6Data": []})).await.unwrap();
         call(&p, Kind::Network, "NetworkDriver.CreateNetwork", json!({"NetworkID": "n2", "Options": {"com.docker.network.generic": {"calico-lab.omit-mac": "true"}}, "IPv4Data": [{"Pool": "10.65.128.0/17", "Gateway": "0.0.0.0/0"}]})).await.unwrap();
-        let bad = call(&p, Kind::Network, "NetworkDriver.CreateNetwork", json!({"NetworkID": "n3", "Options": {"com.docker.network.generic": {"foo": "bar"}}, "IPv4Data": []})).await.unwrap_err();
+        let bad = call(
+            &p,
+            Kind::Network,
+            "NetworkDriver.CreateNetwork",
+            json!({"NetworkID": "n3", "Options": {"com.docker.network.generic": {"foo": "bar"}}, "IPv4Data": []}),
+        )
+        .await
+        .unwrap_err();
         assert!(bad.msg.contains("does not support the flag foo"), "{}", bad.msg);
-        let bad = call(&p, Kind::Network, "NetworkDriver.CreateNetwork", json!({"NetworkID": "n3", "Options": {}, "IPv4Data": [{"Pool": "10.0.0.0/8", "Gateway": "10.0.0.1/8"}]})).await.unwrap_err();
+        let bad = call(
+            &p,
+            Kind::Network,
+            "NetworkDriver.CreateNetwork",
+            json!({"NetworkID": "n3", "Options": {}, "IPv4Data": [{"Pool": "10.0.0.0/8", "Gateway": "10.0.0.1/8"}]}),
+        )
+        .await
+        .unwrap_err();
         assert!(bad.msg.contains("Non-Calico IPAM"));
 
-        let a = call(&p, Kind::Ipam, "IpamDriver.RequestAddress", json!({"PoolID": "10.65.0.0/17", "Address": ""})).await.unwrap();
+        let a = call(&p, Kind::Ipam, "IpamDriver.RequestAddress", json!({"PoolID": "10.65.0.0/17", "Address": ""}))
+            .await
+            .unwrap();
         assert_eq!(a["Address"], "10.65.0.1/32");
         let r = call(&p, Kind::Network, "NetworkDriver.CreateEndpoint", json!({"NetworkID": "n1", "EndpointID": "e1e1e1e1e1e1e1e1", "Interface": {"Address": "10.65.0.1/32", "AddressIPv6": "", "MacAddress": ""}})).await.unwrap();
         assert_eq!(r, json!({"Interface": {"MacAddress": "EE:EE:EE:EE:EE:EE"}}));
-        let r = call(&p, Kind::Network, "NetworkDriver.CreateEndpoint", json!({"NetworkID": "n2", "EndpointID": "e2", "Interface": {"Address": "10.65.128.1/32"}})).await.unwrap();
+        let r = call(
+            &p,
+            Kind::Network,
+            "NetworkDriver.CreateEndpoint",
+            json!({"NetworkID": "n2", "EndpointID": "e2", "Interface": {"Address": "10.65.128.1/32"}}),
+        )
+        .await
+        .unwrap();
         assert_eq!(r, json!({"Interface": {}}));
         let r = call(&p, Kind::Network, "NetworkDriver.CreateEndpoint", json!({"NetworkID": "n1", "EndpointID": "e3", "Interface": {"Address": "10.65.0.2/32", "MacAddress": "02:42:AC:11:00:02"}})).await.unwrap();
         assert_eq!(r, json!({"Interface": {}}));
-        let j = call(&p, Kind::Network, "NetworkDriver.Join", json!({"NetworkID": "n1", "EndpointID": "e1e1e1e1e1e1e1e1", "SandboxKey": "/x", "Options": {}})).await.unwrap();
+        let j = call(
+            &p,
+            Kind::Network,
+            "NetworkDriver.Join",
+            json!({"NetworkID": "n1", "EndpointID": "e1e1e1e1e1e1e1e1", "SandboxKey": "/x", "Options": {}}),
+        )
+        .await
+        .unwrap();
         assert_eq!(j["InterfaceName"], json!({"SrcName": "tempe1e1e1e1e1e", "DstPrefix": "cali"}));
         assert_eq!(j["Gateway"], "169.254.1.1");
         assert_eq!(j["StaticRoutes"], json!([{"Destination": "169.254.1.1/32", "RouteType": 1, "NextHop": ""}]));
@@ -631,13 +658,31 @@ mod tests {
         // restart: state reloads, allocations survive, and addresses of stored endpoints
         // (e3's 10.65.0.2 never went through IPAM here) count as allocated
         drop(p);
-        let p = Plugin::new(Config { host: false, docker_socket: None, felix_wait: Duration::ZERO }, Store::new(&dir)).unwrap();
-        let a = call(&p, Kind::Ipam, "IpamDriver.RequestAddress", json!({"PoolID": "10.65.0.0/17", "Address": ""})).await.unwrap();
+        let p = Plugin::new(Config { host: false, docker_socket: None, felix_wait: Duration::ZERO }, Store::new(&dir))
+            .unwrap();
+        let a = call(&p, Kind::Ipam, "IpamDriver.RequestAddress", json!({"PoolID": "10.65.0.0/17", "Address": ""}))
+            .await
+            .unwrap();
         assert_eq!(a["Address"], "10.65.0.3/32");
-        let dup = call(&p, Kind::Ipam, "IpamDriver.RequestAddress", json!({"PoolID": "10.65.0.0/17", "Address": "10.65.0.1"})).await;
+        let dup = call(
+            &p,
+            Kind::Ipam,
+            "IpamDriver.RequestAddress",
+            json!({"PoolID": "10.65.0.0/17", "Address": "10.65.0.1"}),
+        )
+        .await;
         assert!(dup.is_err());
-        call(&p, Kind::Network, "NetworkDriver.DeleteEndpoint", json!({"NetworkID": "n1", "EndpointID": "e1e1e1e1e1e1e1e1"})).await.unwrap();
-        call(&p, Kind::Ipam, "IpamDriver.ReleaseAddress", json!({"PoolID": "10.65.0.0/17", "Address": "10.65.0.1"})).await.unwrap();
+        call(
+            &p,
+            Kind::Network,
+            "NetworkDriver.DeleteEndpoint",
+            json!({"NetworkID": "n1", "EndpointID": "e1e1e1e1e1e1e1e1"}),
+        )
+        .await
+        .unwrap();
+        call(&p, Kind::Ipam, "IpamDriver.ReleaseAddress", json!({"PoolID": "10.65.0.0/17", "Address": "10.65.0.1"}))
+            .await
+            .unwrap();
         let ds: Value = serde_json::from_slice(&std::fs::read(dir.join("datastore.json")).unwrap()).unwrap();
         assert!(ds.get("e1e1e1e1e1e1e1e1").is_none());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -43,17 +43,13 @@ async fn handle(State(ctx): State<Ctx>, method: Method, uri: Uri, body: Bytes) -
     let start = Instant::now();
     let call = uri.path().trim_start_matches('/').to_string();
     let (status, answer) = if method != Method::POST {
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            json!({"Err": format!("{method} not allowed, plugin calls are POST")}),
-        )
+        (StatusCode::METHOD_NOT_ALLOWED, json!({"Err": format!("{method} not allowed, plugin calls are POST")}))
     } else {
         match ctx.plugin.handle(ctx.kind, &call, &body).await {
             Ok(v) => (StatusCode::OK, v),
-            Err(e) => (
-                StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                json!({"Err": e.msg}),
-            ),
+            Err(e) => {
+                (StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), json!({"Err": e.msg}))
+            }
         }
     };
     log!(
@@ -94,10 +90,7 @@ pub async fn serve(
     pidfile: Option<&Path>,
 ) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let specs = [
-        (Kind::Network, format!("{net_name}.sock")),
-        (Kind::Ipam, format!("{ipam_name}.sock")),
-    ];
+    let specs = [(Kind::Network, format!("{net_name}.sock")), (Kind::Ipam, format!("{ipam_name}.sock"))];
     let mut listeners = Vec::new();
     let mut sockets = Sockets { paths: Vec::new() };
     for (kind, file) in specs {
@@ -113,11 +106,7 @@ pub async fn serve(
     }
     let mut tasks = tokio::task::JoinSet::new();
     for (kind, sock, l) in listeners {
-        let app = Router::new().fallback(handle).with_state(Ctx {
-            plugin: plugin.clone(),
-            kind,
-            sock,
-        });
+        let app = Router::new().fallback(handle).with_state(Ctx { plugin: plugin.clone(), kind, sock });
         log!("serving {} on {}", kind.implements(), dir.join(sock).display());
         tasks.spawn(async move { axum::serve(l, app).await });
     }

@@ -77,12 +77,8 @@ impl Store {
     }
 
     pub fn load(&self) -> Result<(Datastore, LabState), String> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
-        Ok((
-            load_json(&self.datastore_path())?,
-            load_json(&self.state_path())?,
-        ))
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
+        Ok((load_json(&self.datastore_path())?, load_json(&self.state_path())?))
     }
 
     pub fn save(&self, ds: &Datastore, st: &LabState) -> Result<(), String> {
@@ -101,8 +97,7 @@ fn load_json<T: DeserializeOwned + Default>(path: &Path) -> Result<T, String> {
 }
 
 fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
-    let mut body =
-        serde_json::to_vec_pretty(value).map_err(|e| format!("encoding {}: {e}", path.display()))?;
+    let mut body = serde_json::to_vec_pretty(value).map_err(|e| format!("encoding {}: {e}", path.display()))?;
     body.push(b'\n');
     let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
     let res = (|| {
@@ -146,19 +141,14 @@ mod tests {
         );
         st.networks.insert(
             "net".into(),
-            Network {
-                network_id: "net".into(),
-                pool: Some("10.65.0.0/17".into()),
-                omit_mac: true,
-            },
+            Network { network_id: "net".into(), pool: Some("10.65.0.0/17".into()), omit_mac: true },
         );
         store.save(&ds, &st).unwrap();
         let (ds2, st2) = store.load().unwrap();
         assert_eq!(ds, ds2);
         assert_eq!(st, st2);
         // datastore.json is a plain map keyed by endpoint id
-        let raw: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(store.datastore_path()).unwrap()).unwrap();
+        let raw: serde_json::Value = serde_json::from_slice(&std::fs::read(store.datastore_path()).unwrap()).unwrap();
         assert_eq!(raw["abc"]["ip"], "10.65.0.1/32");
         assert_eq!(ds2["abc"].addr(), "10.65.0.1");
         std::fs::remove_dir_all(&dir).unwrap();

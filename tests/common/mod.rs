@@ -1,0 +1,232 @@
+//! Shared helpers for end-to-end tests on the lab (real Docker + Calico stand-in).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn medic_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_calico-medic"))
+}
+
+/// True when root, Docker and the lab are available. In CI a missing lab is a
+/// failure, not a skip.
+pub fn lab_ready() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let docker = Path::new("/var/run/docker.sock").exists();
+    let lab = Command::new("/usr/bin/docker")
+        .args(["network", "inspect", "calico-lab", "calico-lab-nomac"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if root && docker && lab {
+        return true;
+    }
+    let why = format!("root={root} docker_socket={docker} lab_networks={lab} (run tests/lab/setup.sh as root)");
+    if std::env::var_os("CI").is_some() {
+        panic!("end-to-end tests need the lab in CI: {why}");
+    }
+    eprintln!("SKIP: {why}");
+    false
+}
+
+pub fn labctl(args: &[&str]) -> Output {
+    Command::new(repo().join("tests/lab/labctl")).args(args).output().expect("run labctl")
+}
+
+pub fn labctl_ok(args: &[&str]) -> String {
+    let out = labctl(args);
+    assert!(out.status.success(), "labctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A lab container, removed on drop.
+pub struct Task {
+    pub name: String,
+}
+
+impl Task {
+    pub fn start(args: &[&str]) -> Task {
+        let mut all = vec!["task"];
+        all.extend_from_slice(args);
+        Task { name: labctl_ok(&all) }
+    }
+
+    pub fn plain(network: &str) -> Task {
+        Task { name: labctl_ok(&["run-plain", "--network", network]) }
+    }
+
+    pub fn reachable(&self) -> bool {
+        labctl(&["ping", &self.name]).status.success()
+    }
+
+    pub fn pid(&self) -> String {
+        labctl_ok(&["pid", &self.name])
+    }
+
+    pub fn break_it(&self, kind: &str) {
+        labctl_ok(&["break", &self.name, kind]);
+    }
+
+    /// Links (with MACs and flags), addresses and routes of the container's netns.
+    pub fn netns_snapshot(&self) -> String {
+        let pid = self.pid();
+        let mut out = String::new();
+        for args in [&["-d", "link"][..], &["addr"][..], &["route"][..], &["neigh"][..]] {
+            let o = Command::new("nsenter").args(["-t", &pid, "-n", "ip"]).args(args).output().expect("nsenter");
+            out.push_str(&String::from_utf8_lossy(&o.stdout));
+        }
+        out
+    }
+
+    pub fn routes(&self) -> String {
+        let pid = self.pid();
+        let o = Command::new("nsenter").args(["-t", &pid, "-n", "ip", "route"]).output().expect("nsenter");
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| format!("{}\n", l.trim_end())).collect()
+    }
+
+    pub fn mac(&self) -> String {
+        labctl_ok(&["mac", &self.name])
+    }
+
+    /// Polls host→container ping until it works or `within` passes; returns when.
+    pub fn wait_reachable(&self, within: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if ping_once(&labctl_ok(&["ip", &self.name])) {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// One fast ping (200 ms timeout) from the host.
+pub fn ping_once(ip: &str) -> bool {
+    Command::new("ping").args(["-c1", "-W0.2", "-q", ip]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        let _ = labctl(&["rm", &self.name]);
+    }
+}
+
+pub const CALICO_ROUTES: &str = "default via 169.254.1.1 dev cali0\n169.254.1.1 dev cali0 scope link\n";
+
+/// Runs the CLI; returns (exit code, stdout, stderr).
+pub fn medic(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(medic_bin()).args(args).env("CALICO_MEDIC_LOG", "calico_medic=info").output().expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Runs `check`/`repair` with --json and parses the report array.
+pub fn medic_json(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (code, out, err) = medic(&all);
+    let json = serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON ({e}): {out}\nstderr: {err}"));
+    (code, json, err)
+}
+
+pub fn fault_codes(report: &serde_json::Value) -> Vec<String> {
+    report["faults"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect()
+}
+
+/// A plain HTTP/1.0 GET on loopback; returns (status, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split(' ').nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `calico-medic run` in the background; SIGTERM on drop.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(extra: &[&str]) -> Daemon {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = std::env::temp_dir().join(format!("calico-medic-{}.log", addr.replace([':', '.'], "_")));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(medic_bin())
+            .args(["run", "--listen", &addr])
+            .args(extra)
+            .stderr(file)
+            .spawn()
+            .expect("start daemon");
+        let d = Daemon { child, addr, log };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Some((200, _)) = http_get(&d.addr, "/readyz") {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon not ready within 20s; log:\n{}", d.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(&self.addr, "/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+
+    /// Value of one sample line (exact series text before the value).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics().lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+    }
+
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(6) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Daemon tests share the host's containers: run them one at a time.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,57 @@
+//! `calico-medic run` against the lab's real Docker engine: broken tasks become
+//! reachable with no other command, within a second of starting.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn daemon_repairs_new_and_restarted_tasks_within_a_second() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let mut daemon = Daemon::start(&[]);
+    let mut latencies = Vec::new();
+    for i in 0..3 {
+        let started = Instant::now();
+        let task = Task::start(&["--nomac", "--app", "daemon-e2e"]);
+        let after = task.wait_reachable(Duration::from_secs(3));
+        let total = started.elapsed();
+        assert!(after.is_some(), "task {i} never became reachable; log:\n{}", daemon.log_text());
+        // `labctl task` returns after `docker run`; the whole start→reachable must fit in 1 s.
+        assert!(total < Duration::from_millis(1500), "start→reachable took {total:?}");
+        assert!(after.unwrap() < Duration::from_secs(1), "run-returned→reachable took {:?}", after.unwrap());
+        latencies.push(after.unwrap());
+
+        let restarted = Instant::now();
+        let out = Command::new("/usr/bin/docker").args(["restart", "-t", "0", &task.name]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let back = task.wait_reachable(Duration::from_secs(3));
+        assert!(back.is_some(), "restarted task never became reachable; log:\n{}", daemon.log_text());
+        assert!(back.unwrap() < Duration::from_secs(1), "restart→reachable took {:?}", restarted.elapsed());
+    }
+    eprintln!("docker run returned → reachable: {latencies:?}");
+    let log = daemon.log_text();
+    assert!(log.contains("fault=mac_mismatch") && log.contains("app=/daemon-e2e"), "{log}");
+    let status = daemon.stop().expect("daemon exits on SIGTERM within 6 s");
+    assert!(status.success(), "clean exit: {status:?}");
+}
+
+#[test]
+fn dry_run_daemon_reports_but_never_writes() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let daemon = Daemon::start(&["--dry-run"]);
+    let task = Task::start(&["--nomac", "--app", "dry"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!task.reachable(), "dry run must not repair");
+    assert_ne!(task.mac(), "ee:ee:ee:ee:ee:ee");
+    let log = daemon.log_text();
+    assert!(log.contains("(dry run)"), "{log}");
+}

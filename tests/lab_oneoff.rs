@@ -1,0 +1,158 @@
+//! One-off `check` / `repair` on the lab's real Docker engine. No daemon runs here.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn omit_mac_task_is_found_and_repaired() {
+    if !lab_ready() {
+        return;
+    }
+    let task = Task::start(&["--nomac", "--app", "shop"]);
+    assert!(!task.reachable(), "an omit-MAC task must start cut off (the seed failure)");
+    assert_ne!(task.mac(), "ee:ee:ee:ee:ee:ee");
+
+    let (code, reports, _) = medic_json(&["check", "--container", &task.name]);
+    assert_eq!(code, 1, "check exits 1 when faults remain");
+    let r = &reports[0];
+    assert_eq!(fault_codes(r), vec!["mac_mismatch"]);
+    assert_eq!(r["marathon_app_id"], "/shop");
+    assert!(r["mesos_task_id"].as_str().unwrap().starts_with("shop."));
+    assert_eq!(r["expected_mac"], "ee:ee:ee:ee:ee:ee");
+    assert_eq!(r["expected_mac_source"], "host_neighbour");
+    assert_eq!(r["reachable"], false);
+    assert!(!task.reachable(), "check must not repair");
+
+    let (code, reports, stderr) = medic_json(&["repair", "--container", &task.name]);
+    assert_eq!(code, 0, "repair exits 0 once healthy; stderr: {stderr}");
+    let r = &reports[0];
+    assert_eq!(r["actions"][0]["action"], "set_mac");
+    assert_eq!(r["actions"][0]["fault"], "mac_mismatch");
+    assert_eq!(r["actions"][0]["result"], "success");
+    assert_eq!(r["healthy"], true);
+    assert!(stderr.contains("fault=mac_mismatch") && stderr.contains("app=/shop"), "one log line per action: {stderr}");
+    assert!(task.reachable(), "host reaches the task after repair");
+    assert_eq!(task.mac(), "ee:ee:ee:ee:ee:ee");
+}
+
+#[test]
+fn every_repairable_break_is_repaired() {
+    if !lab_ready() {
+        return;
+    }
+    let task = Task::start(&["--app", "breaks"]);
+    assert!(task.reachable());
+    let cases: [(&str, &[&str], bool); 6] = [
+        ("mac", &["mac_mismatch"], true),
+        ("down", &["default_route_missing", "gateway_route_missing", "link_down"], true),
+        ("default-route", &["default_route_missing"], true),
+        // Alone it leaves host→container traffic working (the default route still resolves).
+        ("gateway-route", &["gateway_route_missing"], false),
+        ("routes", &["default_route_missing", "gateway_route_missing"], true),
+        ("address", &["address_missing", "default_route_missing", "gateway_route_missing"], true),
+    ];
+    for (kind, want, cuts) in cases {
+        task.break_it(kind);
+        if cuts {
+            assert!(!task.reachable(), "{kind}: should cut reachability");
+        }
+        let (code, reports, _) = medic_json(&["check", "--container", &task.name]);
+        let mut got = fault_codes(&reports[0]);
+        got.retain(|f| f != "workload_unreachable");
+        got.sort();
+        assert_eq!((code, got), (1, want.iter().map(|s| s.to_string()).collect::<Vec<_>>()), "{kind}");
+        let (code, reports, err) = medic_json(&["repair", "--container", &task.name]);
+        assert_eq!(code, 0, "{kind}: repair exit; {err}");
+        assert_eq!(reports[0]["healthy"], true, "{kind}");
+        assert!(task.reachable(), "{kind}: reachable after repair");
+        assert_eq!(task.routes(), CALICO_ROUTES, "{kind}: routes exactly as the plugin made them");
+        assert_eq!(task.mac(), "ee:ee:ee:ee:ee:ee", "{kind}");
+    }
+}
+
+#[test]
+fn deleted_link_is_reported_unrepairable() {
+    if !lab_ready() {
+        return;
+    }
+    let task = Task::start(&[]);
+    task.break_it("delete-link");
+    let (code, reports, _) = medic_json(&["repair", "--container", &task.name]);
+    assert_eq!(code, 1, "faults remain");
+    let faults = fault_codes(&reports[0]);
+    assert!(faults.contains(&"link_missing".to_string()), "{faults:?}");
+    assert!(reports[0]["actions"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn healthy_task_gets_no_writes() {
+    if !lab_ready() {
+        return;
+    }
+    let task = Task::start(&["--app", "steady"]);
+    let before = task.netns_snapshot();
+    let (code, reports, _) = medic_json(&["repair", "--container", &task.name]);
+    assert_eq!(code, 0);
+    assert!(reports[0]["actions"].as_array().unwrap().is_empty());
+    assert_eq!(reports[0]["reachable"], true);
+    let (code, _, _) = medic(&["check", "--container", &task.name]);
+    assert_eq!(code, 0);
+    assert_eq!(task.netns_snapshot(), before, "healthy namespace must be byte-for-byte unchanged");
+}
+
+#[test]
+fn non_calico_and_unknown_containers_are_refused_untouched() {
+    if !lab_ready() {
+        return;
+    }
+    for net in ["bridge", "none"] {
+        let c = Task::plain(net);
+        let before = c.netns_snapshot();
+        let (code, out, err) = medic(&["repair", "--container", &c.name]);
+        assert_eq!(code, 2, "{net}: exit 2; {out}{err}");
+        assert!(err.contains("not on a calico network"), "{net}: {err}");
+        assert_eq!(err.lines().count(), 1, "one-line reason: {err}");
+        assert_eq!(c.netns_snapshot(), before, "{net}: namespace unchanged");
+    }
+    let host = Task::plain("host");
+    let (code, _, err) = medic(&["repair", "--container", &host.name]);
+    assert_eq!(code, 2);
+    assert!(err.contains("host network"), "{err}");
+
+    let (code, _, err) = medic(&["repair", "--container", "no-such-container-xyz"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no such container"), "{err}");
+    let (code, _, err) = medic(&["check", "--container", "no-such-container-xyz"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn docker_unreachable_and_bad_config_exit_2() {
+    if !lab_ready() {
+        return;
+    }
+    let (code, _, err) = medic(&["check", "--docker-host", "unix:///nonexistent/docker.sock"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot reach Docker"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "resync_interval = \"60s\"\ngatewy = \"169.254.1.1\"\n").unwrap();
+    let (code, _, err) = medic(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("gatewy"), "names the key: {err}");
+}
+
+#[test]
+fn check_all_lists_calico_tasks_only() {
+    if !lab_ready() {
+        return;
+    }
+    let good = Task::start(&["--app", "all-a"]);
+    let plain = Task::plain("bridge");
+    let (code, reports, err) = medic_json(&["check"]);
+    assert!(code == 0 || code == 1, "{err}");
+    let names: Vec<&str> = reports.as_array().unwrap().iter().map(|r| r["container_name"].as_str().unwrap()).collect();
+    assert!(names.contains(&good.name.as_str()));
+    assert!(!names.contains(&plain.name.as_str()));
+}
