@@ -33,6 +33,9 @@ pub struct Config {
     pub resync_interval: Duration,
     pub max_concurrent_checks: usize,
     pub dry_run: bool,
+    /// Subscribe to netlink changes in every calico namespace (and the host side)
+    /// so breakage after start is repaired within milliseconds.
+    pub watch: bool,
     pub backoff: BackoffConfig,
     pub probe: ProbeConfig,
 }
@@ -49,6 +52,10 @@ pub struct BackoffConfig {
     pub initial: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub max: Duration,
+    /// While backed off, one repair is allowed once the namespace has had no change
+    /// for this long (needs `watch`): a flapping endpoint is fixed when it stops.
+    #[serde(deserialize_with = "de_duration")]
+    pub settle: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -79,6 +86,7 @@ impl Default for Config {
             resync_interval: Duration::from_secs(60),
             max_concurrent_checks: 8,
             dry_run: false,
+            watch: true,
             backoff: BackoffConfig::default(),
             probe: ProbeConfig::default(),
         }
@@ -88,10 +96,11 @@ impl Default for Config {
 impl Default for BackoffConfig {
     fn default() -> Self {
         BackoffConfig {
-            max_repairs: 3,
-            window: Duration::from_secs(30),
-            initial: Duration::from_secs(2),
-            max: Duration::from_secs(300),
+            max_repairs: 5,
+            window: Duration::from_secs(10),
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            settle: Duration::from_millis(300),
         }
     }
 }
@@ -111,7 +120,7 @@ impl Config {
     /// Parses TOML text; errors name the offending key.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, MedicError> {
         let config: Config =
-            toml::from_str(text).map_err(|e| MedicError::Config(format!("{origin}: {}", one_line(&e))))?;
+            toml::from_str(text).map_err(|e| MedicError::Config(format!("{origin}: {}", one_line(&e, text))))?;
         config.validate().map_err(|e| MedicError::Config(format!("{origin}: {e}")))?;
         Ok(config)
     }
@@ -162,17 +171,27 @@ impl Config {
     }
 }
 
-fn one_line(e: &toml::de::Error) -> String {
-    let msg = e.message().trim().to_string();
-    match e.span() {
-        Some(_) => {
-            // toml's Display carries the line/column and the offending key.
-            let full = e.to_string();
-            let first = full.lines().next().unwrap_or_default().trim().to_string();
-            format!("{first}: {msg}")
+/// One line naming the offending key (with its table) and the line number.
+fn one_line(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else { return msg };
+    let offset = span.start.min(text.len());
+    let line_no = text[..offset].matches('\n').count() + 1;
+    let mut table = String::new();
+    for line in text[..offset].lines() {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
         }
-        None => msg,
     }
+    let line = text.lines().nth(line_no - 1).unwrap_or_default();
+    let key = line.split('=').next().unwrap_or_default().trim();
+    let key = match (table.is_empty(), key.is_empty() || key.starts_with('[')) {
+        (_, true) => return format!("line {line_no}: {msg}"),
+        (true, false) => key.to_string(),
+        (false, false) => format!("{table}.{key}"),
+    };
+    format!("line {line_no}: key `{key}`: {msg}")
 }
 
 /// Parses `250ms`, `30s`, `5m`, `1h` (a bare number means seconds).

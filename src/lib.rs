@@ -15,4 +15,5 @@ pub mod observe;
 pub mod probe;
 pub mod repair;
 pub mod report;
+pub mod watch;
 pub mod workload;

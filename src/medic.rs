@@ -36,6 +36,9 @@ pub enum Mode {
 pub struct ContainerOutcome {
     pub workload: Workload,
     pub reports: Vec<EndpointReport>,
+    /// The namespace handle, for callers that subscribe to it (the daemon's watches).
+    /// Drop it promptly: an open handle keeps the namespace alive.
+    pub netns: TargetNetns,
 }
 
 pub struct Medic {
@@ -73,7 +76,7 @@ impl Medic {
             }
             reports.push(report);
         }
-        Ok(ContainerOutcome { workload, reports })
+        Ok(ContainerOutcome { workload, reports, netns: ns })
     }
 
     /// Host → workload ICMP, plus configured probes from inside the namespace. A
@@ -129,6 +132,7 @@ impl Medic {
             Ok(h) => h,
             Err(e) => return report.failed(e),
         };
+        report.host_ifindex = host.link.as_ref().map(|l| l.index);
         let candidates = mac_candidates(cfg.expected_mac, host.neighbour.as_ref().map(|n| n.mac), endpoint.docker_mac);
         let expected =
             Expected::resolve(&cfg.container_interface, host_interface, endpoint.ip, cfg.gateway, &candidates);

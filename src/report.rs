@@ -18,6 +18,8 @@ pub struct EndpointReport {
     pub endpoint_id: String,
     pub interface: String,
     pub host_interface: String,
+    #[serde(skip)]
+    pub host_ifindex: Option<u32>,
     pub ip: Ipv4Addr,
     pub expected_mac: Option<MacAddr>,
     pub expected_mac_source: Option<MacSource>,
@@ -56,6 +58,7 @@ impl EndpointReport {
             endpoint_id: endpoint_id.to_string(),
             interface: String::new(),
             host_interface: String::new(),
+            host_ifindex: None,
             ip,
             expected_mac: None,
             expected_mac_source: None,

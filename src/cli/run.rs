@@ -64,6 +64,7 @@ impl RunCmd {
         let workers = tokio::spawn(agent.clone().run_workers(stop_rx.clone()));
         let follower = tokio::spawn(agent.clone().follow_docker(stop_rx.clone()));
         let resync = tokio::spawn(agent.clone().resync_loop(stop_rx.clone()));
+        let probes = tokio::spawn(agent.clone().probe_loop(stop_rx.clone()));
         let http = tokio::spawn(crate::http::serve(listener, agent.clone(), stop_rx.clone()));
 
         let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
@@ -113,6 +114,7 @@ impl RunCmd {
             let _ = workers.await;
             let _ = follower.await;
             let _ = resync.await;
+            let _ = probes.await;
             let _ = http.await;
         };
         if tokio::time::timeout(Duration::from_secs(4), drain).await.is_err() {

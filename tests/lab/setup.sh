@@ -5,6 +5,7 @@
 # Run as root on Debian. Prints the time each step took.
 #
 #   tests/lab/setup.sh            # set up (or check) the lab
+#   tests/lab/setup.sh --selftest # also the calico-selftest driver + networks used by the lab's own tests
 #
 # Environment:
 #   CALICO_LAB_BIN      plugin binary (default: <target dir>/debug/calico-lab, built with cargo)
@@ -26,6 +27,15 @@ REPO=$(cd "$HERE/../.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 [[ $TARGET_DIR = /* ]] || TARGET_DIR=$REPO/$TARGET_DIR
 BIN=${CALICO_LAB_BIN:-$TARGET_DIR/debug/calico-lab}
+
+SELFTEST=0
+for a in "$@"; do
+    case $a in
+        --selftest) SELFTEST=1 ;;
+        -h|--help) sed -n '2,16p' "$0" >&2; exit 0 ;;
+        *) echo "setup: unknown argument $a" >&2; exit 2 ;;
+    esac
+done
 
 die() { echo "setup: error: $*" >&2; exit 1; }
 say() { echo "setup: $*" >&2; }
@@ -136,62 +146,82 @@ else
     step_done build "built $BIN"
 fi
 
-# ---------------------------------------------------------------- plugin
-plugin_pid() { # prints the pid of the running lab plugin, if any
-    local pid
-    pid=$(cat "$LAB_DIR/plugin.pid" 2>/dev/null) || return 1
-    [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'calico-lab plugin' || return 1
-    echo "$pid"
-}
+# ---------------------------------------------------------------- plugin(s)
 activate() { # <socket> : plugin answers Plugin.Activate
     curl -sf --max-time 2 --unix-socket "$1" -X POST http://plugin/Plugin.Activate >/dev/null 2>&1
 }
-plugin_ok() { activate "$PLUGIN_DIR/calico.sock" && activate "$PLUGIN_DIR/calico-ipam.sock"; }
-start_plugin() {
-    setsid "$BIN" plugin --pidfile "$LAB_DIR/plugin.pid" >>"$LAB_DIR/plugin.log" 2>&1 </dev/null &
-    local pid=$!
-    for _ in $(seq 1 100); do
-        if plugin_ok; then return 0; fi
-        alive "$pid" || die "plugin exited; see $LAB_DIR/plugin.log"
-        sleep 0.05
-    done
-    die "plugin does not answer on $PLUGIN_DIR; see $LAB_DIR/plugin.log"
-}
-if pid=$(plugin_pid); then
-    exe=$(readlink "/proc/$pid/exe" || true)
-    if [[ $exe == *"(deleted)"* || $exe != "$(readlink -f "$BIN")" ]]; then
-        say "plugin $pid runs ${exe:-an unknown binary}, not $BIN; restarting it (its state is kept on disk)"
-        kill "$pid"
-        for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
-        start_plugin
-        step_done plugin "restarted (pid $(plugin_pid))"
-    elif plugin_ok; then
-        step_done plugin "already running (pid $pid)"
+# ensure_plugin <state dir> <driver name> <ipam driver name>
+ensure_plugin() {
+    local dir=$1 name=$2 ipam=$3 pid="" exe
+    mkdir -p "$dir"
+    local pidfile=$dir/plugin.pid log=$dir/plugin.log
+    local sock=$PLUGIN_DIR/$name.sock isock=$PLUGIN_DIR/$ipam.sock
+    p_ok() { activate "$sock" && activate "$isock"; }
+    p_pid() {
+        local p
+        p=$(cat "$pidfile" 2>/dev/null) || return 1
+        [[ $p =~ ^[0-9]+$ ]] && alive "$p" || return 1
+        tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q 'calico-lab plugin' || return 1
+        echo "$p"
+    }
+    p_start() {
+        setsid "$BIN" plugin --state-dir "$dir" --name "$name" --ipam-name "$ipam" --pidfile "$pidfile" \
+            >>"$log" 2>&1 </dev/null &
+        local np=$!
+        for _ in $(seq 1 100); do
+            if p_ok; then return 0; fi
+            alive "$np" || die "plugin $name exited; see $log"
+            sleep 0.05
+        done
+        die "plugin $name does not answer on $sock; see $log"
+    }
+    if pid=$(p_pid); then
+        exe=$(readlink "/proc/$pid/exe" || true)
+        if [[ $exe == *"(deleted)"* || $exe != "$(readlink -f "$BIN")" ]]; then
+            say "plugin $name ($pid) runs ${exe:-an unknown binary}, not $BIN; restarting it (its state is kept on disk)"
+            kill "$pid"
+            for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
+            p_start
+            step_done plugin "$name restarted (pid $(p_pid))"
+        elif p_ok; then
+            step_done plugin "$name already running (pid $pid)"
+        else
+            die "plugin $name pid $pid is alive but does not answer on $sock"
+        fi
     else
-        die "plugin pid $pid is alive but does not answer on $PLUGIN_DIR"
+        p_ok && die "something else serves $sock (no live pid in $pidfile)"
+        p_start
+        step_done plugin "$name started (pid $(p_pid), log $log)"
     fi
-else
-    plugin_ok && die "something else serves $PLUGIN_DIR/calico.sock (no live pid in $LAB_DIR/plugin.pid)"
-    start_plugin
-    step_done plugin "started (pid $(plugin_pid), log $LAB_DIR/plugin.log)"
-fi
+}
 
 # ---------------------------------------------------------------- networks
-ensure_network() { # <name> <subnet> [extra args]
-    local name=$1 subnet=$2; shift 2
+ensure_network() { # <name> <driver> <subnet> [extra args]
+    local name=$1 driver=$2 subnet=$3; shift 3
     local info
     if info=$("$DOCKER" network inspect -f '{{.Driver}} {{.IPAM.Driver}} {{range .IPAM.Config}}{{.Subnet}}{{end}}' "$name" 2>/dev/null); then
-        [[ $info == "calico calico-ipam $subnet" ]] ||
-            die "network $name exists but is '$info', expected 'calico calico-ipam $subnet' (run teardown.sh)"
+        [[ $info == "$driver $driver-ipam $subnet" ]] ||
+            die "network $name exists but is '$info', expected '$driver $driver-ipam $subnet' (run teardown.sh)"
         step_done network "$name exists"
     else
-        "$DOCKER" network create --driver calico --ipam-driver calico-ipam --subnet "$subnet" \
+        "$DOCKER" network create --driver "$driver" --ipam-driver "$driver-ipam" --subnet "$subnet" \
             --label calico-lab=1 "$@" "$name" >/dev/null
         step_done network "created $name ($subnet${*:+ $*})"
     fi
 }
-ensure_network "$NET" "$NET_SUBNET"
-ensure_network "$NOMAC_NET" "$NOMAC_SUBNET" -o calico-lab.omit-mac=true
+
+ensure_plugin "$LAB_DIR" calico calico-ipam
+ensure_network "$NET" calico "$NET_SUBNET"
+ensure_network "$NOMAC_NET" calico "$NOMAC_SUBNET" -o calico-lab.omit-mac=true
+
+if ((SELFTEST)); then
+    # The lab's own tests break containers on purpose. They use a second instance of the same
+    # plugin under another driver name, so that a calico-medic daemon running on this host
+    # (which selects containers by the driver name "calico") does not repair them under the
+    # tests' feet, and the tests do not disturb it.
+    ensure_plugin "$LAB_DIR/selftest" calico-selftest calico-selftest-ipam
+    ensure_network calico-selftest calico-selftest 10.66.0.0/17
+    ensure_network calico-selftest-nomac calico-selftest 10.66.128.0/17 -o calico-lab.omit-mac=true
+fi
 
 printf 'setup: %-10s %-45s %6d ms\n' total "lab ready" $(($(now_ms) - T0)) >&2

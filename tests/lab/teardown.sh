@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Remove what tests/lab/setup.sh (and labctl) created, and nothing else:
-# containers labelled calico-lab=1, the networks calico-lab / calico-lab-nomac, the plugin
-# process and its sockets, the 169.254.1.1 sink link, the lab's state files.
+# containers labelled calico-lab=1, the networks calico-lab / calico-lab-nomac (and the
+# self-test ones, calico-selftest / calico-selftest-nomac), the plugin processes and their
+# sockets, the 169.254.1.1 sink link, the lab's state files.
 #
 #   tests/lab/teardown.sh [--image] [--dockerd] [--all]
 #     --image    also remove the image calico-lab/busybox:latest
@@ -13,7 +14,7 @@ LAB_DIR=/run/calico-lab
 PLUGIN_DIR=/run/docker/plugins
 DOCKER=/usr/bin/docker
 IMAGE=calico-lab/busybox:latest
-NETS=(calico-lab calico-lab-nomac)
+NETS=(calico-lab calico-lab-nomac calico-selftest calico-selftest-nomac)
 
 rm_image=0 stop_dockerd=0
 for a in "$@"; do
@@ -57,17 +58,21 @@ else
     say "dockerd not reachable: skipping containers, networks and image"
 fi
 
-if ((!keep_plugin)); then
-    pid=$(cat "$LAB_DIR/plugin.pid" 2>/dev/null || true)
+stop_plugin() { # <state dir> <driver> <ipam driver>
+    local dir=$1 pid
+    pid=$(cat "$dir/plugin.pid" 2>/dev/null || true)
     if [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'calico-lab plugin'; then
         kill "$pid"
         for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
         alive "$pid" && kill -9 "$pid"
-        say "stopped plugin (pid $pid)"
+        say "stopped plugin $2 (pid $pid)"
     fi
-    rm -f "$PLUGIN_DIR/calico.sock" "$PLUGIN_DIR/calico-ipam.sock" "$LAB_DIR/plugin.pid"
+    rm -f "$PLUGIN_DIR/$2.sock" "$PLUGIN_DIR/$3.sock" "$dir/plugin.pid" "$dir/datastore.json" "$dir/state.json"
+}
+if ((!keep_plugin)); then
+    stop_plugin "$LAB_DIR/selftest" calico-selftest calico-selftest-ipam
+    stop_plugin "$LAB_DIR" calico calico-ipam
     if [[ -e /sys/class/net/labgw0 ]]; then ip link del labgw0 && say "removed link labgw0 (169.254.1.1 sink)"; fi
-    rm -f "$LAB_DIR/datastore.json" "$LAB_DIR/state.json"
 fi
 
 if ((stop_dockerd)); then

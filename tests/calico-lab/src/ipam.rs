@@ -95,6 +95,11 @@ impl Pool {
         None
     }
 
+    /// Is `ip` inside this pool's CIDR?
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        Cidr::parse(&self.cidr).map(|c| u32::from(ip) & mask(c.prefix) == c.base).unwrap_or(false)
+    }
+
     /// Reserve a specific address (`docker run --ip`).
     pub fn reserve(&mut self, ip: Ipv4Addr) -> Result<(), String> {
         let (first, last) = self.range();
@@ -121,6 +126,9 @@ mod tests {
         let c = Cidr::parse("10.65.1.7/17").unwrap();
         assert_eq!(c.to_string(), "10.65.0.0/17");
         assert_eq!(c.host_range(), (0x0a41_0001, 0x0a41_7ffe));
+        let p = Pool::new("10.65.1.7/17").unwrap();
+        assert!(p.contains("10.65.127.255".parse().unwrap()));
+        assert!(!p.contains("10.65.128.0".parse().unwrap()));
         assert!(Cidr::parse("10.65.0.0").is_err());
         assert!(Cidr::parse("10.65.0.0/33").is_err());
         assert!(Cidr::parse("nonsense/8").is_err());

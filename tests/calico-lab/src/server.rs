@@ -32,6 +32,16 @@ fn reply(status: StatusCode, body: &serde_json::Value) -> Response {
 fn summary(body: &[u8]) -> String {
     let s = String::from_utf8_lossy(body);
     let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    // keep one request = one printable line, whatever the client sent
+    let mut line = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    let s = line;
     if s.chars().count() > 400 {
         format!("{}…", s.chars().take(400).collect::<String>())
     } else {

@@ -5,7 +5,10 @@
 //!   need neither root nor Docker;
 //! * the others use the real lab (`tests/lab/setup.sh`, run once per test process if needed):
 //!   they need root and a Docker engine. Without them they are skipped with a message, or fail
-//!   when the environment variable `CI` is set.
+//!   when the environment variable `CI` is set. Tests that break containers on purpose (and
+//!   the omit-MAC proof) use the self-test networks `calico-selftest` / `calico-selftest-nomac`
+//!   (`setup.sh --selftest`): the same plugin binary under another driver name, so that a
+//!   calico-medic daemon running on the host does not repair them while they are checked.
 //!
 //! Every lab test creates its own containers (removed by a guard, also on panic), so the
 //! tests are independent and run concurrently.
@@ -22,6 +25,11 @@ const DOCKER: &str = "/usr/bin/docker";
 const NET_SOCK: &str = "/run/docker/plugins/calico.sock";
 const IPAM_SOCK: &str = "/run/docker/plugins/calico-ipam.sock";
 const FIXED_MAC: &str = "ee:ee:ee:ee:ee:ee";
+/// The self-test instance of the plugin (driver `calico-selftest`, same code as `calico`):
+/// tests that break containers use it so that a calico-medic daemon running on the host
+/// (which selects containers by driver `calico`) neither repairs them nor sees them.
+const ST_NET: &str = "calico-selftest";
+const ST_NOMAC: &str = "calico-selftest-nomac";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
@@ -48,6 +56,7 @@ fn lab() -> Option<()> {
         // setup.sh is idempotent and fast when the lab is up; it never builds here: the
         // binary cargo built for this test run is the plugin.
         let out = Command::new(repo().join("tests/lab/setup.sh"))
+            .arg("--selftest")
             .env("CALICO_LAB_BIN", env!("CARGO_BIN_EXE_calico-lab"))
             .output()
             .map_err(|e| format!("running setup.sh: {e}"))?;
@@ -455,13 +464,13 @@ fn lab_normal_task_is_calico_shaped_and_reachable() {
 #[test]
 fn lab_omit_mac_task_reproduces_the_seed_failure() {
     let Some(()) = lab() else { return };
-    let t = Task::start(&["--nomac", "--app", "seed"]);
+    let t = Task::start(&["--network", ST_NOMAC, "--app", "seed"]);
     let pid = t.pid();
     let ip = t.ip();
     let mac = t.mac();
     assert_ne!(mac, FIXED_MAC, "Docker should have left a random MAC on cali0");
     let i = inspect(&t.name);
-    let n = &i["NetworkSettings"]["Networks"]["calico-lab-nomac"];
+    let n = &i["NetworkSettings"]["Networks"][ST_NOMAC];
     assert_eq!(n["MacAddress"], "", "docker inspect MacAddress must be empty");
     assert_eq!(n["IPAddress"], ip.as_str());
     // the host (Felix) still expects ee:ee:ee:ee:ee:ee
@@ -478,6 +487,21 @@ fn lab_omit_mac_task_reproduces_the_seed_failure() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(t.mac(), FIXED_MAC);
     assert!(t.reachable(), "after fixing the MAC the host must reach the task");
+}
+
+/// The real `calico-lab-nomac` network (driver `calico`) omits the MAC too. Only what a
+/// running calico-medic would not change is checked here; the full proof (random MAC, no
+/// ping, ping after the fix) is `lab_omit_mac_task_reproduces_the_seed_failure`.
+#[test]
+fn lab_real_nomac_network_omits_the_mac() {
+    let Some(()) = lab() else { return };
+    let t = Task::start(&["--nomac"]);
+    let n = &inspect(&t.name)["NetworkSettings"]["Networks"]["calico-lab-nomac"];
+    assert_eq!(n["MacAddress"], "", "docker inspect MacAddress must be empty");
+    assert_eq!(n["Gateway"], "169.254.1.1");
+    assert_eq!(t.endpoint()["mac"], FIXED_MAC, "the datastore still expects the fixed MAC");
+    let neigh = ok("ip", &["neigh", "show", &t.ip()]);
+    assert!(neigh.contains(&format!("lladdr {FIXED_MAC}")) && neigh.contains("PERMANENT"), "{neigh}");
 }
 
 #[test]
@@ -549,7 +573,7 @@ fn lab_gateway_answers_arp_but_not_ping() {
 
 /// Start a task, check it is reachable, break it, and return it.
 fn broken(kind: &str) -> Task {
-    let t = Task::start(&["--app", &format!("break-{kind}")]);
+    let t = Task::start(&["--network", ST_NET, "--app", &format!("break-{kind}")]);
     assert!(t.reachable(), "fresh task must be reachable before `break {kind}`");
     t.brk(kind);
     t
@@ -626,7 +650,7 @@ fn lab_break_routes() {
 #[test]
 fn lab_break_delete_link() {
     let Some(()) = lab() else { return };
-    let t = Task::start(&["--app", "break-delete-link"]);
+    let t = Task::start(&["--network", ST_NET, "--app", "break-delete-link"]);
     let host_if = t.endpoint()["host_interface"].as_str().unwrap().to_string();
     assert!(t.reachable());
     t.brk("delete-link");
@@ -651,7 +675,7 @@ fn lab_break_address() {
 #[test]
 fn lab_break_rejects_unknown_kind_and_container() {
     let Some(()) = lab() else { return };
-    let t = Task::start(&[]);
+    let t = Task::start(&["--network", ST_NET]);
     let out = labctl(&["break", &t.name, "teleport"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown kind"));
@@ -667,8 +691,15 @@ fn lab_break_rejects_unknown_kind_and_container() {
 fn lab_setup_is_idempotent() {
     let Some(()) = lab() else { return };
     let net_ids = || ok(DOCKER, &["network", "inspect", "-f", "{{.Id}}", "calico-lab", "calico-lab-nomac"]);
-    let before = (net_ids(), std::fs::read_to_string("/run/calico-lab/plugin.pid").unwrap());
+    let pids = || {
+        (
+            std::fs::read_to_string("/run/calico-lab/plugin.pid").unwrap(),
+            std::fs::read_to_string("/run/calico-lab/selftest/plugin.pid").unwrap(),
+        )
+    };
+    let before = (net_ids(), pids());
     let out = Command::new(repo().join("tests/lab/setup.sh"))
+        .arg("--selftest")
         .env("CALICO_LAB_BIN", env!("CARGO_BIN_EXE_calico-lab"))
         .output()
         .unwrap();
@@ -677,7 +708,7 @@ fn lab_setup_is_idempotent() {
     for want in ["already running", "calico-lab exists", "calico-lab-nomac exists", "present"] {
         assert!(log.contains(want), "second run should report {want:?}: {log}");
     }
-    let after = (net_ids(), std::fs::read_to_string("/run/calico-lab/plugin.pid").unwrap());
+    let after = (net_ids(), pids());
     assert_eq!(before, after, "networks and plugin must be the same after a second setup.sh");
     // and the lab still works
     let t = Task::start(&[]);

@@ -1,0 +1,243 @@
+//! Live watches: netlink multicast subscriptions that hear every link, address and
+//! route change in a container's namespace (and link/neighbour/route changes on
+//! the host's `cali…` side) the moment the kernel makes it. A watch only reports
+//! "something changed"; the agent schedules the usual check/repair pass.
+//! Dropping a Watch closes its socket, so no watch keeps a namespace alive.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_LINK, RTMGRP_NEIGH};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::route::RouteAttribute;
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::error::MedicError;
+use crate::netns::TargetNetns;
+
+/// What kind of change a notification announced (bounded label set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Link,
+    Address,
+    Route,
+    Neighbour,
+    Other,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Link => "link",
+            ChangeKind::Address => "address",
+            ChangeKind::Route => "route",
+            ChangeKind::Neighbour => "neighbour",
+            ChangeKind::Other => "other",
+        }
+    }
+}
+
+/// One notification: its kind and, where the message names one, the interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub ifindex: Option<u32>,
+    pub ifname: Option<String>,
+}
+
+/// What a watch tells its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    Changed(Change),
+    /// The socket overflowed (ENOBUFS): changes were lost, re-check everything it covers.
+    Overflow,
+}
+
+/// A running subscription; dropping it stops the reader and closes the socket.
+pub struct Watch {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const CONTAINER_GROUPS: u32 = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
+const HOST_GROUPS: u32 = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE;
+
+fn bind_groups(fd: &OwnedFd, groups: u32) -> std::io::Result<()> {
+    // SAFETY: sockaddr_nl is plain data; zeroed is a valid initial value.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    addr.nl_groups = groups;
+    // SAFETY: valid socket and address for the call's duration.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // A larger buffer makes overflow under bursts rarer (FORCE needs CAP_NET_ADMIN; best effort).
+    let size: libc::c_int = 1 << 20;
+    // SAFETY: setsockopt with a valid int option value.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        );
+    }
+    Ok(())
+}
+
+fn classify(msg: &RouteNetlinkMessage) -> Change {
+    use RouteNetlinkMessage as M;
+    match msg {
+        M::NewLink(l) | M::DelLink(l) => Change {
+            kind: ChangeKind::Link,
+            ifindex: Some(l.header.index),
+            ifname: l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            }),
+        },
+        M::NewAddress(a) | M::DelAddress(a) => {
+            Change { kind: ChangeKind::Address, ifindex: Some(a.header.index), ifname: None }
+        }
+        M::NewRoute(r) | M::DelRoute(r) => Change {
+            kind: ChangeKind::Route,
+            ifindex: r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            }),
+            ifname: None,
+        },
+        M::NewNeighbour(n) | M::DelNeighbour(n) => {
+            Change { kind: ChangeKind::Neighbour, ifindex: Some(n.header.ifindex), ifname: None }
+        }
+        _ => Change { kind: ChangeKind::Other, ifindex: None, ifname: None },
+    }
+}
+
+/// Splits one datagram into notifications.
+pub fn parse_datagram(mut buf: &[u8]) -> Vec<Change> {
+    let mut out = Vec::new();
+    while buf.len() >= 16 {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len < 16 || len > buf.len() {
+            break;
+        }
+        if let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..len]) {
+            if let NetlinkPayload::InnerMessage(inner) = msg.payload {
+                out.push(classify(&inner));
+            }
+        }
+        buf = &buf[(len + 3) & !3..];
+    }
+    out
+}
+
+fn spawn_reader<F>(fd: OwnedFd, what: String, on_event: F) -> Result<Watch, MedicError>
+where
+    F: Fn(WatchEvent) + Send + Sync + 'static,
+{
+    // SAFETY: OwnedFd keeps the descriptor open and unchanged while the AsyncFd owns it.
+    let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+        .map_err(|e| MedicError::Netns(format!("watching {what}: {e}")))?;
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let Ok(mut guard) = fd.readable().await else { return };
+            loop {
+                // SAFETY: buf is valid for its length.
+                let n = unsafe { libc::recv(fd.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        Some(libc::EAGAIN) => {
+                            guard.clear_ready();
+                            break;
+                        }
+                        Some(libc::ENOBUFS) => on_event(WatchEvent::Overflow),
+                        Some(libc::EINTR) => {}
+                        _ => {
+                            tracing::warn!("watch on {what} stopped: {e}");
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                for change in parse_datagram(&buf[..n as usize]) {
+                    on_event(WatchEvent::Changed(change));
+                }
+            }
+        }
+    });
+    Ok(Watch { task })
+}
+
+fn netlink_fd() -> std::io::Result<OwnedFd> {
+    // SAFETY: plain socket(2), owned at once.
+    let fd = unsafe {
+        libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor we own.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+/// Subscribes to link, IPv4 address and IPv4 route changes inside a container's namespace.
+pub fn watch_netns<F>(ns: &TargetNetns, on_event: F) -> Result<Watch, MedicError>
+where
+    F: Fn(WatchEvent) + Send + Sync + 'static,
+{
+    let fd = ns.run(netlink_fd)?;
+    bind_groups(&fd, CONTAINER_GROUPS)
+        .map_err(|e| MedicError::Netns(format!("subscribing in {}: {e}", ns.identity())))?;
+    spawn_reader(fd, ns.identity().to_string(), on_event)
+}
+
+/// Subscribes to link, neighbour and IPv4 route changes in the agent's own (host) namespace.
+pub fn watch_host<F>(on_event: F) -> Result<Watch, MedicError>
+where
+    F: Fn(WatchEvent) + Send + Sync + 'static,
+{
+    let fd = netlink_fd().map_err(|e| MedicError::Netns(format!("host watch socket: {e}")))?;
+    bind_groups(&fd, HOST_GROUPS).map_err(|e| MedicError::Netns(format!("subscribing on the host: {e}")))?;
+    spawn_reader(fd, "host".into(), on_event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_core::NetlinkHeader;
+    use rtnetlink::packet_route::link::LinkMessage;
+
+    #[test]
+    fn parses_a_link_notification() {
+        let mut link = LinkMessage::default();
+        link.header.index = 7;
+        link.attributes.push(LinkAttribute::IfName("cali0".into()));
+        let mut msg = NetlinkMessage::new(NetlinkHeader::default(), RouteNetlinkMessage::NewLink(link).into());
+        msg.finalize();
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.serialize(&mut buf);
+        let two = [buf.clone(), buf].concat();
+        let changes = parse_datagram(&two);
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0], Change { kind: ChangeKind::Link, ifindex: Some(7), ifname: Some("cali0".into()) });
+        assert!(parse_datagram(&[1, 2, 3]).is_empty());
+    }
+}
