@@ -27,8 +27,16 @@ pub enum Trigger {
     Resync,
     Probe,
     Recheck,
-    DockerEvent { unix_seconds: f64 },
-    Watch { unix_seconds: f64 },
+    DockerEvent {
+        unix_seconds: f64,
+    },
+    /// The container (re)started: nothing could be repaired before this moment.
+    Started {
+        unix_seconds: f64,
+    },
+    Watch {
+        unix_seconds: f64,
+    },
 }
 
 #[derive(Default)]
@@ -130,6 +138,7 @@ impl Agent {
             Trigger::DockerEvent { unix_seconds } | Trigger::Watch { unix_seconds } => {
                 st.pending_event = Some(st.pending_event.map_or(unix_seconds, |p| p.min(unix_seconds)));
             }
+            Trigger::Started { unix_seconds } => st.pending_event = Some(unix_seconds),
             Trigger::Recheck => st.recheck_scheduled = false,
             Trigger::Resync | Trigger::Probe => {}
         }
@@ -352,6 +361,10 @@ impl Agent {
                 Err(e) => {
                     st.endpoints = None;
                     st.watch = None;
+                    if matches!(e, MedicError::NotRunning(_)) {
+                        // Connected but not started yet: latency counts from its start event.
+                        st.pending_event = None;
+                    }
                     match e {
                         _ if e.is_container_gone() => debug!("container {id} went away during its pass: {e}"),
                         MedicError::NotCalico { .. }
@@ -543,10 +556,11 @@ impl Agent {
         let attrs = actor.attributes.unwrap_or_default();
         let ts = ev.time_nano.map(|n| n as f64 / 1e9).or(ev.time.map(|t| t as f64)).unwrap_or_else(unix_now);
         let trigger = Trigger::DockerEvent { unix_seconds: ts };
+        debug!("docker event {typ} {action_label} {:?} ({:.1} ms old)", actor.id, (unix_now() - ts) * 1000.0);
         match (typ.as_str(), action.as_str()) {
             ("container", "start" | "restart") => {
                 if let Some(id) = actor.id {
-                    self.enqueue(&id, trigger);
+                    self.enqueue(&id, Trigger::Started { unix_seconds: ts });
                 }
             }
             ("container", "destroy") => {
@@ -600,8 +614,7 @@ impl Agent {
     pub async fn probe_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
             let probe = self.config().probe;
-            let jitter = probe.interval.mul_f64(rand::random::<f64>() * 0.2 - 0.1);
-            let wait = if jitter.is_zero() { probe.interval } else { probe.interval.saturating_add(jitter) };
+            let wait = probe.interval.mul_f64(0.9 + 0.2 * rand::random::<f64>());
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,

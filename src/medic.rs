@@ -83,6 +83,14 @@ impl Medic {
     /// failing host probe with no structural fault is `workload_unreachable`.
     async fn probe(&self, ns: &TargetNetns, report: &mut EndpointReport) {
         let timeout = self.config.probe.timeout;
+        // Only probe through the endpoint's own host route: without it the echo would
+        // leave the host by its default route, towards an address that is not there.
+        let host_path_missing = [FaultKind::HostLinkMissing, FaultKind::HostLinkDown, FaultKind::HostRouteMissing]
+            .iter()
+            .any(|f| report.remaining_faults.contains(f));
+        if host_path_missing || report.host_ifindex.is_none() {
+            return;
+        }
         let host = match probe::host_icmp(report.ip, timeout).await {
             Ok(rtt) => rtt,
             Err(e) => {

@@ -114,7 +114,7 @@ impl Metrics {
         let repair_latency = histogram(
             &r,
             "repair_latency_seconds",
-            "From the Docker event (its own timestamp) or the netlink notification to the verified repair.",
+            "From the container start event (Docker's own timestamp) or the netlink notification of a break to the verified repair.",
             LATENCY_BUCKETS.to_vec(),
         );
         let check_duration = histogram(

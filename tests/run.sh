@@ -22,7 +22,7 @@ step "unit + namespace tests (no Docker)"
 cargo test -p calico-medic --lib --test netns_repair
 
 step "lab: Docker engine, test image, Calico v2.6 stand-in, networks"
-tests/lab/setup.sh
+tests/lab/setup.sh --selftest
 
 step "lab tests"
 cargo test -p calico-lab
@@ -32,3 +32,9 @@ cargo test -p calico-medic --test lab_oneoff
 
 step "end-to-end: daemon"
 cargo test -p calico-medic --test lab_daemon
+
+step "end-to-end: live netlink watches"
+cargo test -p calico-medic --test live_watch
+
+step "end-to-end: operations (Docker restart, storm, flapping, vanishing containers, config, signals)"
+cargo test -p calico-medic --test daemon_ops

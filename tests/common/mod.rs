@@ -230,3 +230,76 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Runs `ip` inside a container's network namespace (test-side breaking/observing).
+pub fn in_netns(pid: &str, args: &[&str]) -> bool {
+    Command::new("nsenter")
+        .args(["-t", pid, "-n", "ip"])
+        .args(args)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A random locally administered unicast MAC.
+pub fn random_mac() -> String {
+    let b: [u8; 6] = rand::random();
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", (b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5])
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// (sockets, network-namespace fds) held open by a process.
+pub fn fd_census(pid: u32) -> (usize, usize) {
+    let mut sockets = 0;
+    let mut netns = 0;
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in dir.flatten() {
+            if let Ok(target) = std::fs::read_link(e.path()) {
+                let t = target.to_string_lossy();
+                if t.starts_with("socket:") {
+                    sockets += 1;
+                } else if t.starts_with("net:") {
+                    netns += 1;
+                }
+            }
+        }
+    }
+    (sockets, netns)
+}
+
+/// Sum of all samples of a metric family whose series text starts with `prefix`.
+pub fn metric_sum(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+/// Calico IPs of many containers with one `docker inspect` (labctl ip is per container).
+pub fn ips_of(tasks: &[Task]) -> Vec<String> {
+    let mut args = vec!["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"];
+    args.extend(tasks.iter().map(|t| t.name.as_str()));
+    let out = Command::new("/usr/bin/docker").args(&args).output().expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+        .collect()
+}

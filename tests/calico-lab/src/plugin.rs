@@ -81,6 +81,17 @@ pub struct Plugin {
     inner: Mutex<Inner>,
 }
 
+/// Mark the addresses of stored endpoints that fall in `pool` as allocated.
+fn seed_pool(pool: &mut Pool, ds: &Datastore) {
+    for ep in ds.values() {
+        if let Ok(ip) = ep.addr().parse::<Ipv4Addr>() {
+            if pool.contains(ip) {
+                pool.allocated.insert(ip);
+            }
+        }
+    }
+}
+
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, PluginError> {
     let body = if body.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { body };
     serde_json::from_slice(body).map_err(|e| PluginError::bad_request(format!("malformed request: {e}")))
@@ -181,13 +192,8 @@ impl Plugin {
     pub fn new(cfg: Config, store: Store) -> Result<Arc<Plugin>, String> {
         let (ds, mut st) = store.load()?;
         // Addresses in use by stored endpoints stay allocated even if state.json was lost.
-        for ep in ds.values() {
-            if let (Ok(ip), Some(net)) = (ep.addr().parse::<Ipv4Addr>(), st.networks.get(&ep.network_id)) {
-                let pool_id = net.pool.clone().unwrap_or_else(|| ipam::POOL_ID_V4.to_string());
-                if let Some(pool) = st.pools.get_mut(&pool_id) {
-                    pool.allocated.insert(ip);
-                }
-            }
+        for pool in st.pools.values_mut() {
+            seed_pool(pool, &ds);
         }
         log!(
             "loaded {} endpoint(s), {} network(s), {} pool(s) from {}",
@@ -504,7 +510,9 @@ impl Plugin {
         };
         self.update(|i| {
             if !i.st.pools.contains_key(&pool_id) {
-                i.st.pools.insert(pool_id.clone(), Pool::new(&cidr).map_err(PluginError::failed)?);
+                let mut p = Pool::new(&cidr).map_err(PluginError::failed)?;
+                seed_pool(&mut p, &i.ds);
+                i.st.pools.insert(pool_id.clone(), p);
             }
             Ok(json!({
                 "PoolID": pool_id,
@@ -517,7 +525,8 @@ impl Plugin {
     fn pool_mut<'a>(i: &'a mut Inner, pool_id: &str) -> Result<&'a mut Pool, PluginError> {
         if !i.st.pools.contains_key(pool_id) {
             let cidr = if pool_id == ipam::POOL_ID_V4 { ipam::DEFAULT_POOL_V4 } else { pool_id };
-            let p = Pool::new(cidr).map_err(|e| PluginError::failed(format!("Invalid CIDR - {pool_id}: {e}")))?;
+            let mut p = Pool::new(cidr).map_err(|e| PluginError::failed(format!("Invalid CIDR - {pool_id}: {e}")))?;
+            seed_pool(&mut p, &i.ds);
             i.st.pools.insert(pool_id.to_string(), p);
         }
         Ok(i.st.pools.get_mut(pool_id).expect("inserted above"))
@@ -672,6 +681,15 @@ mod tests {
         )
         .await;
         assert!(dup.is_err());
+        // state.json lost: the pool is rebuilt lazily and still avoids the stored endpoints
+        drop(p);
+        std::fs::remove_file(dir.join("state.json")).unwrap();
+        let p = Plugin::new(Config { host: false, docker_socket: None, felix_wait: Duration::ZERO }, Store::new(&dir))
+            .unwrap();
+        let a = call(&p, Kind::Ipam, "IpamDriver.RequestAddress", json!({"PoolID": "10.65.0.0/17", "Address": ""}))
+            .await
+            .unwrap();
+        assert_eq!(a["Address"], "10.65.0.3/32", "10.65.0.1 and .2 belong to stored endpoints");
         call(
             &p,
             Kind::Network,
