@@ -2,6 +2,9 @@
 //! milliseconds, without polling, without touching bystanders, without leaking
 //! sockets or namespaces, and with backoff for endpoints that keep changing.
 
+// Each test owns its runtime; the serial guard deliberately spans the whole test.
+#![allow(clippy::await_holding_lock)]
+
 mod common;
 
 use std::net::Ipv4Addr;
@@ -139,7 +142,7 @@ async fn random_breaks_over_twenty_tasks_heal_and_bystanders_are_untouched() {
     for t in &tasks {
         assert!(t.wait_reachable(Duration::from_secs(5)).is_some(), "{} reachable at start", t.name);
     }
-    let before: Vec<String> = bystanders.iter().map(|b| bystander_snapshot(b)).collect();
+    let before: Vec<String> = bystanders.iter().map(bystander_snapshot).collect();
     let with_tasks = fd_census(pid);
     assert_eq!(with_tasks.1, 0, "no namespace fds are held between passes");
     eprintln!("fds baseline {baseline:?}, with 20 watched tasks {with_tasks:?}");
