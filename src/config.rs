@@ -281,4 +281,37 @@ mod tests {
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("5 parsecs").is_err());
     }
+    /// unit/config.toml (shipped as /etc/calico-medic/config.toml) documents every
+    /// key, and every value it shows is the default.
+    #[test]
+    fn shipped_example_documents_every_key_with_its_default() {
+        let text = include_str!("../unit/config.toml");
+        assert_eq!(Config::from_toml(text, "unit/config.toml").unwrap(), Config::default());
+        // Uncomment every `#key = value` line: still exactly the defaults.
+        let uncommented = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase()) => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut parsed = Config::from_toml(&uncommented, "unit/config.toml, uncommented").unwrap();
+        // docker_host has no default to write down (unset: $DOCKER_HOST, else the local socket).
+        assert_eq!(parsed.docker_host.take().as_deref(), Some("unix:///var/run/docker.sock"));
+        assert_eq!(parsed, Config::default());
+        // Every key the parser accepts (it lists them for an unknown key) is in the example.
+        for header in ["", "[backoff]\n", "[probe]\n"] {
+            let err = Config::from_toml(&format!("{header}zz_unknown = 1\n"), "t").unwrap_err().to_string();
+            let known = err.rsplit_once("zz_unknown`").map(|(_, rest)| rest).unwrap_or_default();
+            let keys: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
+            assert!(!keys.is_empty(), "no key list in: {err}");
+            for key in keys.into_iter().filter(|k| !["backoff", "probe"].contains(k)) {
+                assert!(
+                    uncommented.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                    "unit/config.toml does not document {header:?} {key}"
+                );
+            }
+        }
+    }
 }

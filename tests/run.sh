@@ -38,3 +38,6 @@ cargo test -p calico-medic --test live_watch
 
 step "end-to-end: operations (Docker restart, storm, flapping, vanishing containers, config, signals)"
 cargo test -p calico-medic --test daemon_ops
+
+step "packaging: cargo deb, dpkg -i, unit verify/security, config, Marathon app, purge"
+tests/packaging/run.sh

@@ -17,7 +17,9 @@
 #   PACKAGING_PROFILE  cargo profile for the package binary (default: dev, i.e. the
 #                      target/debug build the test command already made, stripped by
 #                      cargo-deb; `release` builds the shipping binary, ~3 min more).
-#   CARGO_DEB_VERSION  cargo-deb version to install when missing (default 3.8.0).
+#   CARGO_DEB_VERSION  cargo-deb version to install when missing (default 3.8.0;
+#                      the dev profile is only a warning in it).
+#   LAB_DOCKER         docker client for the optional lab checks (default /usr/bin/docker).
 #
 # Ends with "N passed, M failed"; exits 1 if anything failed.
 set -uo pipefail
@@ -35,7 +37,7 @@ UNIT=/lib/systemd/system/calico-medic.service
 BIN=/usr/bin/calico-medic
 CONF=/etc/calico-medic/config.toml
 DOC=/usr/share/doc/calico-medic
-DOCKER=/usr/bin/docker # Debian's 20.10 client (see DESIGN.md)
+DOCKER=${LAB_DOCKER:-/usr/bin/docker} # Debian's 20.10 client (see DESIGN.md)
 LABCTL=$REPO/tests/lab/labctl
 NOSOCK=unix:///nonexistent-calico-medic-test.sock
 
@@ -78,6 +80,11 @@ cleanup() {
         dpkg --purge "$PKG" >/dev/null 2>&1 || true
     fi
     rm -rf "$WORK"
+    # cargo-deb's scratch copy of the stripped binary (target/<pkg>/*.stripped-*.tmp).
+    if [[ -n ${TARGET_DIR:-} && -d $TARGET_DIR/$PKG ]]; then
+        rm -f "$TARGET_DIR/$PKG"/*.stripped-*.tmp
+        rmdir "$TARGET_DIR/$PKG" 2>/dev/null || true
+    fi
 }
 trap cleanup EXIT
 
@@ -117,8 +124,9 @@ fi
 say "$(cargo deb --version 2>&1 | head -1)"
 
 # ---------------------------------------------------------------- build
-VERSION=$(cargo metadata --no-deps --format-version 1 |
-    jq -r --arg p "$PKG" '.packages[] | select(.name == $p) | .version')
+METADATA=$(cargo metadata --no-deps --format-version 1)
+VERSION=$(jq -r --arg p "$PKG" '.packages[] | select(.name == $p) | .version' <<<"$METADATA")
+TARGET_DIR=$(jq -r .target_directory <<<"$METADATA")
 [[ -n $VERSION ]] || die "cannot read the crate version"
 say "building the .deb (profile $PROFILE)"
 t=$(date +%s)
