@@ -11,6 +11,17 @@ step() { printf '\n=== %s ===\n' "$*"; }
 
 [[ $(id -u) == 0 ]] || { echo "tests/run.sh must run as root (namespaces, Docker)" >&2; exit 1; }
 
+step "packages (Debian): Docker engine, busybox for the test image, iproute2, ping, Prometheus tools, systemd-analyze"
+need=()
+for pkg in docker.io busybox-static iproute2 iputils-ping jq curl prometheus systemd util-linux procps; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+    echo "installing: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
 step "static checks"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -1,6 +1,6 @@
 use clap::Args;
 
-use super::{build_medic, fail_status, load_config, print_reports, ConfigArg, Status};
+use super::{fail_status, print_reports, ConfigArg, Status};
 use crate::error::MedicError;
 use crate::medic::Mode;
 
@@ -18,11 +18,7 @@ pub struct CheckCmd {
 
 impl CheckCmd {
     pub async fn exec(self, docker_host: Option<&str>) -> Status {
-        let config = match load_config(self.config.config.as_deref(), docker_host) {
-            Ok(c) => c,
-            Err(e) => return fail_status(&e.to_string()),
-        };
-        let medic = match build_medic(config).await {
+        let medic = match self.config.medic(docker_host).await {
             Ok(m) => m,
             Err(e) => return fail_status(&e.to_string()),
         };

@@ -156,3 +156,10 @@ pub struct ConfigArg {
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
+
+impl ConfigArg {
+    /// Config (file + flags) and a connected pipeline, for the one-off commands.
+    pub(crate) async fn medic(&self, docker_host: Option<&str>) -> Result<Medic, MedicError> {
+        build_medic(load_config(self.config.as_deref(), docker_host)?).await
+    }
+}
