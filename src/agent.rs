@@ -466,14 +466,20 @@ impl Agent {
 
     /// Queues every running container; forgets containers Docker no longer lists.
     pub async fn resync(&self, docker: &DockerClient) -> Result<usize, MedicError> {
-        let ids = docker.running_container_ids().await?;
+        let running = docker.running_containers().await?;
+        let ids: Vec<&String> = running.iter().map(|(id, _)| id).collect();
         let stale: Vec<String> = {
-            let states = self.states.lock().unwrap();
+            let mut states = self.states.lock().unwrap();
+            for (id, calico) in &running {
+                let st = states.entry(id.clone()).or_default();
+                st.calico_hint |= *calico && st.endpoints.is_none();
+            }
             states.iter().filter(|(k, s)| !ids.contains(k) && !s.running && !s.queued).map(|(k, _)| k.clone()).collect()
         };
         for id in stale {
             self.forget(&id);
         }
+        self.refresh_gauges();
         for id in &ids {
             self.enqueue(id, Trigger::Resync);
         }

@@ -147,11 +147,32 @@ impl DockerClient {
 
     /// IDs of running containers (resync candidates).
     pub async fn running_container_ids(&self) -> Result<Vec<String>, MedicError> {
+        Ok(self.running_containers().await?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Running containers, each with whether the listing shows it on a calico network
+    /// (so it can be counted as "not yet checked" before its first pass).
+    pub async fn running_containers(&self) -> Result<Vec<(String, bool)>, MedicError> {
         let mut filters = HashMap::new();
         filters.insert("status", vec!["running"]);
         let opts = ListContainersOptionsBuilder::default().filters(&filters).build();
-        let list = self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers"))?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| self.map_err(e, "listing containers"))?;
+        let mut out = Vec::with_capacity(list.len());
+        for c in list {
+            let Some(id) = c.id else { continue };
+            let mut calico = false;
+            for net in c.network_settings.iter().flat_map(|n| n.networks.iter().flatten()).map(|(_, s)| s) {
+                if let Some(nid) = &net.network_id {
+                    calico |= self.is_calico_network(nid).await.unwrap_or(false);
+                }
+            }
+            out.push((id, calico));
+        }
+        Ok(out)
     }
 
     /// Container and network events since `since` (Docker's `secs.nanos` form).

@@ -39,6 +39,22 @@ impl MedicError {
         MedicError::Netlink { context: context.into(), source }
     }
 
+    /// Every value `code()` can return (metrics pre-create these series at 0).
+    pub const CODES: [&'static str; 12] = [
+        "docker_unreachable",
+        "docker",
+        "container_not_found",
+        "not_running",
+        "host_network",
+        "shared_network",
+        "not_calico",
+        "stale",
+        "host_namespace",
+        "netns",
+        "netlink",
+        "config",
+    ];
+
     /// Bounded label value for metrics and JSON.
     pub fn code(&self) -> &'static str {
         match self {

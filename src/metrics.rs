@@ -10,6 +10,7 @@ use prometheus::{
 };
 
 use crate::diagnose::FaultKind;
+use crate::error::MedicError;
 use crate::report::EndpointReport;
 
 const NS: &str = "calico_medic";
@@ -40,6 +41,8 @@ pub struct Metrics {
 
 #[derive(Default)]
 struct ContainerSeries {
+    /// Faults seen by the last pass (before repair): a fault is "detected" once per appearance.
+    detected: Vec<String>,
     healthy: Vec<Vec<String>>,
     faults: Vec<String>,
     probes: Vec<String>,
@@ -97,8 +100,12 @@ impl Metrics {
         for s in ["healthy", "unhealthy", "unknown"] {
             endpoints.with_label_values(&[s]).set(0);
         }
-        let faults_detected =
-            counter_vec(&r, "faults_detected_total", "Faults found by checks, by fault code.", &["fault"]);
+        let faults_detected = counter_vec(
+            &r,
+            "faults_detected_total",
+            "Faults newly found on an endpoint (counted once per appearance), by fault code.",
+            &["fault"],
+        );
         let repairs = counter_vec(
             &r,
             "repairs_total",
@@ -109,6 +116,8 @@ impl Metrics {
             for res in ["success", "failure", "skipped"] {
                 repairs.with_label_values(&[f.as_str(), res]);
             }
+        }
+        for f in FaultKind::ALL {
             faults_detected.with_label_values(&[f.as_str()]);
         }
         let repair_latency = histogram(
@@ -153,6 +162,9 @@ impl Metrics {
         r.register(Box::new(last_resync.clone())).expect("unique metric");
         let check_errors =
             counter_vec(&r, "check_errors_total", "Container passes that could not complete, by reason.", &["reason"]);
+        for reason in MedicError::CODES {
+            check_errors.with_label_values(&[reason]);
+        }
         let watches = IntGauge::with_opts(
             Opts::new("watches", "Netlink subscriptions currently open (container namespaces + host).").namespace(NS),
         )
@@ -164,6 +176,9 @@ impl Metrics {
             "Netlink notifications received from watched namespaces, by kind.",
             &["kind"],
         );
+        for kind in ["link", "address", "route", "neighbour", "other"] {
+            watch_events.with_label_values(&[kind]);
+        }
         let watch_overflows =
             counter(&r, "watch_overflows_total", "Netlink socket overflows (ENOBUFS) that forced a re-check.");
         let build_info = gauge_vec(&r, "build_info", "Build information.", &["version"]);
@@ -208,9 +223,13 @@ impl Metrics {
         let entry = series.entry(container_id.to_string()).or_default();
         let mut present_faults: Vec<String> = Vec::new();
         let mut healthy_labels = Vec::new();
+        let mut detected: Vec<String> = Vec::new();
         for r in reports {
             for f in &r.faults {
-                self.faults_detected.with_label_values(&[f.as_str()]).inc();
+                if !entry.detected.iter().any(|d| d == f.as_str()) && !detected.iter().any(|d| d == f.as_str()) {
+                    self.faults_detected.with_label_values(&[f.as_str()]).inc();
+                }
+                detected.push(f.as_str().to_string());
             }
             for a in &r.actions {
                 self.repairs.with_label_values(&[a.fault.as_str(), a.result.as_str()]).inc();
@@ -258,6 +277,7 @@ impl Metrics {
         }
         entry.healthy = healthy_labels;
         entry.faults = present_faults;
+        entry.detected = detected;
     }
 
     /// Drops every per-container series (container destroyed).

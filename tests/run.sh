@@ -50,5 +50,8 @@ cargo test -p calico-medic --test live_watch
 step "end-to-end: operations (Docker restart, storm, flapping, vanishing containers, config, signals)"
 cargo test -p calico-medic --test daemon_ops
 
+step "end-to-end: metrics, Grafana dashboard and alert rules on a real Prometheus"
+tests/prometheus/e2e.sh
+
 step "packaging: cargo deb, dpkg -i, unit verify/security, config, Marathon app, purge"
 tests/packaging/run.sh

@@ -7,9 +7,12 @@
 #                                          #   cargo build -p calico-medic
 # Environment: CALICO_MEDIC_BIN (default target/debug/calico-medic), KEEP_TMP=1 keeps the temp dir.
 #
-# What it does (≈ 30 s):
-#   1. starts `calico-medic run` on a free loopback port (resync_interval 2 s, see below) and
-#      `promtool check metrics` on real scrapes (before and after endpoints exist);
+# What it does (≈ 25 s on a quiet lab):
+#   0. `calico-medic run --dry-run`: a --nomac task is reported (endpoint_fault, skipped repair,
+#      endpoint_healthy 0), its ICMP probe fails and it stays unreachable; that agent is stopped;
+#   1. starts `calico-medic run` on a free loopback port (resync_interval 2 s, see below): it
+#      repairs the dry run's endpoint and the probe succeeds; `promtool check metrics` on real
+#      scrapes (fresh, and with healthy, repaired and broken endpoints);
 #   2. starts Prometheus (Debian package) on loopback: job "calico-medic", scrape and rule
 #      evaluation every 1 s, rule_files = dashboards/alerts.yml;
 #   3. starts three lab tasks: one --nomac (born with the omit-MAC fault, the agent must repair it),
@@ -38,9 +41,13 @@
 # Why resync_interval = 2s: Felix-side faults (proxy_arp) raise no netlink notification the agent
 # acts on; they are found by the periodic resync (60 s by default), too slow for a test.
 #
-# The lab is shared: other tasks (and other agents) may be running. Foreign mac_mismatch repairs done
-# by this agent during the window are counted from its log and reported; if another calico-medic
-# repairs our task first, the test fails with a message saying so.
+# The lab is shared: other tasks (and other agents) may be running, and this agent repairs every
+# calico container it sees while it runs. Foreign mac_mismatch repairs done by this agent during the
+# measured window are counted from its log and reported. If another calico-medic agent (one this
+# script did not start) repairs our task first, that check prints SKIP with its pid instead of
+# failing; without another agent the same condition is a FAIL. The agent's log must hold no panic.
+#
+# Output: one PASS/FAIL/SKIP line per check, last line exactly "N passed, M failed"; exit 0 iff M == 0.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -158,7 +165,7 @@ for tool in promtool prometheus jq curl ss; do
     command -v "$tool" >/dev/null || fatal "$tool not found (apt-get install -y prometheus jq curl iproute2)"
 done
 [[ -x $BIN ]] || fatal "$BIN not built (cargo build -p calico-medic)"
-"$ROOT/tests/lab/setup.sh" >/dev/null || fatal "tests/lab/setup.sh failed"
+out=$("$ROOT/tests/lab/setup.sh" 2>&1) || { echo "$out"; fatal "tests/lab/setup.sh failed"; }
 others=$(other_agents)
 [[ -n $others ]] && info "note: other calico-medic agents are running in the lab (pids $others); they may race ours"
 
@@ -181,7 +188,7 @@ start_agent() { # <pid-var> <port> <log> [flags...]
     printf -v "$var" %s $!
     wait_for 30 curl -fsS --max-time 1 "http://127.0.0.1:$port/readyz" ||
         fatal "agent $* not ready on 127.0.0.1:$port within 30 s"
-    pass "agent $* ready on 127.0.0.1:$port (/readyz 200)"
+    pass "agent${*:+ $*} ready on 127.0.0.1:$port (/readyz 200)"
 }
 stop_agent() { # <pid-var>
     local pid=${!1} rc
@@ -276,6 +283,7 @@ R0=$(mval "${REPAIR_SERIES[@]}")
 [[ -n $R0 ]] || fatal "no calico_medic_repairs_total{fault=\"mac_mismatch\",result=\"success\"} series before any repair"
 LOGRE='fault=mac_mismatch.*result=success'
 L0=$(grep -c "$LOGRE" "$T/medic.log")
+HC0=$(mval calico_medic_repair_latency_seconds_count) HS0=$(mval calico_medic_repair_latency_seconds_sum)
 
 start_task NOMAC --app e2e-nomac --nomac
 start_task HEALTHY --app e2e-ok
@@ -297,6 +305,7 @@ else fail "host cannot reach the --nomac task after its repair"; fi
 sleep 0.5
 R1=$(mval "${REPAIR_SERIES[@]}")
 L1=$(grep -c "$LOGRE" "$T/medic.log")
+HC1=$(mval calico_medic_repair_latency_seconds_count) HS1=$(mval calico_medic_repair_latency_seconds_sum)
 mine=$(grep -c "container=$NOMAC .*$LOGRE" "$T/medic.log")
 foreign=$((L1 - L0 - mine))
 if [[ $mine -eq 0 ]] && others=$(other_agents) && [[ -n $others ]]; then
@@ -311,6 +320,12 @@ elif [[ $((R1 - R0)) -eq $((1 + foreign)) ]]; then
     fi
 else
     fail "repairs_total{fault=\"mac_mismatch\",result=\"success\"} $R0 → $R1, want +$((1 + foreign)) (1 ours + $foreign foreign)"
+fi
+if [[ -n $HC0 && -n $HC1 ]] && ((HC1 > HC0)) &&
+   mean=$(awk -v c=$((HC1 - HC0)) -v s0="$HS0" -v s1="$HS1" 'BEGIN { m = (s1 - s0) / c; printf "%.0f", m * 1000; exit !(m > 0 && m < 5) }'); then
+    pass "repair_latency_seconds observed the repair: count $HC0 → $HC1, mean ${mean} ms (Docker event → verified repair)"
+else
+    fail "repair_latency_seconds: count $HC0 → $HC1, sum $HS0 → $HS1 (want +1 or more, mean in (0, 5 s))"
 fi
 line=$(scrape | grep "^calico_medic_endpoint_healthy{.*container_id=\"$NOMAC_ID\"")
 if [[ $line == *"marathon_app_id=\"/e2e-nomac\""* && $line == *"mesos_task_id=\"e2e-nomac."* &&
@@ -351,6 +366,16 @@ subst() {
         -e 's/\$instance/.*/g; s/\${instance}/.*/g; s/\$app/.*/g; s/\${app}/.*/g'
 }
 jq -e . "$DASHBOARD" >/dev/null || fatal "$DASHBOARD is not valid JSON"
+# importable and filterable: datasource is a variable used everywhere; every query filters on $instance
+jq -e '.schemaVersion >= 36 and (.templating.list | map(.name) | contains(["datasource", "job", "instance", "app"]))
+       and (.templating.list[] | select(.name == "datasource") | .type == "datasource" and .query == "prometheus")
+       and ([.templating.list[] | select(.name == "instance" or .name == "app") | .includeAll and .allValue == ".*"] | all)' \
+    "$DASHBOARD" >/dev/null && pass "dashboard: schemaVersion $(jq .schemaVersion "$DASHBOARD"), variables datasource/job/instance/app (All = .*)" ||
+    fail "dashboard: schemaVersion or template variables wrong"
+bad=$(jq -r '[.. | objects | select(has("targets"))] | map(select(.datasource.uid != "${datasource}" or
+        any(.targets[]; .datasource.uid != "${datasource}" or (.expr | contains("instance=~\"$instance\"") | not)))) | map(.title) | join(", ")' "$DASHBOARD")
+[[ -z $bad ]] && pass "dashboard: every panel and query uses \${datasource} and filters on \$instance" ||
+    fail "dashboard panels not using \${datasource} or \$instance: $bad"
 n=$(jq '[.. | objects | select(has("expr"))] | length' "$DASHBOARD")
 [[ $n -gt 0 ]] || fail "dashboard has no queries"
 while IFS=$'\t' read -r title ref expr_b64; do
@@ -375,7 +400,8 @@ while IFS=$'\t' read -r name def; do
     else
         fail "dashboard variable \$$name: unexpected query '$def'"
     fi
-done < <(jq -r '.templating.list[] | select(.type == "query") | [.name, .definition] | @tsv' "$DASHBOARD")
+done < <(jq -r '.templating.list[] | select(.type == "query")
+               | [.name, (.query | if type == "object" then .query else . end)] | @tsv' "$DASHBOARD")
 apps=$(curl -fsS -G --data-urlencode 'match[]=calico_medic_endpoint_healthy' \
     "http://127.0.0.1:$PPORT/api/v1/label/marathon_app_id/values" | jq -r '.data | join(" ")')
 [[ " $apps " == *" /e2e-nomac "* && " $apps " == *" /e2e-felix "* ]] &&

@@ -22,7 +22,7 @@ APP=scale-$$
 
 [[ $(id -u) == 0 ]] || { echo "scale: must run as root" >&2; exit 1; }
 [[ -x $BIN ]] || { echo "scale: $BIN not built (cargo build -p calico-medic)" >&2; exit 1; }
-"$ROOT/tests/lab/setup.sh" >/dev/null || { echo "scale: tests/lab/setup.sh failed" >&2; exit 1; }
+out=$("$ROOT/tests/lab/setup.sh" 2>&1) || { echo "$out" >&2; echo "scale: tests/lab/setup.sh failed" >&2; exit 1; }
 
 T=$(mktemp -d /tmp/calico-medic-scale.XXXXXX)
 MEDIC_PID=""
@@ -65,11 +65,12 @@ measure() { # <phase>
 measure "before (lab as found)"
 
 start=$SECONDS
+pids=()
 for ((i = 1; i <= N; i++)); do
     if ((i % NOMAC_EVERY == 0)); then "$LABCTL" task --app "$APP" --nomac; else "$LABCTL" task --app "$APP"; fi >>"$T/tasks" &
-    ((i % 50 == 0)) && wait
+    pids+=($!)
+    if ((i % 50 == 0 || i == N)); then wait "${pids[@]}"; pids=(); fi # not a bare `wait`: the agent is a child too
 done
-wait
 started=$(wc -l <"$T/tasks")
 echo "started $started tasks (every ${NOMAC_EVERY}th --nomac) in $((SECONDS - start)) s"
 wait_for 60 bash -c "[[ \$(curl -fsS '$URL' | grep -c '^calico_medic_endpoint_healthy{.*marathon_app_id=\"/$APP\".*} 1\$') -ge $started ]]" ||
