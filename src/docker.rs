@@ -156,11 +156,7 @@ impl DockerClient {
         let mut filters = HashMap::new();
         filters.insert("status", vec!["running"]);
         let opts = ListContainersOptionsBuilder::default().filters(&filters).build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| self.map_err(e, "listing containers"))?;
+        let list = self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers"))?;
         let mut out = Vec::with_capacity(list.len());
         for c in list {
             let Some(id) = c.id else { continue };
