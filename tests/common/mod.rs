@@ -73,10 +73,12 @@ impl Task {
     }
 
     /// Links (with MACs and flags), addresses and routes of the container's netns.
+    /// The ARP cache is left out: traffic (such as the reachability probe's reply)
+    /// legitimately fills it; calico-medic never writes it.
     pub fn netns_snapshot(&self) -> String {
         let pid = self.pid();
         let mut out = String::new();
-        for args in [&["-d", "link"][..], &["addr"][..], &["route"][..], &["neigh"][..]] {
+        for args in [&["-d", "link"][..], &["addr"][..], &["route"][..]] {
             let o = Command::new("nsenter").args(["-t", &pid, "-n", "ip"]).args(args).output().expect("nsenter");
             out.push_str(&String::from_utf8_lossy(&o.stdout));
         }
