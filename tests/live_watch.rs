@@ -136,16 +136,16 @@ async fn random_breaks_over_twenty_tasks_heal_and_bystanders_are_untouched() {
     let _serial = serial();
     let daemon = Daemon::start(&[]);
     let pid = daemon.child.id();
+    let watches_before = daemon.settle();
     let baseline = fd_census(pid);
-    let watches_before = daemon.metric("calico_medic_watches").unwrap_or(-1.0);
     let tasks: Vec<Task> = (0..20).map(|i| Task::start(&["--app", &format!("storm-{}", i % 4)])).collect();
     let bystanders: Vec<Task> = ["bridge", "none", "host"].iter().map(|n| Task::plain(n)).collect();
     for t in &tasks {
         assert!(t.wait_reachable(Duration::from_secs(5)).is_some(), "{} reachable at start", t.name);
     }
     let before: Vec<String> = bystanders.iter().map(bystander_snapshot).collect();
+    let watches_with_tasks = daemon.settle();
     let with_tasks = fd_census(pid);
-    let watches_with_tasks = daemon.metric("calico_medic_watches").unwrap_or(-1.0);
     assert_eq!(with_tasks.1, 0, "no namespace fds are held between passes");
     eprintln!("fds baseline {baseline:?}, with 20 watched tasks {with_tasks:?}");
 
@@ -185,7 +185,7 @@ async fn random_breaks_over_twenty_tasks_heal_and_bystanders_are_untouched() {
     assert_eq!(watches_with_tasks, watches_before + 20.0, "one watch per task");
     assert!(with_tasks.0 >= baseline.0 + 19, "a socket per watch: {baseline:?} → {with_tasks:?}");
     assert!(now.0 <= baseline.0 && now.1 == 0, "sockets/netns fds return to baseline: {baseline:?} → {now:?}");
-    assert_eq!(daemon.metric("calico_medic_watches"), Some(watches_before), "only the host watch remains");
+    assert_eq!(daemon.settle(), watches_before, "watches back to what they were before the tasks");
 }
 
 /// Links (flags, MAC, state; no volatile timers), addresses and routes of a

@@ -203,6 +203,23 @@ impl Daemon {
         self.metrics().lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
     }
 
+    /// Waits until the daemon is idle: the watch count stable for a second and no
+    /// namespace fd open (no pass in flight). Returns the watch count.
+    pub fn settle(&self) -> f64 {
+        let start = Instant::now();
+        let mut last = (-1.0, Instant::now());
+        while start.elapsed() < Duration::from_secs(15) {
+            let w = self.metric("calico_medic_watches").unwrap_or(-1.0);
+            if w != last.0 {
+                last = (w, Instant::now());
+            } else if last.1.elapsed() >= Duration::from_secs(1) && fd_census(self.child.id()).1 == 0 {
+                return w;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        last.0
+    }
+
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
