@@ -156,3 +156,37 @@ fn check_all_lists_calico_tasks_only() {
     assert!(names.contains(&good.name.as_str()));
     assert!(!names.contains(&plain.name.as_str()));
 }
+
+/// The host's primary IPv4 address (a route lookup; sends nothing).
+fn host_address() -> String {
+    let out = std::process::Command::new("ip").args(["-4", "-o", "route", "get", "192.0.2.1"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace().skip_while(|w| *w != "src").nth(1).unwrap_or_default().to_string()
+}
+
+#[test]
+fn configured_probes_run_from_inside_the_task() {
+    if !lab_ready() {
+        return;
+    }
+    let host = host_address();
+    assert!(!host.is_empty(), "host has an IPv4 source address");
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let open = listener.local_addr().unwrap().port();
+    let closed = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("probes.toml");
+    std::fs::write(&cfg, format!("[probe]\ntargets = [\"tcp:{host}:{open}\", \"tcp:{host}:{closed}\"]\n")).unwrap();
+    let task = Task::start(&["--app", "probes"]);
+    let (code, reports, err) = medic_json(&["check", "--container", &task.name, "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let probes = reports[0]["probes"].as_array().unwrap();
+    let result = |label: String| probes.iter().find(|p| p["probe"] == label.as_str()).map(|p| p["success"].clone());
+    assert_eq!(result("icmp".into()), Some(serde_json::Value::Bool(true)));
+    assert_eq!(result(format!("tcp:{host}:{open}")), Some(serde_json::Value::Bool(true)), "{probes:?}");
+    assert_eq!(result(format!("tcp:{host}:{closed}")), Some(serde_json::Value::Bool(false)), "{probes:?}");
+    // The connection came from inside the task: its source is the task's calico IP.
+    listener.set_nonblocking(true).unwrap();
+    let (_, peer) = listener.accept().expect("the probe's connection is queued");
+    assert_eq!(peer.ip().to_string(), labctl_ok(&["ip", &task.name]));
+}

@@ -30,7 +30,7 @@ step "build"
 cargo build --workspace --all-targets
 
 step "unit + namespace tests (no Docker)"
-cargo test -p calico-medic --lib --test netns_repair
+cargo test -p calico-medic --lib --test netns_repair --test fixtures_core
 
 step "lab: Docker engine, test image, Calico v2.6 stand-in, networks"
 tests/lab/setup.sh --selftest
