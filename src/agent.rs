@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -64,6 +64,8 @@ struct ContainerState {
     watch: Option<(u32, Watch)>,
     /// Host-side interface indexes of its endpoints (for the host watch).
     host_ifindexes: Vec<u32>,
+    /// Fired when its namespace changes during a pass: cuts that pass's probes short.
+    interrupt: Arc<Notify>,
 }
 
 impl ContainerState {
@@ -202,6 +204,9 @@ impl Agent {
         {
             let mut states = self.states.lock().unwrap();
             let Some(st) = states.get_mut(id) else { return };
+            if st.running {
+                st.interrupt.notify_one();
+            }
             let now = Instant::now();
             if st.backed_off(now) {
                 // Still changing: push the settle point out; repair once it holds.
@@ -321,20 +326,22 @@ impl Agent {
 
     async fn process(self: &Arc<Self>, id: &str) {
         let cfg = self.config();
-        let mode = {
+        let (mode, interrupt) = {
             let mut states = self.states.lock().unwrap();
             let st = states.entry(id.to_string()).or_default();
             st.queued = false;
             st.running = true;
-            if self.dry_run.load(Ordering::SeqCst) {
+            st.interrupt = Arc::new(Notify::new());
+            let mode = if self.dry_run.load(Ordering::SeqCst) {
                 Mode::DryRun
             } else if st.backed_off(Instant::now()) && !std::mem::take(&mut st.allow_once) {
                 Mode::BackedOff
             } else {
                 Mode::Repair
-            }
+            };
+            (mode, st.interrupt.clone())
         };
-        let outcome = self.medic().run(id, mode).await;
+        let outcome = self.medic().run_interruptible(id, mode, Some(&interrupt)).await;
         let mut recheck_after = None;
         let mut new_watch_needed = None;
         {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -62,6 +63,18 @@ impl Medic {
 
     /// Runs the pipeline for one container (by id or name).
     pub async fn run(&self, target: &str, mode: Mode) -> Result<ContainerOutcome, MedicError> {
+        self.run_interruptible(target, mode, None).await
+    }
+
+    /// As `run`; `interrupt` (the namespace changed again) cuts probes short, so a
+    /// probe waiting out its timeout never delays the re-check of a fresh break.
+    /// Interrupted probes are reported as not run (`reachable` absent).
+    pub async fn run_interruptible(
+        &self,
+        target: &str,
+        mode: Mode,
+        interrupt: Option<&Notify>,
+    ) -> Result<ContainerOutcome, MedicError> {
         let workload = self.docker.workload(target).await?;
         let ns = TargetNetns::open_pid(workload.pid, self.host_ns)?;
         // The fd is open: if the container still has the same PID and start time,
@@ -72,7 +85,16 @@ impl Medic {
         for endpoint in &workload.endpoints {
             let mut report = self.endpoint(&workload, endpoint, &session, mode).await;
             if self.config.probe.enabled && report.error.is_none() {
-                self.probe(&ns, &mut report).await;
+                let probe = self.probe(&ns, &mut report);
+                match interrupt {
+                    Some(stop) => {
+                        tokio::select! {
+                            _ = probe => {}
+                            _ = stop.notified() => {}
+                        }
+                    }
+                    None => probe.await,
+                }
             }
             reports.push(report);
         }
@@ -98,14 +120,16 @@ impl Medic {
                 return;
             }
         };
-        report.reachable = Some(host.is_some());
-        report.probes.push(ProbeResult::new("icmp", host));
+        // Results are recorded only once every probe finished (an interrupted pass reports none).
+        let mut results = vec![ProbeResult::new("icmp", host)];
         for target in &self.config.probe.targets {
             match probe::from_netns(ns, target, timeout).await {
-                Ok(rtt) => report.probes.push(ProbeResult::new(&target.label(), rtt)),
+                Ok(rtt) => results.push(ProbeResult::new(&target.label(), rtt)),
                 Err(e) => warn!("probe {} from {} failed to run: {e}", target.label(), report.container_name),
             }
         }
+        report.reachable = Some(host.is_some());
+        report.probes = results;
         if host.is_none() && report.remaining_faults.is_empty() {
             report.remaining_faults.push(FaultKind::WorkloadUnreachable);
             report

@@ -17,27 +17,31 @@ MEDIC=target/release/calico-medic
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 now_ms() { date +%s%3N; }
 tasks=()
-cleanup() { [[ -n ${daemon:-} ]] && kill -TERM "$daemon" 2>/dev/null; $LABCTL rm "${tasks[@]}" >/dev/null 2>&1 || true; }
+cleanup() { rm -f "${samples:-}"; [[ -n ${daemon:-} ]] && kill -TERM "$daemon" 2>/dev/null; $LABCTL rm "${tasks[@]}" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
 echo "== one-off repair wall time"
 t=$($LABCTL task --app bench-oneoff); tasks+=("$t")
 pid=$($LABCTL pid "$t")
+samples=$(mktemp)
 for i in $(seq 1 20); do
     nsenter -t "$pid" -n ip link set cali0 address "02:00:00:00:00:$(printf %02x "$i")"
     s=$(date +%s%N); $MEDIC repair --container "$t" >/dev/null 2>&1; e=$(date +%s%N)
-    echo $(( (e - s) / 1000 ))
-done | median | awk '{printf "repair --container: median %.1f ms (20 runs)\n", $1/1000}'
+    echo $(( (e - s) / 1000 )) >>"$samples"
+done
+median <"$samples" | awk '{printf "repair --container: median %.1f ms (20 runs)\n", $1/1000}'
 
 echo "== daemon reaction (omit-MAC task: docker run returns → host ping works)"
 $MEDIC run --listen 127.0.0.1:19699 2>/tmp/calico-medic-bench.log & daemon=$!
 until curl -sf 127.0.0.1:19699/readyz >/dev/null; do sleep 0.1; done
-for i in $(seq 1 10); do
+: >"$samples"
+for i in $(seq 1 10); do # (no pipeline: the loop must run in this shell to record its tasks)
     t=$($LABCTL task --nomac --app bench-react); tasks+=("$t")
     ip=$($LABCTL ip "$t"); s=$(now_ms)
     until ping -c1 -W0.05 -q "$ip" >/dev/null 2>&1; do :; done
-    echo $(( $(now_ms) - s ))
-done | median | awk '{printf "reaction: median %d ms after labctl task returned (10 tasks; includes one inspect by labctl)\n", $1}'
+    echo $(( $(now_ms) - s )) >>"$samples"
+done
+median <"$samples" | awk '{printf "reaction: host ping works a median %d ms after labctl task returned and its IP was looked up (10 tasks)\n", $1}'
 curl -s 127.0.0.1:19699/metrics | awk '/^calico_medic_repair_latency_seconds_(sum|count)/ {v[$1]=$2} END {printf "repair_latency (start event → verified repair): mean %.1f ms over %d\n", 1000*v["calico_medic_repair_latency_seconds_sum"]/v["calico_medic_repair_latency_seconds_count"], v["calico_medic_repair_latency_seconds_count"]}'
 
 echo "== idle footprint with $N watched tasks"
@@ -49,4 +53,4 @@ rss=$(awk '/VmRSS/ {print $2}' "/proc/$daemon/status")
 socks=$(ls -l "/proc/$daemon/fd" | grep -c socket: || true)
 watches=$(curl -s 127.0.0.1:19699/metrics | awk '/^calico_medic_watches / {print $2}')
 awk -v c=$((c1 - c0)) -v s="$IDLE" -v r="$rss" -v n="${#tasks[@]}" -v k="$socks" -v w="$watches" \
-    'BEGIN {printf "idle: %d containers, %s watches, CPU %.2f%% of one core over %ds, RSS %.1f MiB, %d sockets\n", n, w, c/s, s, r/1024, k}'
+    'BEGIN {printf "idle: %d watched tasks (%s watches incl. the host one), CPU %.2f%% of one core over %ds, RSS %.1f MiB, %d sockets\n", n, w, c/s, s, r/1024, k}'
