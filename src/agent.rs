@@ -56,6 +56,9 @@ struct ContainerState {
     settle_scheduled: bool,
     /// One repair is allowed despite backoff (the namespace settled).
     allow_once: bool,
+    /// When the last backed-off pass started: while backed off, changes trigger at
+    /// most one (report-only) pass per second; the settle timer does the repair.
+    last_backed_off_pass: Option<Instant>,
     /// (healthy, total) endpoints after the last pass; None = not checked yet.
     endpoints: Option<(usize, usize)>,
     /// Known calico container (from a network-connect event) awaiting its first pass.
@@ -217,6 +220,9 @@ impl Agent {
                     let id = id.to_string();
                     tokio::spawn(async move { agent.settle(id).await });
                 }
+                if st.last_backed_off_pass.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+                    return;
+                }
             }
         }
         self.enqueue(id, Trigger::Watch { unix_seconds: unix_now() });
@@ -335,6 +341,7 @@ impl Agent {
             let mode = if self.dry_run.load(Ordering::SeqCst) {
                 Mode::DryRun
             } else if st.backed_off(Instant::now()) && !std::mem::take(&mut st.allow_once) {
+                st.last_backed_off_pass = Some(Instant::now());
                 Mode::BackedOff
             } else {
                 Mode::Repair

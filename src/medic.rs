@@ -84,7 +84,8 @@ impl Medic {
         let mut reports = Vec::with_capacity(workload.endpoints.len());
         for endpoint in &workload.endpoints {
             let mut report = self.endpoint(&workload, endpoint, &session, mode).await;
-            if self.config.probe.enabled && report.error.is_none() {
+            // A backed-off endpoint is known to keep breaking: probing it tells nothing new.
+            if self.config.probe.enabled && report.error.is_none() && mode != Mode::BackedOff {
                 let probe = self.probe(&ns, &mut report);
                 match interrupt {
                     Some(stop) => {
