@@ -203,7 +203,7 @@ impl Agent {
     /// A netlink change in (or at the host side of) a container's endpoint.
     fn on_change(&self, id: &str, kind: &str) {
         self.metrics.watch_events.with_label_values(&[kind]).inc();
-        let settle = self.config().backoff.settle;
+        let settle = self.medic().config.backoff.settle;
         {
             let mut states = self.states.lock().unwrap();
             let Some(st) = states.get_mut(id) else { return };
@@ -262,10 +262,15 @@ impl Agent {
     fn on_watch_event(&self, id: &str, event: WatchEvent) {
         match event {
             WatchEvent::Changed(change) => self.on_change(id, change.kind.as_str()),
-            WatchEvent::Overflow => {
-                self.metrics.watch_overflows.inc();
-                self.enqueue(id, Trigger::Recheck);
-            }
+            WatchEvent::Overflow => self.on_overflow(&[id.to_string()]),
+        }
+    }
+
+    /// A watch socket overflowed: changes were lost, so re-check everything it covers.
+    fn on_overflow(&self, ids: &[String]) {
+        self.metrics.watch_overflows.inc();
+        for id in ids {
+            self.enqueue(id, Trigger::Recheck);
         }
     }
 
@@ -285,11 +290,8 @@ impl Agent {
                     }
                 }
                 WatchEvent::Overflow => {
-                    agent.metrics.watch_overflows.inc();
                     let ids: Vec<String> = agent.host_links.lock().unwrap().values().cloned().collect();
-                    for id in ids {
-                        agent.enqueue(&id, Trigger::Recheck);
-                    }
+                    agent.on_overflow(&ids);
                 }
             }
         });
@@ -331,7 +333,9 @@ impl Agent {
     }
 
     async fn process(self: &Arc<Self>, id: &str) {
-        let cfg = self.config();
+        // One snapshot per pass: a SIGHUP reload mid-pass cannot mix two configs.
+        let medic = self.medic();
+        let cfg = &medic.config;
         let (mode, interrupt) = {
             let mut states = self.states.lock().unwrap();
             let st = states.entry(id.to_string()).or_default();
@@ -348,7 +352,7 @@ impl Agent {
             };
             (mode, st.interrupt.clone())
         };
-        let outcome = self.medic().run_interruptible(id, mode, Some(&interrupt)).await;
+        let outcome = medic.run_interruptible(id, mode, Some(&interrupt)).await;
         let mut recheck_after = None;
         let mut new_watch_needed = None;
         {
@@ -357,7 +361,7 @@ impl Agent {
             st.running = false;
             match &outcome {
                 Ok(out) => {
-                    recheck_after = self.account(st, out, mode, &cfg);
+                    recheck_after = self.account(st, out, mode, cfg);
                     let pid = out.workload.pid;
                     if self.watches_enabled && st.watch.as_ref().map(|(p, _)| *p) != Some(pid) {
                         new_watch_needed = Some(pid);

@@ -63,10 +63,6 @@ impl DockerClient {
         &self.endpoint
     }
 
-    pub fn api(&self) -> &Docker {
-        &self.docker
-    }
-
     fn map_err(&self, e: BollardError, what: &str) -> MedicError {
         match e {
             BollardError::DockerResponseServerError { status_code: 404, .. } => {

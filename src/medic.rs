@@ -13,7 +13,7 @@ use crate::diagnose::{diagnose_container, diagnose_host, Fault, FaultKind};
 use crate::docker::DockerClient;
 use crate::error::MedicError;
 use crate::netns::{NsIdentity, TargetNetns};
-use crate::observe::{observe_container, observe_host, ContainerSide, HostSide, NetlinkSession};
+use crate::observe::{observe_container, observe_host, ContainerSide, NetlinkSession};
 use crate::probe;
 use crate::repair::{apply, plan, ActionOutcome, ActionResult};
 use crate::report::{EndpointReport, ProbeResult};
@@ -55,10 +55,6 @@ impl Medic {
         let host_ns =
             NsIdentity::current_thread().map_err(|e| MedicError::Netns(format!("reading own namespace: {e}")))?;
         Ok(Medic { docker, config, host_ns, host: NetlinkSession::host()? })
-    }
-
-    pub fn host_namespace(&self) -> NsIdentity {
-        self.host_ns
     }
 
     /// Runs the pipeline for one container (by id or name).
@@ -143,10 +139,6 @@ impl Medic {
         }
     }
 
-    async fn observe_host_side(&self, host_interface: &str, endpoint: &Endpoint) -> Result<HostSide, MedicError> {
-        observe_host(&self.host.handle, host_interface, endpoint.ip).await
-    }
-
     async fn endpoint(
         &self,
         workload: &Workload,
@@ -161,7 +153,7 @@ impl Medic {
         report.host_interface = host_interface.clone();
         report.interface = cfg.container_interface.clone();
 
-        let host = match self.observe_host_side(&host_interface, endpoint).await {
+        let host = match observe_host(&self.host.handle, &host_interface, endpoint.ip).await {
             Ok(h) => h,
             Err(e) => return report.failed(e),
         };

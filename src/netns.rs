@@ -84,15 +84,7 @@ impl TargetNetns {
 
     /// Creates a socket inside this namespace. Nothing else runs while switched.
     pub fn socket(&self, domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd, MedicError> {
-        self.run(|| {
-            // SAFETY: plain socket(2); the returned fd is owned immediately below.
-            let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: fd is a fresh, valid descriptor we own.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-        })
+        self.run(|| new_socket(domain, ty, protocol))
     }
 
     /// A route-netlink socket bound to this namespace.
@@ -122,6 +114,17 @@ impl TargetNetns {
                 .unwrap_or_else(|_| Err(MedicError::Netns(format!("worker thread panicked inside {identity}"))))
         })
     }
+}
+
+/// socket(2) in the calling thread's namespace, close-on-exec, owned.
+pub fn new_socket(domain: i32, ty: i32, protocol: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the returned fd is owned immediately below.
+    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Switches the current thread into a namespace; switches back on drop (also on

@@ -206,13 +206,19 @@ fn route_entry(msg: &RouteMessage) -> RouteEntry {
     entry
 }
 
-/// IPv4 main-table routes. The dump request clears the builder's proto/type
-/// defaults so kernel and boot routes are not filtered out on strict sockets.
-pub async fn ipv4_main_routes(handle: &Handle) -> Result<Vec<RouteEntry>, MedicError> {
-    let mut req = RouteMessageBuilder::<Ipv4Addr>::new().build();
+/// A route query. The builder's proto/type/table defaults are cleared so kernel and
+/// boot routes are not filtered out on strict sockets.
+fn route_query(builder: RouteMessageBuilder<Ipv4Addr>) -> RouteMessage {
+    let mut req = builder.build();
     req.header.protocol = Default::default();
     req.header.kind = Default::default();
     req.header.table = RouteHeader::RT_TABLE_UNSPEC;
+    req
+}
+
+/// IPv4 main-table routes.
+pub async fn ipv4_main_routes(handle: &Handle) -> Result<Vec<RouteEntry>, MedicError> {
+    let req = route_query(RouteMessageBuilder::<Ipv4Addr>::new());
     let msgs: Vec<RouteMessage> =
         handle.route().get(req).execute().try_collect().await.map_err(|e| MedicError::netlink("listing routes", e))?;
     Ok(msgs.iter().filter(|m| route_table(m) == RouteHeader::RT_TABLE_MAIN as u32).map(route_entry).collect())
@@ -240,10 +246,7 @@ pub async fn observe_container(handle: &Handle, interface: &str, ip: Ipv4Addr) -
 
 /// Where the host would send packets for `ip` (`ip route get`): the output link index.
 async fn host_route_oif(handle: &Handle, ip: Ipv4Addr) -> Result<Option<u32>, MedicError> {
-    let mut req = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(ip, 32).build();
-    req.header.protocol = Default::default();
-    req.header.kind = Default::default();
-    req.header.table = RouteHeader::RT_TABLE_UNSPEC;
+    let req = route_query(RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(ip, 32));
     let mut answer = handle.route().get(req).execute();
     match answer.try_next().await {
         Ok(Some(msg)) => Ok(route_entry(&msg).oif),

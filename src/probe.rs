@@ -12,7 +12,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::error::MedicError;
-use crate::netns::TargetNetns;
+use crate::netns::{new_socket, TargetNetns};
 
 static SEQUENCE: AtomicU16 = AtomicU16::new(1);
 
@@ -58,24 +58,13 @@ fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn raw_socket(ty: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); ownership taken immediately.
-    let fd = unsafe { libc::socket(libc::AF_INET, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptor owned by us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// An ICMP socket in the current namespace: unprivileged ping socket where
-/// `net.ipv4.ping_group_range` allows it, raw socket otherwise.
-fn icmp_socket() -> Result<(OwnedFd, bool), MedicError> {
-    match raw_socket(libc::SOCK_DGRAM) {
+/// An ICMP socket in the calling thread's namespace: unprivileged ping socket where
+/// `net.ipv4.ping_group_range` allows it, raw socket otherwise. `true` = raw.
+fn icmp_socket() -> std::io::Result<(OwnedFd, bool)> {
+    let icmp = |ty| new_socket(libc::AF_INET, ty | libc::SOCK_NONBLOCK, libc::IPPROTO_ICMP);
+    match icmp(libc::SOCK_DGRAM) {
         Ok(fd) => Ok((fd, false)),
-        Err(_) => raw_socket(libc::SOCK_RAW)
-            .map(|fd| (fd, true))
-            .map_err(|e| MedicError::Netns(format!("opening ICMP socket: {e}"))),
+        Err(_) => icmp(libc::SOCK_RAW).map(|fd| (fd, true)),
     }
 }
 
@@ -165,7 +154,7 @@ async fn echo(fd: OwnedFd, raw: bool, target: Ipv4Addr, timeout: Duration) -> Re
 
 /// ICMP echo from the calling process's namespace (the host). `Ok(None)`: no reply.
 pub async fn host_icmp(target: Ipv4Addr, timeout: Duration) -> Result<Option<Duration>, MedicError> {
-    let (fd, raw) = icmp_socket()?;
+    let (fd, raw) = icmp_socket().map_err(|e| MedicError::Netns(format!("opening ICMP socket: {e}")))?;
     echo(fd, raw, target, timeout).await
 }
 
@@ -177,10 +166,7 @@ pub async fn from_netns(
 ) -> Result<Option<Duration>, MedicError> {
     match target {
         ProbeTarget::Icmp(ip) => {
-            let (fd, raw) = ns.run(|| match raw_socket(libc::SOCK_DGRAM) {
-                Ok(fd) => Ok((fd, false)),
-                Err(_) => raw_socket(libc::SOCK_RAW).map(|fd| (fd, true)),
-            })?;
+            let (fd, raw) = ns.run(icmp_socket)?;
             echo(fd, raw, *ip, timeout).await
         }
         ProbeTarget::Tcp(addr) => {

@@ -15,7 +15,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::error::MedicError;
-use crate::netns::TargetNetns;
+use crate::netns::{new_socket, TargetNetns};
 
 /// What kind of change a notification announced (bounded label set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,24 +186,15 @@ where
     Ok(Watch { task })
 }
 
-fn netlink_fd() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain socket(2), owned at once.
-    let fd = unsafe {
-        libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptor we own.
-    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
-}
+const NETLINK_WATCH: (i32, i32, i32) = (libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_NONBLOCK, libc::NETLINK_ROUTE);
 
 /// Subscribes to link, IPv4 address and IPv4 route changes inside a container's namespace.
 pub fn watch_netns<F>(ns: &TargetNetns, on_event: F) -> Result<Watch, MedicError>
 where
     F: Fn(WatchEvent) + Send + Sync + 'static,
 {
-    let fd = ns.run(netlink_fd)?;
+    let (domain, ty, protocol) = NETLINK_WATCH;
+    let fd = ns.socket(domain, ty, protocol)?;
     bind_groups(&fd, CONTAINER_GROUPS)
         .map_err(|e| MedicError::Netns(format!("subscribing in {}: {e}", ns.identity())))?;
     spawn_reader(fd, ns.identity().to_string(), on_event)
@@ -214,7 +205,8 @@ pub fn watch_host<F>(on_event: F) -> Result<Watch, MedicError>
 where
     F: Fn(WatchEvent) + Send + Sync + 'static,
 {
-    let fd = netlink_fd().map_err(|e| MedicError::Netns(format!("host watch socket: {e}")))?;
+    let (domain, ty, protocol) = NETLINK_WATCH;
+    let fd = new_socket(domain, ty, protocol).map_err(|e| MedicError::Netns(format!("host watch socket: {e}")))?;
     bind_groups(&fd, HOST_GROUPS).map_err(|e| MedicError::Netns(format!("subscribing on the host: {e}")))?;
     spawn_reader(fd, "host".into(), on_event)
 }

@@ -81,7 +81,7 @@ fn event_storm_of_fifty_broken_tasks() {
     let count = metric_sum(&m, "calico_medic_repair_latency_seconds_count");
     let sum = metric_sum(&m, "calico_medic_repair_latency_seconds_sum");
     eprintln!("storm: Docker event → verified repair, mean over {count} repairs: {:.1} ms", 1000.0 * sum / count);
-    let ok = metric_sum(&m, "calico_medic_repairs_total{fault=\"mac_mismatch\",result=\"success\"}");
+    let ok = mac_repairs(&m, "success");
     assert!(ok >= 50.0, "one MAC repair per task at least: {ok}");
 }
 
@@ -108,9 +108,8 @@ fn flapping_every_100ms_is_backed_off() {
     let cpu = (cpu_seconds(daemon.child.id()) - cpu0) / start.elapsed().as_secs_f64();
     let healed = task.wait_reachable(Duration::from_secs(5));
     let m1 = daemon.metrics();
-    let series = |r: &str| format!("calico_medic_repairs_total{{fault=\"mac_mismatch\",result=\"{r}\"}}");
-    let repairs = metric_sum(&m1, &series("success")) - metric_sum(&m0, &series("success"));
-    let skipped = metric_sum(&m1, &series("skipped")) - metric_sum(&m0, &series("skipped"));
+    let repairs = mac_repairs(&m1, "success") - mac_repairs(&m0, "success");
+    let skipped = mac_repairs(&m1, "skipped") - mac_repairs(&m0, "skipped");
     eprintln!(
         "flap 100ms: {n} breaks, {repairs} repairs, {skipped} skipped, CPU {:.1}%, healed {healed:?}",
         cpu * 100.0

@@ -269,10 +269,8 @@ async fn flapping_task_is_backed_off_and_healed_once_it_stops() {
     let cpu = (cpu_seconds(daemon.child.id()) - cpu0) / flapping;
     let healed = probe.time_to_heal(Duration::from_secs(3)).await;
     let m1 = daemon.metrics();
-    let ok = |m: &str| metric_sum(m, "calico_medic_repairs_total{fault=\"mac_mismatch\",result=\"success\"}");
-    let skipped = |m: &str| metric_sum(m, "calico_medic_repairs_total{fault=\"mac_mismatch\",result=\"skipped\"}");
-    let repairs = ok(&m1) - ok(&m0);
-    let skips = skipped(&m1) - skipped(&m0);
+    let repairs = mac_repairs(&m1, "success") - mac_repairs(&m0, "success");
+    let skips = mac_repairs(&m1, "skipped") - mac_repairs(&m0, "skipped");
     eprintln!(
         "{n} breaks in {flapping:.1}s: {repairs} repairs, {skips} skipped, daemon CPU {:.1}%, healed after {healed:?}",
         cpu * 100.0

@@ -304,6 +304,11 @@ pub fn metric_sum(metrics: &str, prefix: &str) -> f64 {
         .sum()
 }
 
+/// `calico_medic_repairs_total{fault="mac_mismatch",result=…}` in a scrape.
+pub fn mac_repairs(metrics: &str, result: &str) -> f64 {
+    metric_sum(metrics, &format!("calico_medic_repairs_total{{fault=\"mac_mismatch\",result=\"{result}\"}}"))
+}
+
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
