@@ -64,6 +64,8 @@ impl Lab {
         let lab = Lab { host, ctr, host_if, ip };
         let (h, c, hi) = (&lab.host, &lab.ctr, &lab.host_if);
         // An uplink so proxy_arp on the cali link has somewhere else to route 169.254.1.1.
+        // Felix also sets forwarding=1 on the cali link: without it (a fresh namespace on a
+        // host where nothing enabled ip_forward) proxy ARP does not answer.
         run_ip(&["-n", h, "link", "add", "up0", "type", "veth", "peer", "name", "up1"]);
         run_ip(&["-n", h, "link", "set", "up0", "up"]);
         run_ip(&["-n", h, "link", "set", "up1", "up"]);
@@ -72,7 +74,7 @@ impl Lab {
         run_ip(&["-n", h, "link", "add", hi, "type", "veth", "peer", "name", "cali0", "netns", c]);
         run_ip(&["-n", h, "link", "set", hi, "up"]);
         assert!(sh_ok(&format!(
-            "ip netns exec {h} sh -c 'echo 1 > /proc/sys/net/ipv4/conf/{hi}/proxy_arp; echo 0 > /proc/sys/net/ipv4/neigh/{hi}/proxy_delay'"
+            "ip netns exec {h} sh -c 'echo 1 > /proc/sys/net/ipv4/conf/{hi}/proxy_arp; echo 0 > /proc/sys/net/ipv4/neigh/{hi}/proxy_delay; echo 1 > /proc/sys/net/ipv4/conf/{hi}/forwarding'"
         )));
         run_ip(&["-n", h, "route", "add", &format!("{}/32", lab.ip), "dev", hi, "scope", "link", "proto", "boot"]);
         run_ip(&[
