@@ -5,8 +5,9 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::observe::{ContainerSide, HostSide, RouteEntry};
-use crate::workload::Expected;
+use crate::netlink::RouteEntry;
+use crate::observe::{ContainerSide, HostSide};
+use crate::workload::{DefaultRoute, Expected};
 
 /// Stable fault codes: operators, dashboards and alert rules key on these strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -99,8 +100,8 @@ fn is_gateway_route(r: &RouteEntry, gateway: Ipv4Addr, oif: u32) -> bool {
 }
 
 /// Container side: `cali0` present, up, right MAC, its /32, and the two routes
-/// the libnetwork plugin installs (`169.254.1.1 dev cali0 scope link`,
-/// `default via 169.254.1.1 dev cali0`).
+/// the libnetwork plugin installs (`169.254.1.1 dev cali0 scope link`, and
+/// `default via 169.254.1.1 dev cali0` when this network is the task's gateway).
 pub fn diagnose_container(expected: &Expected, observed: &ContainerSide) -> Vec<Fault> {
     let Some(link) = &observed.link else {
         return vec![Fault::new(
@@ -127,6 +128,10 @@ pub fn diagnose_container(expected: &Expected, observed: &ContainerSide) -> Vec<
             FaultKind::GatewayRouteMissing,
             format!("no route {} dev {} scope link", expected.gateway, link.name),
         ));
+    }
+    if let DefaultRoute::OtherNetwork(_) = expected.default_route {
+        // Docker gave the default route to another network: not ours, present or not.
+        return faults;
     }
     let defaults: Vec<&RouteEntry> = observed.routes.iter().filter(|r| r.prefix_len == 0).collect();
     if defaults.is_empty() {
@@ -175,7 +180,7 @@ pub fn diagnose_host(expected: &Expected, observed: &HostSide) -> Vec<Fault> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::{LinkState, NeighbourEntry};
+    use crate::netlink::{LinkState, NeighbourEntry};
     use crate::workload::{MacSource, CALICO_MAC};
 
     const GW: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -190,6 +195,9 @@ mod tests {
             mac: CALICO_MAC,
             mac_source: MacSource::HostNeighbour,
             mac_disagreements: vec![],
+            peer_index: None,
+            only_endpoint: true,
+            default_route: DefaultRoute::Owned,
         }
     }
 
@@ -200,7 +208,7 @@ mod tests {
                 name: "cali0".into(),
                 mac: Some(CALICO_MAC),
                 admin_up: true,
-                oper_up: true,
+                peer_index: None,
             }),
             addresses: vec![(IP, 32)],
             routes: vec![
@@ -250,6 +258,29 @@ mod tests {
     }
 
     #[test]
+    fn default_route_of_another_network_is_not_ours() {
+        let other = Expected { default_route: DefaultRoute::OtherNetwork("aaa-net".into()), ..expected() };
+        // Docker's default via eth0 (index 2), cali0 with only its link route: healthy.
+        let mut o = healthy();
+        o.routes[0] = RouteEntry {
+            destination: Ipv4Addr::UNSPECIFIED,
+            prefix_len: 0,
+            gateway: Some(Ipv4Addr::new(172, 18, 0, 1)),
+            oif: Some(2),
+        };
+        assert!(diagnose_container(&other, &o).is_empty());
+        o.routes.remove(0);
+        assert!(diagnose_container(&other, &o).is_empty(), "no default at all is not ours either");
+        // cali0's own faults are still found.
+        o.link.as_mut().unwrap().mac = Some("5a:11:22:33:44:55".parse().unwrap());
+        o.routes.clear();
+        assert_eq!(
+            kinds(&diagnose_container(&other, &o)),
+            vec![FaultKind::MacMismatch, FaultKind::GatewayRouteMissing]
+        );
+    }
+
+    #[test]
     fn gateway_route_on_another_interface_does_not_count() {
         let mut o = healthy();
         o.routes[1].oif = Some(9);
@@ -258,7 +289,7 @@ mod tests {
 
     #[test]
     fn host_side_faults() {
-        let link = LinkState { index: 7, name: "cali1234567890a".into(), mac: None, admin_up: true, oper_up: true };
+        let link = LinkState { index: 7, name: "cali1234567890a".into(), mac: None, admin_up: true, peer_index: None };
         let good = HostSide {
             link: Some(link.clone()),
             route_to_workload: true,

@@ -12,7 +12,7 @@ use bollard::Docker;
 use futures::Stream;
 
 use crate::error::MedicError;
-use crate::workload::{marathon_identity, Endpoint, MacAddr, Workload};
+use crate::workload::{marathon_identity, DefaultRoute, Endpoint, MacAddr, Workload};
 
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
@@ -31,8 +31,8 @@ pub struct DockerClient {
     network_drivers: Mutex<HashMap<String, String>>,
 }
 
-fn unreachable(endpoint: &str, e: impl std::fmt::Display) -> MedicError {
-    MedicError::DockerUnreachable { endpoint: endpoint.to_string(), reason: e.to_string() }
+fn unreachable(endpoint: &str, source: BollardError) -> MedicError {
+    MedicError::DockerUnreachable { endpoint: endpoint.to_string(), source }
 }
 
 impl DockerClient {
@@ -68,8 +68,8 @@ impl DockerClient {
             BollardError::DockerResponseServerError { status_code: 404, .. } => {
                 MedicError::ContainerNotFound(what.to_string())
             }
-            BollardError::DockerResponseServerError { status_code, message } => {
-                MedicError::Docker(format!("{what}: {status_code} {message}"))
+            e @ BollardError::DockerResponseServerError { .. } => {
+                MedicError::Docker { context: what.to_string(), source: e }
             }
             other => unreachable(&self.endpoint, other),
         }
@@ -199,6 +199,10 @@ pub fn workload_from_inspect(
     let mut endpoints = Vec::new();
     let mut names: Vec<&str> = networks.keys().map(String::as_str).collect();
     names.sort();
+    // Docker's gateway network: the first by name among those that give a gateway
+    // (priorities are not in inspect; `docker network connect` leaves them equal).
+    let gateway_network =
+        names.iter().find(|n| networks[**n].gateway.as_deref().is_some_and(|g| !g.is_empty())).map(|n| n.to_string());
     for net in &names {
         let s = &networks[*net];
         let network_id = s.network_id.clone().unwrap_or_default();
@@ -209,13 +213,17 @@ pub fn workload_from_inspect(
         let (Some(ip), Some(endpoint_id)) = (ip, s.endpoint_id.clone().filter(|e| !e.is_empty())) else {
             continue; // attached but not yet (or no longer) plumbed
         };
+        let default_route = match &gateway_network {
+            Some(g) if g != net => DefaultRoute::OtherNetwork(g.clone()),
+            _ => DefaultRoute::Owned,
+        };
         endpoints.push(Endpoint {
             network: net.to_string(),
-            network_id,
             endpoint_id,
             ip,
             prefix_len: s.ip_prefix_len.unwrap_or(32) as u8,
             docker_mac: s.mac_address.as_deref().and_then(|m| m.parse::<MacAddr>().ok()),
+            default_route,
         });
     }
     if endpoints.is_empty() {

@@ -1,13 +1,23 @@
-//! Errors that carry enough context to read as one line in a log or on stderr.
+//! Errors that carry their context and keep their source, so each reads as one line
+//! in a log or on stderr ("adding default route in …: Nexthop has invalid gateway")
+//! and callers can still ask what the kernel or Docker answered.
 
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum MedicError {
-    #[error("cannot reach Docker at {endpoint}: {reason}")]
-    DockerUnreachable { endpoint: String, reason: String },
-    #[error("docker: {0}")]
-    Docker(String),
+    #[error("cannot reach Docker at {endpoint}: {source}")]
+    DockerUnreachable {
+        endpoint: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("docker: {context}: {source}")]
+    Docker {
+        context: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
     #[error("no such container: {0}")]
     ContainerNotFound(String),
     #[error("container {0} is not running")]
@@ -22,8 +32,12 @@ pub enum MedicError {
     Stale(String),
     #[error("refusing to enter {0}: it is the host's network namespace")]
     HostNamespace(String),
-    #[error("network namespace: {0}")]
-    Netns(String),
+    #[error("{context}: {source}")]
+    Netns {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{context}: {source}")]
     Netlink {
         context: String,
@@ -37,6 +51,15 @@ pub enum MedicError {
 impl MedicError {
     pub fn netlink(context: impl Into<String>, source: rtnetlink::Error) -> MedicError {
         MedicError::Netlink { context: context.into(), source }
+    }
+
+    pub fn netns_io(context: impl Into<String>, source: std::io::Error) -> MedicError {
+        MedicError::Netns { context: context.into(), source }
+    }
+
+    /// A namespace problem that has no OS error behind it.
+    pub fn netns(context: impl Into<String>, reason: &str) -> MedicError {
+        MedicError::netns_io(context, std::io::Error::other(reason.to_string()))
     }
 
     /// Every value `code()` can return (metrics pre-create these series at 0).
@@ -59,7 +82,7 @@ impl MedicError {
     pub fn code(&self) -> &'static str {
         match self {
             MedicError::DockerUnreachable { .. } => "docker_unreachable",
-            MedicError::Docker(_) => "docker",
+            MedicError::Docker { .. } => "docker",
             MedicError::ContainerNotFound(_) => "container_not_found",
             MedicError::NotRunning(_) => "not_running",
             MedicError::HostNetwork(_) => "host_network",
@@ -67,7 +90,7 @@ impl MedicError {
             MedicError::NotCalico { .. } => "not_calico",
             MedicError::Stale(_) => "stale",
             MedicError::HostNamespace(_) => "host_namespace",
-            MedicError::Netns(_) => "netns",
+            MedicError::Netns { .. } => "netns",
             MedicError::Netlink { .. } => "netlink",
             MedicError::Config(_) => "config",
         }
@@ -77,6 +100,11 @@ impl MedicError {
     pub fn is_container_gone(&self) -> bool {
         matches!(self, MedicError::ContainerNotFound(_) | MedicError::NotRunning(_) | MedicError::Stale(_))
     }
+
+    /// Not a calico workload (or not one calico-medic may touch): skipped when scanning a host.
+    pub fn is_not_ours(&self) -> bool {
+        matches!(self, MedicError::NotCalico { .. } | MedicError::HostNetwork(_) | MedicError::SharedNetwork { .. })
+    }
 }
 
 /// Errno of a netlink error reply, if it is one (e.g. `libc::ENODEV`).
@@ -84,5 +112,48 @@ pub fn netlink_errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// One value of every variant: `code()` is in `CODES`, and `CODES` has no code
+    /// that no variant returns. A new variant without a code fails to compile in
+    /// `code()`; one missing here fails this test's count.
+    #[test]
+    fn every_variant_has_a_listed_code_and_every_code_a_variant() {
+        let bollard = || bollard::errors::Error::RequestTimeoutError;
+        let all = [
+            MedicError::DockerUnreachable { endpoint: "e".into(), source: bollard() },
+            MedicError::Docker { context: "c".into(), source: bollard() },
+            MedicError::ContainerNotFound("x".into()),
+            MedicError::NotRunning("x".into()),
+            MedicError::HostNetwork("x".into()),
+            MedicError::SharedNetwork { container: "x".into(), mode: "container:y".into() },
+            MedicError::NotCalico { container: "x".into(), networks: "bridge".into() },
+            MedicError::Stale("x".into()),
+            MedicError::HostNamespace("x".into()),
+            MedicError::netns("c", "r"),
+            MedicError::netlink("c", crate::netlink::compat::refused()),
+            MedicError::Config("x".into()),
+        ];
+        let codes: Vec<&str> = all.iter().map(|e| e.code()).collect();
+        assert_eq!(codes, MedicError::CODES.to_vec());
+    }
+
+    #[test]
+    fn sources_are_kept_and_messages_chain_context() {
+        let e =
+            MedicError::netlink("ip route add default via 169.254.1.1 dev cali0", crate::netlink::compat::refused());
+        assert!(e.to_string().starts_with("ip route add default via 169.254.1.1 dev cali0: "), "{e}");
+        assert!(e.source().is_some());
+        let e = MedicError::netns_io("entering net:[4026]", std::io::Error::from_raw_os_error(libc::EPERM));
+        assert_eq!(
+            e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).and_then(|e| e.raw_os_error()),
+            Some(libc::EPERM)
+        );
     }
 }

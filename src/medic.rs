@@ -6,19 +6,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::config::Config;
 use crate::diagnose::{diagnose_container, diagnose_host, Fault, FaultKind};
 use crate::docker::DockerClient;
 use crate::error::MedicError;
+use crate::netlink::Netlink;
 use crate::netns::{NsIdentity, TargetNetns};
-use crate::observe::{observe_container, observe_host, ContainerSide, NetlinkSession};
+use crate::observe::{observe_container, observe_host, ContainerSide};
 use crate::probe;
 use crate::repair::{apply, plan, ActionOutcome, ActionResult};
 use crate::report::{EndpointReport, ProbeResult};
-use crate::workload::{mac_candidates, Endpoint, Expected, Workload};
-use rtnetlink::Handle;
+use crate::workload::{mac_candidates, resolve_mac, Endpoint, Escaped, Expected, Identity, Workload};
 
 /// What a pass may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,19 +42,29 @@ pub struct ContainerOutcome {
     pub netns: TargetNetns,
 }
 
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Check => "check",
+            Mode::Repair => "repair",
+            Mode::DryRun => "dry_run",
+            Mode::BackedOff => "backed_off",
+        }
+    }
+}
+
 pub struct Medic {
     pub docker: Arc<DockerClient>,
     pub config: Config,
     host_ns: NsIdentity,
-    host: NetlinkSession,
+    host: Netlink,
 }
 
 impl Medic {
     /// Must be created on a thread in the host namespace (the agent's own).
     pub fn new(docker: Arc<DockerClient>, config: Config) -> Result<Medic, MedicError> {
-        let host_ns =
-            NsIdentity::current_thread().map_err(|e| MedicError::Netns(format!("reading own namespace: {e}")))?;
-        Ok(Medic { docker, config, host_ns, host: NetlinkSession::host()? })
+        let host_ns = NsIdentity::current_thread().map_err(|e| MedicError::netns_io("reading own namespace", e))?;
+        Ok(Medic { docker, config, host_ns, host: Netlink::host()? })
     }
 
     /// Runs the pipeline for one container (by id or name).
@@ -71,12 +81,17 @@ impl Medic {
         mode: Mode,
         interrupt: Option<&Notify>,
     ) -> Result<ContainerOutcome, MedicError> {
+        let span = tracing::info_span!("pass", mode = mode.as_str());
+        self.pass(target, mode, interrupt).instrument(span).await
+    }
+
+    async fn pass(&self, target: &str, mode: Mode, interrupt: Option<&Notify>) -> Result<ContainerOutcome, MedicError> {
         let workload = self.docker.workload(target).await?;
         let ns = TargetNetns::open_pid(workload.pid, self.host_ns)?;
         // The fd is open: if the container still has the same PID and start time,
         // the namespace we hold is this container's and not a reused PID's.
         self.docker.confirm_same_start(&workload).await?;
-        let session = NetlinkSession::in_netns(&ns)?;
+        let session = Netlink::in_netns(&ns)?;
         let mut reports = Vec::with_capacity(workload.endpoints.len());
         for endpoint in &workload.endpoints {
             let mut report = self.endpoint(&workload, endpoint, &session, mode).await;
@@ -113,7 +128,7 @@ impl Medic {
         let host = match probe::host_icmp(report.ip, timeout).await {
             Ok(rtt) => rtt,
             Err(e) => {
-                warn!("probe of {} ({}) failed to run: {e}", report.container_name, report.ip);
+                warn!("probe of {} ({}) failed to run: {e}", Escaped(&report.container_name), report.ip);
                 return;
             }
         };
@@ -122,7 +137,7 @@ impl Medic {
         for target in &self.config.probe.targets {
             match probe::from_netns(ns, target, timeout).await {
                 Ok(rtt) => results.push(ProbeResult::new(&target.label(), rtt)),
-                Err(e) => warn!("probe {} from {} failed to run: {e}", target.label(), report.container_name),
+                Err(e) => warn!("probe {} from {} failed to run: {e}", target.label(), Escaped(&report.container_name)),
             }
         }
         report.reachable = Some(host.is_some());
@@ -143,7 +158,7 @@ impl Medic {
         &self,
         workload: &Workload,
         endpoint: &Endpoint,
-        session: &NetlinkSession,
+        session: &Netlink,
         mode: Mode,
     ) -> EndpointReport {
         let mut report = EndpointReport::new(workload, &endpoint.network, &endpoint.endpoint_id, endpoint.ip);
@@ -153,29 +168,51 @@ impl Medic {
         report.host_interface = host_interface.clone();
         report.interface = cfg.container_interface.clone();
 
-        let host = match observe_host(&self.host.handle, &host_interface, endpoint.ip).await {
-            Ok(h) => h,
-            Err(e) => return report.failed(e),
+        let who = workload.identity();
+        // A host side that cannot be read must not stop the container-side repair:
+        // its facts become unknown and the expected MAC comes from the next source.
+        let host = match observe_host(&self.host, &host_interface, endpoint.ip).await {
+            Ok(h) => Some(h),
+            Err(e) => {
+                warn!("{who} host side of {} unknown: {e}", endpoint.ip);
+                report.host_error = Some(e.to_string());
+                None
+            }
         };
-        report.host_ifindex = host.link.as_ref().map(|l| l.index);
-        let candidates = mac_candidates(cfg.expected_mac, host.neighbour.as_ref().map(|n| n.mac), endpoint.docker_mac);
-        let expected =
-            Expected::resolve(&cfg.container_interface, host_interface, endpoint.ip, cfg.gateway, &candidates);
+        let host_link = host.as_ref().and_then(|h| h.link.as_ref());
+        report.host_ifindex = host_link.map(|l| l.index);
+        let host_mac = host.as_ref().and_then(|h| h.neighbour.as_ref()).map(|n| n.mac);
+        let (mac, mac_source, mac_disagreements) =
+            resolve_mac(&mac_candidates(cfg.expected_mac, host_mac, endpoint.docker_mac));
+        let expected = Expected {
+            interface: cfg.container_interface.clone(),
+            host_interface,
+            ip: endpoint.ip,
+            gateway: cfg.gateway,
+            mac,
+            mac_source,
+            mac_disagreements,
+            peer_index: host_link.and_then(|l| l.peer_index),
+            only_endpoint: workload.endpoints.len() == 1,
+            default_route: endpoint.default_route.clone(),
+        };
         report.expected_mac = Some(expected.mac);
         report.expected_mac_source = Some(expected.mac_source);
         report.mac_disagreements = expected.mac_disagreements.clone();
         if !expected.mac_disagreements.is_empty() {
             info!(
-                "{} mac sources disagree: expected {} from {}, but {}",
-                workload.describe(),
+                "{who} mac sources disagree: expected {} from {}, but {}",
                 expected.mac,
                 expected.mac_source.as_str(),
                 expected.mac_disagreements.join(", ")
             );
         }
 
-        let host_faults = if cfg.check_host_side { diagnose_host(&expected, &host) } else { Vec::new() };
-        match endpoint_pass(&session.handle, &expected, &host_faults, mode, &workload.describe()).await {
+        let host_faults = match &host {
+            Some(h) if cfg.check_host_side => diagnose_host(&expected, h),
+            _ => Vec::new(),
+        };
+        match endpoint_pass(session, &expected, &host_faults, mode, &who).await {
             Ok(pass) => {
                 report.check_seconds = started.elapsed().as_secs_f64() - pass.repair_seconds;
                 pass.fill(&mut report);
@@ -214,17 +251,17 @@ impl EndpointPass {
 }
 
 /// Observe → diagnose → plan → apply (per mode) → observe again, for one endpoint,
-/// given a netlink handle bound to its namespace. Needs no Docker, so audits and
+/// given a netlink connection bound to its namespace. Needs no Docker, so audits and
 /// tests can run it over bare namespaces. `host_faults` (read-only) join the report.
 pub async fn endpoint_pass(
-    handle: &Handle,
+    nl: &Netlink,
     expected: &Expected,
     host_faults: &[Fault],
     mode: Mode,
-    who: &str,
+    who: &Identity,
 ) -> Result<EndpointPass, MedicError> {
     let observe = || async {
-        let side = observe_container(handle, &expected.interface, expected.ip).await?;
+        let side = observe_container(nl, expected).await?;
         let mut faults = diagnose_container(expected, &side);
         faults.extend(host_faults.iter().cloned());
         Ok::<_, MedicError>((side, faults))
@@ -252,19 +289,36 @@ pub async fn endpoint_pass(
     let mut actions = Vec::with_capacity(planned.len());
     for step in &planned {
         let (result, error) = match (mode, link_index) {
-            (Mode::Repair, Some(index)) => match apply(handle, index, &step.action).await {
+            (Mode::Repair, Some(index)) => match apply(nl, index, &step.action).await {
                 Ok(()) => (ActionOutcome::Success, None),
                 Err(e) => (ActionOutcome::Failure, Some(e.to_string())),
             },
             _ => (ActionOutcome::Skipped, None),
         };
+        // One line per action, with fields (the JSON format carries them as such).
+        let command = step.action.to_string();
+        let (container, app, task) =
+            (Escaped(&who.container), who.app.as_deref().map(Escaped), who.task.as_deref().map(Escaped));
         match &error {
-            None => {
-                info!("repair {who} fault={} action=\"{}\" result={}{why}", step.fault, step.action, result.as_str())
-            }
-            Some(e) => {
-                warn!("repair {who} fault={} action=\"{}\" result=failure error=\"{e}\"", step.fault, step.action)
-            }
+            None => info!(
+                container = %container,
+                app = app.as_ref().map(tracing::field::display),
+                task = task.as_ref().map(tracing::field::display),
+                fault = %step.fault,
+                action = ?command,
+                result = result.as_str(),
+                "repair{why}"
+            ),
+            Some(e) => warn!(
+                container = %container,
+                app = app.as_ref().map(tracing::field::display),
+                task = task.as_ref().map(tracing::field::display),
+                fault = %step.fault,
+                action = ?command,
+                result = result.as_str(),
+                error = %e,
+                "repair{why}"
+            ),
         }
         actions.push(ActionResult {
             action: step.action.code().to_string(),

@@ -11,30 +11,31 @@ use prometheus::{
 
 use crate::diagnose::FaultKind;
 use crate::error::MedicError;
+use crate::netlink::watch::ChangeKind;
 use crate::report::EndpointReport;
 
 const NS: &str = "calico_medic";
 
 pub struct Metrics {
     registry: Registry,
-    pub endpoint_healthy: IntGaugeVec,
-    pub endpoint_fault: IntGaugeVec,
-    pub endpoints: IntGaugeVec,
-    pub faults_detected: IntCounterVec,
-    pub repairs: IntCounterVec,
-    pub repair_latency: Histogram,
-    pub check_duration: Histogram,
-    pub probe_success: IntGaugeVec,
-    pub probe_rtt: HistogramVec,
-    pub docker_up: IntGauge,
-    pub docker_reconnects: IntCounter,
-    pub docker_events: IntCounterVec,
-    pub resyncs: IntCounter,
-    pub last_resync: Gauge,
-    pub check_errors: IntCounterVec,
-    pub watches: IntGauge,
-    pub watch_events: IntCounterVec,
-    pub watch_overflows: IntCounter,
+    endpoint_healthy: IntGaugeVec,
+    endpoint_fault: IntGaugeVec,
+    endpoints: IntGaugeVec,
+    faults_detected: IntCounterVec,
+    repairs: IntCounterVec,
+    repair_latency: Histogram,
+    check_duration: Histogram,
+    probe_success: IntGaugeVec,
+    probe_rtt: HistogramVec,
+    docker_up: IntGauge,
+    docker_reconnects: IntCounter,
+    docker_events: IntCounterVec,
+    resyncs: IntCounter,
+    last_resync: Gauge,
+    check_errors: IntCounterVec,
+    watches: IntGauge,
+    watch_events: IntCounterVec,
+    watch_overflows: IntCounter,
     /// container_id → label sets of its per-container series.
     series: Mutex<HashMap<String, ContainerSeries>>,
 }
@@ -176,8 +177,8 @@ impl Metrics {
             "Netlink notifications received from watched namespaces, by kind.",
             &["kind"],
         );
-        for kind in ["link", "address", "route", "neighbour", "other"] {
-            watch_events.with_label_values(&[kind]);
+        for kind in ChangeKind::ALL {
+            watch_events.with_label_values(&[kind.as_str()]);
         }
         let watch_overflows =
             counter(&r, "watch_overflows_total", "Netlink socket overflows (ENOBUFS) that forced a re-check.");
@@ -295,6 +296,46 @@ impl Metrics {
         for p in &entry.probes {
             let _ = self.probe_success.remove_label_values(&[container_id, p]);
         }
+    }
+
+    /// The Docker event stream connected (true) or ended (false).
+    pub fn docker_connected(&self, up: bool) {
+        self.docker_up.set(i64::from(up));
+    }
+
+    pub fn docker_reconnected(&self) {
+        self.docker_reconnects.inc();
+    }
+
+    /// `action` must be bounded (the part before any `:`).
+    pub fn docker_event(&self, typ: &str, action: &str) {
+        self.docker_events.with_label_values(&[typ, action]).inc();
+    }
+
+    pub fn resync_done(&self, unix_seconds: f64) {
+        self.resyncs.inc();
+        self.last_resync.set(unix_seconds);
+    }
+
+    pub fn check_error(&self, error: &MedicError) {
+        self.check_errors.with_label_values(&[error.code()]).inc();
+    }
+
+    /// From the break (or the start event) to the verified repair.
+    pub fn repaired_after(&self, seconds: f64) {
+        self.repair_latency.observe(seconds.max(0.0));
+    }
+
+    pub fn watch_event(&self, kind: ChangeKind) {
+        self.watch_events.with_label_values(&[kind.as_str()]).inc();
+    }
+
+    pub fn watch_overflowed(&self) {
+        self.watch_overflows.inc();
+    }
+
+    pub fn set_watches(&self, open: usize) {
+        self.watches.set(open as i64);
     }
 
     pub fn set_endpoint_states(&self, healthy: i64, unhealthy: i64, unknown: i64) {

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, CloneFlags};
 
@@ -36,7 +36,7 @@ impl NsIdentity {
 
     /// The calling thread's namespace (`/proc/self` would name the main thread's).
     pub fn current_thread() -> io::Result<NsIdentity> {
-        NsIdentity::of_path(Path::new("/proc/thread-self/ns/net"))
+        NsIdentity::of_path(&current_thread_ns_path())
     }
 }
 
@@ -56,10 +56,10 @@ pub struct TargetNetns {
 impl TargetNetns {
     /// Opens a namespace by path, refusing the host's own namespace.
     pub fn open(path: &Path, host: NsIdentity) -> Result<TargetNetns, MedicError> {
-        let ns =
-            netns_rs::get_from_path(path).map_err(|e| MedicError::Netns(format!("opening {}: {e}", path.display())))?;
+        let ns = netns_rs::get_from_path(path)
+            .map_err(|e| MedicError::netns_io(format!("opening {}", path.display()), io::Error::other(e)))?;
         let identity =
-            NsIdentity::of_file(ns.file()).map_err(|e| MedicError::Netns(format!("stat {}: {e}", path.display())))?;
+            NsIdentity::of_file(ns.file()).map_err(|e| MedicError::netns_io(format!("stat {}", path.display()), e))?;
         if identity == host {
             return Err(MedicError::HostNamespace(path.display().to_string()));
         }
@@ -69,7 +69,7 @@ impl TargetNetns {
     /// The network namespace of a process (a container's init).
     pub fn open_pid(pid: u32, host: NsIdentity) -> Result<TargetNetns, MedicError> {
         if pid == 0 {
-            return Err(MedicError::Netns("container has no PID (not running)".into()));
+            return Err(MedicError::netns("opening the container's namespace", "it has no PID (not running)"));
         }
         TargetNetns::open(Path::new(&format!("/proc/{pid}/ns/net")), host)
     }
@@ -107,13 +107,19 @@ impl TargetNetns {
             scope
                 .spawn(move || -> Result<T, MedicError> {
                     let _guard = NetnsGuard::enter(target)
-                        .map_err(|e| MedicError::Netns(format!("entering {identity}: {e}")))?;
-                    work().map_err(|e| MedicError::Netns(format!("inside {identity}: {e}")))
+                        .map_err(|e| MedicError::netns_io(format!("entering {identity}"), e))?;
+                    work().map_err(|e| MedicError::netns_io(format!("inside {identity}"), e))
                 })
                 .join()
-                .unwrap_or_else(|_| Err(MedicError::Netns(format!("worker thread panicked inside {identity}"))))
+                .unwrap_or_else(|_| Err(MedicError::netns(format!("inside {identity}"), "worker thread panicked")))
         })
     }
+}
+
+/// The calling thread's namespace file. `/proc/self/task/<tid>` works on every
+/// kernel; `/proc/thread-self` needs 3.17, and CentOS 7 runs 3.10.
+pub fn current_thread_ns_path() -> PathBuf {
+    PathBuf::from(format!("/proc/self/task/{}/ns/net", nix::unistd::gettid()))
 }
 
 /// socket(2) in the calling thread's namespace, close-on-exec, owned.
@@ -136,7 +142,7 @@ pub struct NetnsGuard {
 
 impl NetnsGuard {
     pub fn enter(target: BorrowedFd<'_>) -> io::Result<NetnsGuard> {
-        let saved = File::open("/proc/thread-self/ns/net")?;
+        let saved = File::open(current_thread_ns_path())?;
         setns(target, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
         Ok(NetnsGuard { saved })
     }
@@ -158,9 +164,9 @@ mod tests {
     #[test]
     fn refuses_host_namespace() {
         let host = NsIdentity::current_thread().unwrap();
-        match TargetNetns::open(Path::new("/proc/thread-self/ns/net"), host) {
+        match TargetNetns::open(&current_thread_ns_path(), host) {
             Err(MedicError::HostNamespace(_)) => {}
-            Err(MedicError::Netns(e)) if e.contains("Permission denied") => {}
+            Err(e @ MedicError::Netns { .. }) if e.to_string().contains("Permission denied") => {}
             other => panic!("expected HostNamespace refusal, got {:?}", other.err()),
         }
     }

@@ -12,6 +12,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::error::MedicError;
+use crate::netlink::compat::{self, Feature};
 use crate::netns::{new_socket, TargetNetns};
 
 static SEQUENCE: AtomicU16 = AtomicU16::new(1);
@@ -59,18 +60,27 @@ fn checksum(data: &[u8]) -> u16 {
 }
 
 /// An ICMP socket in the calling thread's namespace: unprivileged ping socket where
-/// `net.ipv4.ping_group_range` allows it, raw socket otherwise. `true` = raw.
+/// `net.ipv4.ping_group_range` allows it, raw socket otherwise (decided once per
+/// process; old distributions leave ping sockets off). `true` = raw.
 fn icmp_socket() -> std::io::Result<(OwnedFd, bool)> {
     let icmp = |ty| new_socket(libc::AF_INET, ty | libc::SOCK_NONBLOCK, libc::IPPROTO_ICMP);
-    match icmp(libc::SOCK_DGRAM) {
-        Ok(fd) => Ok((fd, false)),
-        Err(_) => icmp(libc::SOCK_RAW).map(|fd| (fd, true)),
+    if compat::available(Feature::PingSocket) {
+        let attempt = if compat::emulated_refusal(Feature::PingSocket) {
+            Err(std::io::Error::from_raw_os_error(libc::EACCES))
+        } else {
+            icmp(libc::SOCK_DGRAM)
+        };
+        match attempt {
+            Ok(fd) => return Ok((fd, false)),
+            Err(e) => compat::unavailable(Feature::PingSocket, &e.to_string()),
+        }
     }
+    icmp(libc::SOCK_RAW).map(|fd| (fd, true))
 }
 
 /// Sends one echo request on `fd` and waits for the matching reply.
 async fn echo(fd: OwnedFd, raw: bool, target: Ipv4Addr, timeout: Duration) -> Result<Option<Duration>, MedicError> {
-    let io = |e: std::io::Error| MedicError::Netns(format!("icmp probe to {target}: {e}"));
+    let io = |e: std::io::Error| MedicError::netns_io(format!("icmp probe to {target}"), e);
     // SAFETY: OwnedFd keeps the descriptor open and unchanged while the AsyncFd owns it.
     let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| io(e.into()))?;
     let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
@@ -154,7 +164,7 @@ async fn echo(fd: OwnedFd, raw: bool, target: Ipv4Addr, timeout: Duration) -> Re
 
 /// ICMP echo from the calling process's namespace (the host). `Ok(None)`: no reply.
 pub async fn host_icmp(target: Ipv4Addr, timeout: Duration) -> Result<Option<Duration>, MedicError> {
-    let (fd, raw) = icmp_socket().map_err(|e| MedicError::Netns(format!("opening ICMP socket: {e}")))?;
+    let (fd, raw) = icmp_socket().map_err(|e| MedicError::netns_io("opening an ICMP socket", e))?;
     echo(fd, raw, target, timeout).await
 }
 

@@ -3,12 +3,11 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
-use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 use serde::Serialize;
 
 use crate::diagnose::{Fault, FaultKind};
 use crate::error::MedicError;
+use crate::netlink::Netlink;
 use crate::workload::{Expected, MacAddr};
 
 /// One netlink write inside the container namespace.
@@ -127,64 +126,35 @@ pub fn plan(faults: &[Fault], expected: &Expected, interface: &str) -> Vec<Plann
     out
 }
 
-/// Applies one action on link `index` through a netlink handle bound to the
-/// container's namespace. Routes are added with proto boot, as Docker does, so the
-/// result reads exactly like the plugin's original state in `ip route`.
-pub async fn apply(handle: &Handle, index: u32, action: &Action) -> Result<(), MedicError> {
-    let context = || format!("{action}");
+/// Applies one action on link `index` through a netlink connection bound to the
+/// container's namespace; the action's `ip` form is the error's context.
+pub async fn apply(nl: &Netlink, index: u32, action: &Action) -> Result<(), MedicError> {
+    let context = action.to_string();
     match action {
-        Action::SetMac { mac, .. } => handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).address(mac.0.to_vec()).build())
-            .execute()
-            .await
-            .map_err(|e| MedicError::netlink(context(), e)),
-        Action::SetLinkUp { .. } => handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await
-            .map_err(|e| MedicError::netlink(context(), e)),
-        Action::AddAddress { ip, .. } => {
-            handle.address().add(index, (*ip).into(), 32).execute().await.map_err(|e| MedicError::netlink(context(), e))
-        }
-        Action::AddGatewayRoute { gateway, .. } => {
-            let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(*gateway, 32)
-                .output_interface(index)
-                .scope(RouteScope::Link)
-                .protocol(RouteProtocol::Boot)
-                .build();
-            handle.route().add(route).execute().await.map_err(|e| MedicError::netlink(context(), e))
-        }
-        Action::AddDefaultRoute { gateway, .. } | Action::ReplaceDefaultRoute { gateway, .. } => {
-            let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .gateway(*gateway)
-                .output_interface(index)
-                .protocol(RouteProtocol::Boot)
-                .build();
-            let req = handle.route().add(route);
-            let req = if matches!(action, Action::ReplaceDefaultRoute { .. }) { req.replace() } else { req };
-            req.execute().await.map_err(|e| MedicError::netlink(context(), e))
-        }
+        Action::SetMac { mac, .. } => nl.set_mac(index, *mac, &context).await,
+        Action::SetLinkUp { .. } => nl.set_up(index, &context).await,
+        Action::AddAddress { ip, .. } => nl.add_address(index, *ip, 32, &context).await,
+        Action::AddGatewayRoute { gateway, .. } => nl.add_link_route(index, *gateway, &context).await,
+        Action::AddDefaultRoute { gateway, .. } => nl.set_default_route(index, *gateway, false, &context).await,
+        Action::ReplaceDefaultRoute { gateway, .. } => nl.set_default_route(index, *gateway, true, &context).await,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::{MacSource, CALICO_MAC};
+    use crate::workload::{mac_candidates, CALICO_MAC};
 
     fn expected() -> Expected {
-        Expected {
-            interface: "cali0".into(),
-            host_interface: "calix".into(),
-            ip: Ipv4Addr::new(10, 65, 0, 9),
-            gateway: Ipv4Addr::new(169, 254, 1, 1),
-            mac: CALICO_MAC,
-            mac_source: MacSource::CalicoDefault,
-            mac_disagreements: vec![],
-        }
+        let e = Expected::resolve(
+            "cali0",
+            "calix".into(),
+            Ipv4Addr::new(10, 65, 0, 9),
+            Ipv4Addr::new(169, 254, 1, 1),
+            &mac_candidates(None, None, None),
+        );
+        assert_eq!(e.mac, CALICO_MAC);
+        e
     }
 
     fn faults(kinds: &[FaultKind]) -> Vec<Fault> {

@@ -42,6 +42,10 @@ pub struct EndpointReport {
     /// Set when the endpoint could not be observed at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set when the host side could not be read: host facts are unknown (no host
+    /// faults reported) and the expected MAC came from the next source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_error: Option<String>,
     /// Seconds spent observing and diagnosing (first pass).
     #[serde(skip)]
     pub check_seconds: f64,
@@ -72,6 +76,7 @@ impl EndpointReport {
             probes: Vec::new(),
             healthy: false,
             error: None,
+            host_error: None,
             check_seconds: 0.0,
         }
     }

@@ -74,16 +74,58 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Short identity for log lines: `name app=/x task=y`.
-    pub fn describe(&self) -> String {
-        let mut s = format!("container={}", self.container_name);
-        if let Some(app) = &self.marathon_app_id {
-            s.push_str(&format!(" app={app}"));
+    pub fn identity(&self) -> Identity {
+        Identity {
+            container: self.container_name.clone(),
+            app: self.marathon_app_id.clone(),
+            task: self.mesos_task_id.clone(),
         }
-        if let Some(task) = &self.mesos_task_id {
-            s.push_str(&format!(" task={task}"));
+    }
+}
+
+/// Who a log line is about: container name, Marathon app and task. All three are
+/// tenant text; `Display` escapes control characters so none can forge a line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub container: String,
+    pub app: Option<String>,
+    pub task: Option<String>,
+}
+
+impl Identity {
+    pub fn named(container: &str) -> Identity {
+        Identity { container: container.to_string(), ..Identity::default() }
+    }
+}
+
+/// `container=x app=/y task=z`, escaped.
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "container={}", Escaped(&self.container))?;
+        if let Some(app) = &self.app {
+            write!(f, " app={}", Escaped(app))?;
         }
-        s
+        if let Some(task) = &self.task {
+            write!(f, " task={}", Escaped(task))?;
+        }
+        Ok(())
+    }
+}
+
+/// Tenant text for logs and terminals: control characters (newline, ESC, …) are
+/// shown escaped (`\n`, `\u{1b}`); everything else as is.
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                f.write_fmt(format_args!("{c}"))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -91,13 +133,25 @@ impl Workload {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
     pub network: String,
-    pub network_id: String,
     pub endpoint_id: String,
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     /// `MacAddress` from `docker inspect`; `None` when Docker reports it empty
     /// (the symptom of Docker dropping the plugin's MAC).
     pub docker_mac: Option<MacAddr>,
+    /// Whether this endpoint's network holds the task's default route.
+    pub default_route: DefaultRoute,
+}
+
+/// Who owns the task's default route. Docker gives it to one network of a
+/// multi-network container (endpoint priority, then network name); calico-medic
+/// never takes it over from another network and never fights Docker for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultRoute {
+    /// This calico endpoint is the gateway: `default via 169.254.1.1 dev cali…`.
+    Owned,
+    /// Another network (named) is the gateway: the default route is not ours to check.
+    OtherNetwork(String),
 }
 
 impl Endpoint {
@@ -150,9 +204,11 @@ pub fn mac_candidates(
     out
 }
 
-/// The state an endpoint must have inside the container.
+/// The state an endpoint must have inside the container, and the facts that
+/// identify its link there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expected {
+    /// The plugin's interface name (`cali0`); its stem (`cali`) names every calico link.
     pub interface: String,
     pub host_interface: String,
     pub ip: Ipv4Addr,
@@ -161,11 +217,16 @@ pub struct Expected {
     pub mac_source: MacSource,
     /// Sources that disagree with the chosen MAC, e.g. `docker_inspect=02:42:..`.
     pub mac_disagreements: Vec<String>,
+    /// Index (in the container) of the host veth's peer, where the kernel reports it.
+    pub peer_index: Option<u32>,
+    /// The container's only calico endpoint: its link may be found by name alone.
+    pub only_endpoint: bool,
+    pub default_route: DefaultRoute,
 }
 
 impl Expected {
-    /// Picks the most trusted MAC and notes every explicit source that disagrees
-    /// (the Calico default is a fallback, not evidence, so it never disagrees).
+    /// The expected state of a container's only calico endpoint, which holds the
+    /// default route; the MAC is the most trusted of `candidates`.
     pub fn resolve(
         interface: &str,
         host_interface: String,
@@ -173,14 +234,33 @@ impl Expected {
         gateway: Ipv4Addr,
         candidates: &[(MacSource, MacAddr)],
     ) -> Expected {
-        let (mac_source, mac) = candidates[0];
-        let mac_disagreements = candidates[1..]
-            .iter()
-            .filter(|(src, m)| *src != MacSource::CalicoDefault && *m != mac)
-            .map(|(src, m)| format!("{}={m}", src.as_str()))
-            .collect();
-        Expected { interface: interface.to_string(), host_interface, ip, gateway, mac, mac_source, mac_disagreements }
+        let (mac, mac_source, mac_disagreements) = resolve_mac(candidates);
+        Expected {
+            interface: interface.to_string(),
+            host_interface,
+            ip,
+            gateway,
+            mac,
+            mac_source,
+            mac_disagreements,
+            peer_index: None,
+            only_endpoint: true,
+            default_route: DefaultRoute::Owned,
+        }
     }
+}
+
+/// Picks the most trusted MAC; returns it, its source, and every explicit source
+/// that disagrees (the Calico default is a fallback, not evidence, so it never does).
+pub fn resolve_mac(candidates: &[(MacSource, MacAddr)]) -> (MacAddr, MacSource, Vec<String>) {
+    let (source, mac) = candidates.first().copied().unwrap_or((MacSource::CalicoDefault, CALICO_MAC));
+    let disagreements = candidates
+        .iter()
+        .skip(1)
+        .filter(|(src, m)| *src != MacSource::CalicoDefault && *m != mac)
+        .map(|(src, m)| format!("{}={m}", src.as_str()))
+        .collect();
+    (mac, source, disagreements)
 }
 
 /// Marathon/Mesos identity from a container's env and labels (Marathon ≥ 1.4
@@ -214,33 +294,38 @@ mod tests {
     fn expected_mac_prefers_config_then_host_then_docker() {
         let host: MacAddr = "ee:ee:ee:ee:ee:ee".parse().unwrap();
         let docker: MacAddr = "02:42:0a:00:00:05".parse().unwrap();
-        let e = Expected::resolve(
-            "cali0",
-            "calia".into(),
-            Ipv4Addr::new(10, 0, 0, 1),
-            Ipv4Addr::new(169, 254, 1, 1),
-            &mac_candidates(None, Some(host), Some(docker)),
-        );
-        assert_eq!(e.mac, host);
-        assert_eq!(e.mac_source, MacSource::HostNeighbour);
-        assert_eq!(e.mac_disagreements, vec!["docker_inspect=02:42:0a:00:00:05".to_string()]);
+        let (mac, source, disagreements) = resolve_mac(&mac_candidates(None, Some(host), Some(docker)));
+        assert_eq!((mac, source), (host, MacSource::HostNeighbour));
+        assert_eq!(disagreements, vec!["docker_inspect=02:42:0a:00:00:05".to_string()]);
 
-        let e = Expected::resolve("cali0", "c".into(), e.ip, e.gateway, &mac_candidates(None, None, None));
-        assert_eq!((e.mac, e.mac_source), (CALICO_MAC, MacSource::CalicoDefault));
-        assert!(e.mac_disagreements.is_empty());
+        let (mac, source, disagreements) = resolve_mac(&mac_candidates(None, None, None));
+        assert_eq!((mac, source), (CALICO_MAC, MacSource::CalicoDefault));
+        assert!(disagreements.is_empty());
     }
 
     #[test]
     fn host_interface_uses_first_eleven_chars() {
         let ep = Endpoint {
             network: "n".into(),
-            network_id: "x".into(),
             endpoint_id: "0123456789abcdef".into(),
             ip: Ipv4Addr::new(10, 0, 0, 1),
             prefix_len: 32,
             docker_mac: None,
+            default_route: DefaultRoute::Owned,
         };
         assert_eq!(ep.host_interface("cali"), "cali0123456789a");
+    }
+
+    #[test]
+    fn tenant_text_is_escaped_for_logs() {
+        let id = Identity {
+            container: "mesos-1".into(),
+            app: Some("/evil\nINFO repair result=success\x1b[2J".into()),
+            task: None,
+        };
+        let line = id.to_string();
+        assert!(!line.contains('\n') && !line.contains('\x1b'), "{line}");
+        assert_eq!(line, "container=mesos-1 app=/evil\\nINFO repair result=success\\u{1b}[2J");
     }
 
     #[test]

@@ -32,7 +32,13 @@ const GW: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
 fn observed(mac: &str, ip: Ipv4Addr) -> ContainerSide {
     ContainerSide {
-        link: Some(LinkState { index: 3, name: "cali0".into(), mac: mac.parse().ok(), admin_up: true, oper_up: true }),
+        link: Some(LinkState {
+            index: 3,
+            name: "cali0".into(),
+            mac: mac.parse().ok(),
+            admin_up: true,
+            peer_index: None,
+        }),
         addresses: vec![(ip, 32)],
         routes: vec![
             RouteEntry { destination: Ipv4Addr::UNSPECIFIED, prefix_len: 0, gateway: Some(GW), oif: Some(3) },

@@ -10,8 +10,8 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use calico_medic::netlink::Netlink;
 use calico_medic::netns::{NsIdentity, TargetNetns};
-use calico_medic::observe::{ipv4_main_routes, link_by_name, NetlinkSession};
 use calico_medic::repair::{apply, Action};
 use calico_medic::workload::MacAddr;
 use common::*;
@@ -23,27 +23,27 @@ const GW: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// A netlink session inside a task's namespace, for breaking it and watching it heal
 /// at netlink speed (no process spawns in the timed path).
 struct Probe {
-    session: NetlinkSession,
+    session: Netlink,
 }
 
 impl Probe {
     fn attach(task: &Task) -> Probe {
         let pid: u32 = task.pid().parse().unwrap();
         let ns = TargetNetns::open_pid(pid, NsIdentity::current_thread().unwrap()).unwrap();
-        Probe { session: NetlinkSession::in_netns(&ns).unwrap() }
+        Probe { session: Netlink::in_netns(&ns).unwrap() }
     }
 
     async fn index(&self) -> u32 {
-        link_by_name(&self.session.handle, "cali0").await.unwrap().unwrap().index
+        self.session.link_by_name("cali0").await.unwrap().unwrap().index
     }
 
     async fn break_it(&self, kind: &str) {
-        let h = &self.session.handle;
+        let h = self.session.handle();
         let index = self.index().await;
         match kind {
             "mac" => {
                 let mac: MacAddr = random_mac().parse().unwrap();
-                apply(h, index, &Action::SetMac { interface: "cali0".into(), mac }).await.unwrap();
+                apply(&self.session, index, &Action::SetMac { interface: "cali0".into(), mac }).await.unwrap();
             }
             "down" => {
                 let msg = rtnetlink::LinkUnspec::new_with_index(index).down().build();
@@ -62,9 +62,8 @@ impl Probe {
     }
 
     async fn healthy(&self) -> bool {
-        let h = &self.session.handle;
-        let Ok(Some(link)) = link_by_name(h, "cali0").await else { return false };
-        let routes = ipv4_main_routes(h).await.unwrap_or_default();
+        let Ok(Some(link)) = self.session.link_by_name("cali0").await else { return false };
+        let routes = self.session.ipv4_main_routes().await.unwrap_or_default();
         link.admin_up
             && link.mac == Some(calico_medic::workload::CALICO_MAC)
             && routes.iter().any(|r| r.prefix_len == 0 && r.gateway == Some(GW))

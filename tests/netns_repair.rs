@@ -9,10 +9,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use calico_medic::medic::{endpoint_pass, Mode};
+use calico_medic::netlink::Netlink;
 use calico_medic::netns::{NsIdentity, TargetNetns};
-use calico_medic::observe::NetlinkSession;
 use calico_medic::repair::ActionOutcome;
-use calico_medic::workload::{Expected, MacSource, CALICO_MAC};
+use calico_medic::workload::{DefaultRoute, Expected, Identity, MacSource, CALICO_MAC};
 
 /// (name, `ip` commands that break it, expected faults, whether it cuts host→container ping)
 type Break<'a> = (&'a str, Vec<Vec<&'a str>>, &'a [&'a str], bool);
@@ -108,6 +108,9 @@ impl Lab {
             mac: CALICO_MAC,
             mac_source: MacSource::HostNeighbour,
             mac_disagreements: vec![],
+            peer_index: None,
+            only_endpoint: true,
+            default_route: DefaultRoute::Owned,
         }
     }
 
@@ -127,8 +130,8 @@ impl Lab {
     async fn pass(&self, mode: Mode) -> calico_medic::medic::EndpointPass {
         let host = NsIdentity::current_thread().unwrap();
         let ns = TargetNetns::open(Path::new(&format!("/run/netns/{}", self.ctr)), host).expect("open netns");
-        let session = NetlinkSession::in_netns(&ns).expect("netlink in netns");
-        endpoint_pass(&session.handle, &self.expected(), &[], mode, "test").await.expect("pass")
+        let session = Netlink::in_netns(&ns).expect("netlink in netns");
+        endpoint_pass(&session, &self.expected(), &[], mode, &Identity::named("test")).await.expect("pass")
     }
 }
 

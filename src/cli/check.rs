@@ -1,6 +1,6 @@
 use clap::Args;
 
-use super::{fail_status, print_reports, ConfigArg, Status};
+use super::{print_reports, ConfigArg, Status};
 use crate::error::MedicError;
 use crate::medic::Mode;
 
@@ -17,33 +17,20 @@ pub struct CheckCmd {
 }
 
 impl CheckCmd {
-    pub async fn exec(self, docker_host: Option<&str>) -> Status {
-        let medic = match self.config.medic(docker_host).await {
-            Ok(m) => m,
-            Err(e) => return fail_status(&e.to_string()),
-        };
+    pub async fn exec(self, docker_host: Option<&str>) -> Result<Status, MedicError> {
+        let medic = self.config.medic(docker_host).await?;
         let all = self.containers.is_empty();
-        let targets = if all {
-            match medic.docker.running_container_ids().await {
-                Ok(ids) => ids,
-                Err(e) => return fail_status(&e.to_string()),
-            }
-        } else {
-            self.containers.clone()
-        };
+        let targets = if all { medic.docker.running_container_ids().await? } else { self.containers.clone() };
         let mut reports = Vec::new();
         let mut failed = false;
         for target in &targets {
             match medic.run(target, Mode::Check).await {
                 Ok(outcome) => reports.extend(outcome.reports),
                 // Scanning the whole host: non-calico and vanished containers are not ours.
-                Err(
-                    MedicError::NotCalico { .. }
-                    | MedicError::HostNetwork(_)
-                    | MedicError::SharedNetwork { .. }
-                    | MedicError::ContainerNotFound(_)
-                    | MedicError::NotRunning(_),
-                ) if all => {}
+                Err(e)
+                    if all
+                        && (e.is_not_ours()
+                            || matches!(e, MedicError::ContainerNotFound(_) | MedicError::NotRunning(_))) => {}
                 Err(e) => {
                     eprintln!("calico-medic: {e}");
                     failed = true;
@@ -51,10 +38,6 @@ impl CheckCmd {
             }
         }
         let status = print_reports(&reports, self.json);
-        if failed {
-            Status::CouldNotCheck
-        } else {
-            status
-        }
+        Ok(if failed { Status::CouldNotCheck } else { status })
     }
 }

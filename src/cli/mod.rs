@@ -7,12 +7,11 @@ mod run;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
-use crate::docker::{resolve_host, DockerClient};
+use crate::daemon::build_medic;
 use crate::error::MedicError;
 use crate::medic::Medic;
 use crate::report::{render_table, EndpointReport};
@@ -73,7 +72,7 @@ impl Cli {
             Ok(rt) => rt,
             Err(e) => return fail(&format!("cannot start runtime: {e}")),
         };
-        let status = runtime.block_on(async {
+        let result = runtime.block_on(async {
             match self.command {
                 Command::Run(cmd) => cmd.exec(self.docker_host.as_deref()).await,
                 Command::Check(cmd) => cmd.exec(self.docker_host.as_deref()).await,
@@ -82,7 +81,16 @@ impl Cli {
         });
         // Do not wait for stray blocking tasks (e.g. a hung Docker request) on exit.
         runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-        status.into()
+        exit_code(result)
+    }
+}
+
+/// The one place where results become exit codes: an error is printed on stderr
+/// and means "could not check" (2).
+pub fn exit_code(result: Result<Status, MedicError>) -> ExitCode {
+    match result {
+        Ok(status) => status.into(),
+        Err(e) => fail(&e.to_string()),
     }
 }
 
@@ -110,11 +118,6 @@ pub(crate) fn fail(reason: &str) -> ExitCode {
     ExitCode::from(Status::CouldNotCheck as u8)
 }
 
-pub(crate) fn fail_status(reason: &str) -> Status {
-    eprintln!("calico-medic: {reason}");
-    Status::CouldNotCheck
-}
-
 /// Loads config (explicit path or the default location) and applies flags.
 pub(crate) fn load_config(path: Option<&Path>, docker_host: Option<&str>) -> Result<Config, MedicError> {
     let mut config = Config::load(path)?;
@@ -122,16 +125,6 @@ pub(crate) fn load_config(path: Option<&Path>, docker_host: Option<&str>) -> Res
         config.docker_host = Some(h.to_string());
     }
     Ok(config)
-}
-
-pub(crate) async fn connect(config: &Config) -> Result<Arc<DockerClient>, MedicError> {
-    let endpoint = resolve_host(config.docker_host.as_deref());
-    Ok(Arc::new(DockerClient::connect(&endpoint, config.calico_drivers.clone()).await?))
-}
-
-pub(crate) async fn build_medic(config: Config) -> Result<Medic, MedicError> {
-    let docker = connect(&config).await?;
-    Medic::new(docker, config)
 }
 
 /// Prints reports as JSON (stdout) or a table, and returns the exit status.

@@ -1,6 +1,7 @@
 use clap::Args;
 
-use super::{fail_status, print_reports, ConfigArg, Status};
+use super::{print_reports, ConfigArg, Status};
+use crate::error::MedicError;
 use crate::medic::Mode;
 
 #[derive(Debug, Args)]
@@ -19,15 +20,10 @@ pub struct RepairCmd {
 }
 
 impl RepairCmd {
-    pub async fn exec(self, docker_host: Option<&str>) -> Status {
-        let medic = match self.config.medic(docker_host).await {
-            Ok(m) => m,
-            Err(e) => return fail_status(&e.to_string()),
-        };
+    pub async fn exec(self, docker_host: Option<&str>) -> Result<Status, MedicError> {
+        let medic = self.config.medic(docker_host).await?;
         let mode = if self.dry_run { Mode::DryRun } else { Mode::Repair };
-        match medic.run(&self.container, mode).await {
-            Ok(outcome) => print_reports(&outcome.reports, self.json),
-            Err(e) => fail_status(&e.to_string()),
-        }
+        let outcome = medic.run(&self.container, mode).await?;
+        Ok(print_reports(&outcome.reports, self.json))
     }
 }

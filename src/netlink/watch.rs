@@ -8,7 +8,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_LINK, RTMGRP_NEIGH};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
-use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::route::RouteAttribute;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use tokio::io::unix::AsyncFd;
@@ -28,6 +27,9 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
+    pub const ALL: [ChangeKind; 5] =
+        [ChangeKind::Link, ChangeKind::Address, ChangeKind::Route, ChangeKind::Neighbour, ChangeKind::Other];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ChangeKind::Link => "link",
@@ -44,7 +46,6 @@ impl ChangeKind {
 pub struct Change {
     pub kind: ChangeKind,
     pub ifindex: Option<u32>,
-    pub ifname: Option<String>,
 }
 
 /// What a watch tells its owner.
@@ -53,6 +54,8 @@ pub enum WatchEvent {
     Changed(Change),
     /// The socket overflowed (ENOBUFS): changes were lost, re-check everything it covers.
     Overflow,
+    /// The reader stopped on a socket error: the watch is gone and must be re-attached.
+    Lost,
 }
 
 /// A running subscription; dropping it stops the reader and closes the socket.
@@ -103,38 +106,30 @@ fn bind_groups(fd: &OwnedFd, groups: u32) -> std::io::Result<()> {
 fn classify(msg: &RouteNetlinkMessage) -> Change {
     use RouteNetlinkMessage as M;
     match msg {
-        M::NewLink(l) | M::DelLink(l) => Change {
-            kind: ChangeKind::Link,
-            ifindex: Some(l.header.index),
-            ifname: l.attributes.iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n.clone()),
-                _ => None,
-            }),
-        },
-        M::NewAddress(a) | M::DelAddress(a) => {
-            Change { kind: ChangeKind::Address, ifindex: Some(a.header.index), ifname: None }
-        }
+        M::NewLink(l) | M::DelLink(l) => Change { kind: ChangeKind::Link, ifindex: Some(l.header.index) },
+        M::NewAddress(a) | M::DelAddress(a) => Change { kind: ChangeKind::Address, ifindex: Some(a.header.index) },
         M::NewRoute(r) | M::DelRoute(r) => Change {
             kind: ChangeKind::Route,
             ifindex: r.attributes.iter().find_map(|a| match a {
                 RouteAttribute::Oif(i) => Some(*i),
                 _ => None,
             }),
-            ifname: None,
         },
         M::NewNeighbour(n) | M::DelNeighbour(n) => {
-            Change { kind: ChangeKind::Neighbour, ifindex: Some(n.header.ifindex), ifname: None }
+            Change { kind: ChangeKind::Neighbour, ifindex: Some(n.header.ifindex) }
         }
-        _ => Change { kind: ChangeKind::Other, ifindex: None, ifname: None },
+        _ => Change { kind: ChangeKind::Other, ifindex: None },
     }
 }
 
-/// Splits one datagram into notifications.
+/// Splits one datagram into notifications. Any byte sequence is safe: a malformed
+/// or truncated message ends the parse (the rest of the datagram is dropped).
 pub fn parse_datagram(mut buf: &[u8]) -> Vec<Change> {
+    const HEADER: usize = 16;
     let mut out = Vec::new();
-    while buf.len() >= 16 {
+    while buf.len() >= HEADER {
         let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if len < 16 || len > buf.len() {
+        if len < HEADER || len > buf.len() {
             break;
         }
         if let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..len]) {
@@ -142,7 +137,8 @@ pub fn parse_datagram(mut buf: &[u8]) -> Vec<Change> {
                 out.push(classify(&inner));
             }
         }
-        buf = &buf[(len + 3) & !3..];
+        // Messages are 4-byte aligned; the last one may end without padding.
+        buf = buf.get(len.next_multiple_of(4)..).unwrap_or_default();
     }
     out
 }
@@ -153,14 +149,29 @@ where
 {
     // SAFETY: OwnedFd keeps the descriptor open and unchanged while the AsyncFd owns it.
     let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-        .map_err(|e| MedicError::Netns(format!("watching {what}: {e}")))?;
+        .map_err(|e| MedicError::netns_io(format!("watching {what}"), e.into()))?;
     let task = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let Ok(mut guard) = fd.readable().await else { return };
+            let Ok(mut guard) = fd.readable().await else {
+                on_event(WatchEvent::Lost);
+                return;
+            };
             loop {
-                // SAFETY: buf is valid for its length.
-                let n = unsafe { libc::recv(fd.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                // SAFETY: sockaddr_nl is plain data; zeroed is a valid initial value.
+                let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+                let mut from_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+                // SAFETY: buf and from are valid for the lengths passed.
+                let n = unsafe {
+                    libc::recvfrom(
+                        fd.get_ref().as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        0,
+                        (&mut from as *mut libc::sockaddr_nl).cast(),
+                        &mut from_len,
+                    )
+                };
                 if n < 0 {
                     let e = std::io::Error::last_os_error();
                     match e.raw_os_error() {
@@ -172,9 +183,15 @@ where
                         Some(libc::EINTR) => {}
                         _ => {
                             tracing::warn!("watch on {what} stopped: {e}");
+                            on_event(WatchEvent::Lost);
                             return;
                         }
                     }
+                    continue;
+                }
+                // Only the kernel (port 0) speaks for the namespace: a process in a task
+                // with CAP_NET_ADMIN can send to the group too; its datagrams are dropped.
+                if from.nl_pid != 0 {
                     continue;
                 }
                 for change in parse_datagram(&buf[..n as usize]) {
@@ -196,7 +213,7 @@ where
     let (domain, ty, protocol) = NETLINK_WATCH;
     let fd = ns.socket(domain, ty, protocol)?;
     bind_groups(&fd, CONTAINER_GROUPS)
-        .map_err(|e| MedicError::Netns(format!("subscribing in {}: {e}", ns.identity())))?;
+        .map_err(|e| MedicError::netns_io(format!("subscribing in {}", ns.identity()), e))?;
     spawn_reader(fd, ns.identity().to_string(), on_event)
 }
 
@@ -206,8 +223,8 @@ where
     F: Fn(WatchEvent) + Send + Sync + 'static,
 {
     let (domain, ty, protocol) = NETLINK_WATCH;
-    let fd = new_socket(domain, ty, protocol).map_err(|e| MedicError::Netns(format!("host watch socket: {e}")))?;
-    bind_groups(&fd, HOST_GROUPS).map_err(|e| MedicError::Netns(format!("subscribing on the host: {e}")))?;
+    let fd = new_socket(domain, ty, protocol).map_err(|e| MedicError::netns_io("host watch socket", e))?;
+    bind_groups(&fd, HOST_GROUPS).map_err(|e| MedicError::netns_io("subscribing on the host", e))?;
     spawn_reader(fd, "host".into(), on_event)
 }
 
@@ -215,7 +232,7 @@ where
 mod tests {
     use super::*;
     use rtnetlink::packet_core::NetlinkHeader;
-    use rtnetlink::packet_route::link::LinkMessage;
+    use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 
     #[test]
     fn parses_a_link_notification() {
@@ -229,7 +246,46 @@ mod tests {
         let two = [buf.clone(), buf].concat();
         let changes = parse_datagram(&two);
         assert_eq!(changes.len(), 2);
-        assert_eq!(changes[0], Change { kind: ChangeKind::Link, ifindex: Some(7), ifname: Some("cali0".into()) });
+        assert_eq!(changes[0], Change { kind: ChangeKind::Link, ifindex: Some(7) });
         assert!(parse_datagram(&[1, 2, 3]).is_empty());
+    }
+
+    /// Whatever a peer sends (random bytes, truncated or misaligned messages), the
+    /// parser returns and never panics.
+    #[test]
+    fn random_and_truncated_datagrams_never_panic() {
+        let mut link = LinkMessage::default();
+        link.header.index = 3;
+        let mut msg = NetlinkMessage::new(NetlinkHeader::default(), RouteNetlinkMessage::NewLink(link).into());
+        msg.finalize();
+        let mut good = vec![0u8; msg.buffer_len()];
+        msg.serialize(&mut good);
+        for cut in 0..good.len() {
+            parse_datagram(&good[..cut]);
+        }
+        // A header claiming a non-aligned length at the end of the buffer.
+        let mut odd = good.clone();
+        odd[0..4].copy_from_slice(&(good.len() as u32 - 1).to_ne_bytes());
+        parse_datagram(&odd[..good.len() - 1]);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 200) as usize;
+            let mut buf: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if len >= 4 && next() % 2 == 0 {
+                // Plausible lengths reach deeper into the message parser.
+                let claimed = (next() % (len as u64 + 8)) as u32;
+                buf[0..4].copy_from_slice(&claimed.to_ne_bytes());
+            }
+            if len >= 6 && next() % 2 == 0 {
+                buf[4..6].copy_from_slice(&[16, 0]); // RTM_NEWLINK
+            }
+            parse_datagram(&buf);
+        }
     }
 }

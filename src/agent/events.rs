@@ -1,0 +1,208 @@
+//! Following Docker: the event stream (resumed from the last event seen after a
+//! reconnect, with a full resync each time) and the mapping of one event to a
+//! container and what to do about it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::models::EventMessage;
+use futures::StreamExt;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::{unix_now, Agent, Trigger};
+
+/// What an event means for the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventAction {
+    /// Started or restarted: check it now; latency counts from this event.
+    Started {
+        id: String,
+        unix_seconds: f64,
+    },
+    /// Connected to or disconnected from a calico network.
+    CalicoNetwork {
+        id: String,
+        connect: bool,
+        unix_seconds: f64,
+    },
+    Died {
+        id: String,
+    },
+    Destroyed {
+        id: String,
+    },
+}
+
+/// Docker's event time (nanoseconds where the API has them; API 1.24 has seconds).
+fn event_time(ev: &EventMessage) -> f64 {
+    ev.time_nano.map(|n| n as f64 / 1e9).or(ev.time.map(|t| t as f64)).unwrap_or_else(unix_now)
+}
+
+/// The event's type and action as bounded metric labels: exec events carry the
+/// command in the action ("exec_start: sh -c …"), so only the part before `:` counts.
+pub fn labels(ev: &EventMessage) -> (String, String) {
+    let typ = ev.typ.map(|t| t.to_string()).unwrap_or_default();
+    let action = ev.action.as_deref().unwrap_or_default();
+    (typ, action.split(':').next().unwrap_or_default().to_string())
+}
+
+/// Pure: one Docker event → what to do, if anything. `calico_drivers` decides which
+/// network events concern calico endpoints (the event's `type` attribute).
+pub fn classify(ev: &EventMessage, calico_drivers: &[String]) -> Option<EventAction> {
+    let (typ, action) = labels(ev);
+    let actor = ev.actor.as_ref()?;
+    let unix_seconds = event_time(ev);
+    match (typ.as_str(), action.as_str()) {
+        ("container", "start" | "restart") => Some(EventAction::Started { id: actor.id.clone()?, unix_seconds }),
+        ("container", "die") => Some(EventAction::Died { id: actor.id.clone()? }),
+        ("container", "destroy") => Some(EventAction::Destroyed { id: actor.id.clone()? }),
+        ("network", "connect" | "disconnect") => {
+            let attrs = actor.attributes.as_ref()?;
+            if !attrs.get("type").is_some_and(|t| calico_drivers.contains(t)) {
+                return None;
+            }
+            let id = attrs.get("container")?.clone();
+            Some(EventAction::CalicoNetwork { id, connect: action == "connect", unix_seconds })
+        }
+        _ => None,
+    }
+}
+
+impl Agent {
+    fn handle_event(&self, ev: &EventMessage) {
+        let (typ, action) = labels(ev);
+        self.metrics.docker_event(&typ, &action);
+        debug!("docker event {typ} {action} ({:.1} ms old)", (unix_now() - event_time(ev)) * 1000.0);
+        let drivers = self.medic().config.calico_drivers.clone();
+        match classify(ev, &drivers) {
+            Some(EventAction::Started { id, unix_seconds }) => self.enqueue(&id, Trigger::Started { unix_seconds }),
+            Some(EventAction::Destroyed { id }) => self.forget(&id),
+            Some(EventAction::Died { id }) => self.died(&id),
+            Some(EventAction::CalicoNetwork { id, connect, unix_seconds }) => {
+                if connect {
+                    self.containers().by_id.entry(id.clone()).or_default().calico_hint = true;
+                }
+                self.enqueue(&id, Trigger::DockerEvent { unix_seconds });
+            }
+            None => {}
+        }
+    }
+
+    /// Follows Docker events until shutdown: reconnects with backoff, resumes from the
+    /// last event seen, and resyncs after every (re)connect.
+    pub async fn follow_docker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut since: Option<String> = None;
+        let mut retry = Duration::from_millis(250);
+        let mut connected_before = false;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let docker = self.medic().docker.clone();
+            if let Err(e) = docker.ping().await {
+                self.set_docker_connected(false);
+                warn!("{e}; retrying in {retry:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => {}
+                    _ = shutdown.changed() => return,
+                }
+                retry = (retry * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            retry = Duration::from_millis(250);
+            if connected_before {
+                self.metrics.docker_reconnected();
+                info!("reconnected to Docker at {}", docker.endpoint());
+            }
+            connected_before = true;
+            // Subscribe from a moment ago (or from the last event seen) so nothing between
+            // the resync's list and the stream's start is lost; the queue absorbs duplicates.
+            let start_from = since.clone().unwrap_or_else(|| format!("{:.9}", unix_now() - 1.0));
+            let mut events = Box::pin(docker.events(Some(start_from)));
+            self.set_docker_connected(true);
+            match self.resync().await {
+                Ok(n) => {
+                    info!("resync: {n} running container(s) queued");
+                    self.health.set_resynced();
+                }
+                Err(e) => warn!("resync failed: {e}"),
+            }
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    ev = events.next() => match ev {
+                        Some(Ok(ev)) => {
+                            if let Some(n) = ev.time_nano {
+                                since = Some(format!("{}.{:09}", n / 1_000_000_000, n % 1_000_000_000));
+                            } else if let Some(t) = ev.time {
+                                since = Some(t.to_string());
+                            }
+                            self.handle_event(&ev);
+                        }
+                        Some(Err(e)) => {
+                            warn!("docker event stream error: {e}");
+                            break;
+                        }
+                        None => {
+                            warn!("docker event stream ended (dockerd restarting?)");
+                            break;
+                        }
+                    }
+                }
+            }
+            self.set_docker_connected(false);
+        }
+    }
+
+    fn set_docker_connected(&self, up: bool) {
+        self.metrics.docker_connected(up);
+        self.health.set_docker_connected(up);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{EventActor, EventMessageTypeEnum};
+    use std::collections::HashMap;
+
+    fn event(typ: EventMessageTypeEnum, action: &str, id: &str, attrs: &[(&str, &str)]) -> EventMessage {
+        EventMessage {
+            typ: Some(typ),
+            action: Some(action.into()),
+            actor: Some(EventActor {
+                id: Some(id.into()),
+                attributes: Some(attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>()),
+            }),
+            time: Some(1_700_000_000),
+            time_nano: None,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn container_and_calico_network_events_map_to_actions() {
+        let calico = vec!["calico".to_string()];
+        let c = EventMessageTypeEnum::CONTAINER;
+        let n = EventMessageTypeEnum::NETWORK;
+        assert_eq!(
+            classify(&event(c, "start", "abc", &[]), &calico),
+            Some(EventAction::Started { id: "abc".into(), unix_seconds: 1_700_000_000.0 }),
+            "API 1.24 events have only whole seconds"
+        );
+        assert_eq!(classify(&event(c, "die", "abc", &[]), &calico), Some(EventAction::Died { id: "abc".into() }));
+        assert_eq!(
+            classify(&event(c, "destroy", "abc", &[]), &calico),
+            Some(EventAction::Destroyed { id: "abc".into() })
+        );
+        let connect = event(n, "connect", "net1", &[("container", "abc"), ("type", "calico"), ("name", "calico-lab")]);
+        assert!(
+            matches!(classify(&connect, &calico), Some(EventAction::CalicoNetwork { ref id, connect: true, .. }) if id == "abc")
+        );
+        let bridge = event(n, "connect", "net2", &[("container", "abc"), ("type", "bridge")]);
+        assert_eq!(classify(&bridge, &calico), None, "not a calico network");
+        assert_eq!(classify(&event(c, "exec_start: sh -c id", "abc", &[]), &calico), None);
+        assert_eq!(labels(&event(c, "exec_start: sh -c id", "abc", &[])).1, "exec_start");
+    }
+}

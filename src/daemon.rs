@@ -1,0 +1,196 @@
+//! The daemon's life: start (signals first, bind, wait for Docker, spawn the agent's
+//! tasks), serve until SIGTERM/SIGINT, reload on SIGHUP (apply every key or name
+//! the ones that need a restart; a bad file keeps the running config), shutdown
+//! (drain in-flight repairs, bounded).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::agent::Agent;
+use crate::config::Config;
+use crate::docker::{resolve_host, DockerClient};
+use crate::error::MedicError;
+use crate::http::{Health, HttpState};
+use crate::medic::Medic;
+use crate::metrics::Metrics;
+
+/// How long shutdown waits for in-flight passes (systemd's stop timeout is longer).
+const DRAIN: Duration = Duration::from_secs(4);
+
+/// What a reload did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Keys that changed but only take effect after a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Keys whose change a running daemon cannot apply.
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if old.listen != new.listen {
+        keys.push("listen");
+    }
+    keys
+}
+
+/// Connects to Docker (negotiated API version) and builds the pipeline.
+pub async fn build_medic(config: Config) -> Result<Medic, MedicError> {
+    let endpoint = resolve_host(config.docker_host.as_deref());
+    let docker = Arc::new(DockerClient::connect(&endpoint, config.calico_drivers.clone()).await?);
+    Medic::new(docker, config)
+}
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, MedicError> {
+        let install = |kind| signal(kind).map_err(|e| MedicError::netns_io("installing signal handlers", e));
+        Ok(Signals {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+            hup: install(SignalKind::hangup())?,
+        })
+    }
+}
+
+pub struct Daemon {
+    agent: Arc<Agent>,
+    config: Config,
+    /// `--dry-run` on the command line (the config file's `dry_run` adds to it).
+    dry_run_flag: bool,
+    signals: Signals,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Starts everything; waits for Docker if it is not up yet (`None`: stopped by a
+    /// signal while waiting). Signal handlers come first, so no signal kills it early.
+    pub async fn start(config: Config, dry_run_flag: bool, listen: SocketAddr) -> Result<Option<Daemon>, MedicError> {
+        let mut signals = Signals::install()?;
+        let listener = crate::http::bind(listen).await?;
+        // Docker may be down at boot: wait for it rather than exiting.
+        let medic = loop {
+            match build_medic(config.clone()).await {
+                Ok(m) => break m,
+                Err(MedicError::DockerUnreachable { endpoint, source }) => {
+                    warn!("cannot reach Docker at {endpoint}: {source}; retrying in 2s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = signals.term.recv() => return Ok(None),
+                        _ = signals.int.recv() => return Ok(None),
+                        _ = signals.hup.recv() => info!("SIGHUP while waiting for Docker: the configuration is re-read once it is up"),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let dry_run = dry_run_flag || config.dry_run;
+        info!(
+            "calico-medic {} starting: docker={} listen={listen} dry_run={dry_run}",
+            env!("CARGO_PKG_VERSION"),
+            medic.docker.endpoint(),
+        );
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        let agent = Agent::new(medic, metrics.clone(), health.clone(), dry_run);
+        let (stop, stop_rx) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(agent.clone().run_workers(stop_rx.clone())),
+            tokio::spawn(agent.clone().follow_docker(stop_rx.clone())),
+            tokio::spawn(agent.clone().resync_loop(stop_rx.clone())),
+            tokio::spawn(agent.clone().probe_loop(stop_rx.clone())),
+            tokio::spawn(crate::http::serve(listener, HttpState { metrics, health }, stop_rx)),
+        ];
+        Ok(Some(Daemon { agent, config, dry_run_flag, signals, stop, tasks }))
+    }
+
+    /// Applies a new configuration: a new Docker client and pipeline, and every key
+    /// the agent holds (dry_run, watch, max_concurrent_checks); names the keys that
+    /// need a restart. On error the running configuration stays.
+    pub async fn reload(&mut self, new: Config) -> Result<Reloaded, MedicError> {
+        let needs_restart = restart_only_changes(&self.config, &new);
+        let mut applied = new.clone();
+        // Keys that need a restart keep their running value.
+        applied.listen = self.config.listen;
+        let medic = build_medic(applied.clone()).await?;
+        self.agent.replace_medic(medic, self.dry_run_flag || applied.dry_run);
+        self.config = applied;
+        Ok(Reloaded { needs_restart })
+    }
+
+    /// Serves until SIGTERM/SIGINT; SIGHUP re-reads the configuration with `load`.
+    pub async fn run(&mut self, load: impl Fn() -> Result<Config, MedicError>) {
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let mut tick =
+            tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)).max(Duration::from_millis(100)));
+        let mut notified_ready = false;
+        let mut ready_poll = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = self.signals.term.recv() => { info!("SIGTERM: finishing in-flight repairs"); break; }
+                _ = self.signals.int.recv() => { info!("SIGINT: finishing in-flight repairs"); break; }
+                _ = self.signals.hup.recv() => match load() {
+                    Ok(new) => match self.reload(new).await {
+                        Ok(r) => {
+                            for key in &r.needs_restart {
+                                warn!("SIGHUP: {key} changed; that takes a restart, keeping the running value");
+                            }
+                            info!("SIGHUP: configuration reloaded");
+                        }
+                        Err(e) => error!("SIGHUP: keeping the old configuration: {e}"),
+                    },
+                    Err(e) => error!("SIGHUP: keeping the old configuration: {e}"),
+                },
+                _ = tick.tick(), if watchdog.is_some() => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                _ = ready_poll.tick(), if !notified_ready => {
+                    if self.agent.is_ready() {
+                        notified_ready = true;
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                        info!("ready: Docker connected and first resync done");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops taking work, waits (bounded) for in-flight passes, closes every socket.
+    pub async fn shutdown(self) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        let _ = self.stop.send(true);
+        let drain = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(DRAIN, drain).await.is_err() {
+            warn!("shutdown: in-flight work did not finish within {DRAIN:?}; exiting anyway");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_listen_needs_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.watch = false;
+        new.max_concurrent_checks = 2;
+        new.dry_run = true;
+        new.resync_interval = Duration::from_secs(5);
+        assert!(restart_only_changes(&old, &new).is_empty());
+        new.listen = "127.0.0.1:9999".parse().unwrap();
+        assert_eq!(restart_only_changes(&old, &new), vec!["listen"]);
+    }
+}

@@ -1,0 +1,415 @@
+//! The one rtnetlink layer: every read and write the product makes, each with its
+//! context, and the kernel-version fallbacks (`compat`). Observe and repair call
+//! these methods; nothing else builds netlink requests. Watches live in `watch`.
+
+pub mod compat;
+pub mod watch;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{FromRawFd, IntoRawFd};
+
+use futures::{StreamExt, TryStreamExt};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+use serde::Serialize;
+
+use crate::error::{netlink_errno, MedicError};
+use crate::netns::TargetNetns;
+use crate::workload::MacAddr;
+use compat::Feature;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkState {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<MacAddr>,
+    pub admin_up: bool,
+    /// IFLA_LINK: for a veth, its peer's index (in the peer's namespace). Absent
+    /// where the kernel does not report it.
+    #[serde(skip)]
+    pub peer_index: Option<u32>,
+}
+
+/// An IPv4 route of the main table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEntry {
+    pub destination: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
+}
+
+impl fmt::Display for RouteEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.prefix_len == 0 {
+            f.write_str("default")?;
+        } else {
+            write!(f, "{}/{}", self.destination, self.prefix_len)?;
+        }
+        if let Some(gw) = self.gateway {
+            write!(f, " via {gw}")?;
+        }
+        if let Some(oif) = self.oif {
+            write!(f, " oif {oif}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighbourEntry {
+    pub mac: MacAddr,
+    pub permanent: bool,
+}
+
+/// A netlink connection in one namespace. Its I/O task ends when it is dropped, so
+/// no socket (and no namespace reference) outlives its use.
+pub struct Netlink {
+    handle: Handle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Netlink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn link_state(msg: &LinkMessage) -> LinkState {
+    let mut state = LinkState {
+        index: msg.header.index,
+        name: String::new(),
+        mac: None,
+        admin_up: msg.header.flags.contains(LinkFlags::Up),
+        peer_index: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => state.name = n.clone(),
+            LinkAttribute::Address(a) => state.mac = MacAddr::from_slice(a),
+            LinkAttribute::Link(i) if *i != 0 && *i != msg.header.index => state.peer_index = Some(*i),
+            _ => {}
+        }
+    }
+    state
+}
+
+fn route_table(msg: &RouteMessage) -> u32 {
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(msg.header.table as u32)
+}
+
+fn route_entry(msg: &RouteMessage) -> RouteEntry {
+    let mut entry = RouteEntry {
+        destination: Ipv4Addr::UNSPECIFIED,
+        prefix_len: msg.header.destination_prefix_length,
+        gateway: None,
+        oif: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => entry.destination = *ip,
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => entry.gateway = Some(*ip),
+            RouteAttribute::Oif(i) => entry.oif = Some(*i),
+            _ => {}
+        }
+    }
+    entry
+}
+
+/// A route query with the builder's proto/type/table defaults cleared, so kernel and
+/// boot routes are not filtered out where the kernel filters dumps.
+fn route_query(builder: RouteMessageBuilder<Ipv4Addr>) -> RouteMessage {
+    let mut req = builder.build();
+    req.header.protocol = Default::default();
+    req.header.kind = Default::default();
+    req.header.table = RouteHeader::RT_TABLE_UNSPEC;
+    req
+}
+
+fn neighbour_entry(n: &NeighbourMessage) -> Option<(u32, Ipv4Addr, NeighbourEntry)> {
+    let mut dst = None;
+    let mut mac = None;
+    for a in &n.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
+            NeighbourAttribute::LinkLayerAddress(b) => mac = MacAddr::from_slice(b),
+            _ => {}
+        }
+    }
+    let permanent = n.header.state == NeighbourState::Permanent;
+    Some((n.header.ifindex, dst?, NeighbourEntry { mac: mac?, permanent }))
+}
+
+impl Netlink {
+    /// A connection in the calling process's own (host) namespace.
+    pub fn host() -> Result<Netlink, MedicError> {
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| MedicError::netns_io("opening the host's netlink socket", e))?;
+        Ok(Netlink { handle, task: tokio::spawn(conn) })
+    }
+
+    /// A connection bound to a container's namespace (must be called within a runtime).
+    pub fn in_netns(ns: &TargetNetns) -> Result<Netlink, MedicError> {
+        let socket = ns.netlink_socket()?;
+        socket
+            .set_non_blocking(true)
+            .map_err(|e| MedicError::netns_io(format!("netlink socket in {}", ns.identity()), e))?;
+        // SAFETY: the fd comes from a Socket we own; ownership moves to TokioSocket.
+        let socket = unsafe { rtnetlink::sys::TokioSocket::from_raw_fd(socket.into_raw_fd()) };
+        let (conn, handle, _) = rtnetlink::from_socket(socket);
+        Ok(Netlink { handle, task: tokio::spawn(conn) })
+    }
+
+    /// The raw handle, for tests that must break what the product only repairs.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// A link by name (RTM_GETLINK with IFLA_IFNAME); `None` when it does not exist.
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<LinkState>, MedicError> {
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(Some(link_state(&msg))),
+            Ok(None) => Ok(None),
+            Err(e) if netlink_errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(MedicError::netlink(format!("reading link {name}"), e)),
+        }
+    }
+
+    /// All links of the namespace (a dump: works on every kernel).
+    pub async fn links(&self) -> Result<Vec<LinkState>, MedicError> {
+        let msgs: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| MedicError::netlink("listing links", e))?;
+        Ok(msgs.iter().map(link_state).collect())
+    }
+
+    /// IPv4 addresses with the index of the link holding each. Always a full dump
+    /// filtered here: single-address gets need 5.3, kernel-side filters 4.20.
+    pub async fn ipv4_addresses(&self) -> Result<Vec<(u32, Ipv4Addr, u8)>, MedicError> {
+        let msgs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| MedicError::netlink("listing addresses", e))?;
+        let mut out = Vec::new();
+        for msg in msgs {
+            let pick = |want_local: bool| {
+                msg.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(IpAddr::V4(ip)) if want_local => Some(*ip),
+                    AddressAttribute::Address(IpAddr::V4(ip)) if !want_local => Some(*ip),
+                    _ => None,
+                })
+            };
+            if let Some(ip) = pick(true).or_else(|| pick(false)) {
+                out.push((msg.header.index, ip, msg.header.prefix_len));
+            }
+        }
+        Ok(out)
+    }
+
+    /// IPv4 main-table routes (a dump; the table is filtered here, as old kernels
+    /// and non-strict sockets ignore the request's filters).
+    pub async fn ipv4_main_routes(&self) -> Result<Vec<RouteEntry>, MedicError> {
+        let req = route_query(RouteMessageBuilder::<Ipv4Addr>::new());
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(req)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| MedicError::netlink("listing routes", e))?;
+        Ok(msgs.iter().filter(|m| route_table(m) == RouteHeader::RT_TABLE_MAIN as u32).map(route_entry).collect())
+    }
+
+    /// Where this namespace would send packets for `ip` (`ip route get`): the output link.
+    pub async fn route_oif(&self, ip: Ipv4Addr) -> Result<Option<u32>, MedicError> {
+        let req = route_query(RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(ip, 32));
+        let mut answer = self.handle.route().get(req).execute();
+        match answer.try_next().await {
+            Ok(Some(msg)) => Ok(route_entry(&msg).oif),
+            Ok(None) => Ok(None),
+            Err(e) if matches!(netlink_errno(&e), Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH)) => Ok(None),
+            Err(e) => Err(MedicError::netlink(format!("resolving route to {ip}"), e)),
+        }
+    }
+
+    /// The neighbour entry for `ip` on link `index`. Asks for that one entry where the
+    /// kernel can answer it (`ip neigh get`, 5.0+); otherwise dumps the IPv4 table and
+    /// picks the entry here. The choice is made once per process.
+    pub async fn neighbour(&self, index: u32, ip: Ipv4Addr) -> Result<Option<NeighbourEntry>, MedicError> {
+        if compat::available(Feature::NeighbourGet) {
+            let answer = if compat::emulated_refusal(Feature::NeighbourGet) {
+                Err(MedicError::netlink(format!("asking neighbour {ip}"), compat::refused()))
+            } else {
+                self.neighbour_get(index, ip).await
+            };
+            match answer {
+                Err(MedicError::Netlink { source, .. }) if compat::is_unsupported(&source) => {
+                    compat::unavailable(Feature::NeighbourGet, &source.to_string());
+                }
+                other => return other,
+            }
+        }
+        self.neighbour_from_dump(index, ip).await
+    }
+
+    async fn neighbour_get(&self, index: u32, ip: Ipv4Addr) -> Result<Option<NeighbourEntry>, MedicError> {
+        let context = || format!("asking neighbour {ip}");
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.ifindex = index;
+        msg.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNeighbour(msg));
+        req.header.flags = NLM_F_REQUEST;
+        let mut handle = self.handle.clone();
+        let mut responses = handle.request(req).map_err(|e| MedicError::netlink(context(), e))?;
+        while let Some(resp) = responses.next().await {
+            match resp.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
+                    return Ok(neighbour_entry(&n).map(|(_, _, e)| e));
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    let errno = e.code.map(|c| -c.get());
+                    if errno == Some(libc::ENOENT) || errno == Some(libc::ENODEV) {
+                        return Ok(None);
+                    }
+                    return Err(MedicError::netlink(context(), rtnetlink::Error::NetlinkError(e)));
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    async fn neighbour_from_dump(&self, index: u32, ip: Ipv4Addr) -> Result<Option<NeighbourEntry>, MedicError> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNeighbour(msg));
+        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let mut handle = self.handle.clone();
+        let context = || format!("listing neighbours for {ip}");
+        let mut responses = handle.request(req).map_err(|e| MedicError::netlink(context(), e))?;
+        let mut found = None;
+        while let Some(resp) = responses.next().await {
+            match resp.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
+                    if let Some((i, dst, entry)) = neighbour_entry(&n) {
+                        if i == index && dst == ip && found.is_none() {
+                            found = Some(entry);
+                        }
+                    }
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(MedicError::netlink(context(), rtnetlink::Error::NetlinkError(e)));
+                }
+                _ => {}
+            }
+        }
+        Ok(found)
+    }
+
+    /// `ip link set <index> address <mac>`.
+    pub async fn set_mac(&self, index: u32, mac: MacAddr, context: &str) -> Result<(), MedicError> {
+        let msg = LinkUnspec::new_with_index(index).address(mac.0.to_vec()).build();
+        self.handle.link().set(msg).execute().await.map_err(|e| MedicError::netlink(context, e))
+    }
+
+    /// `ip link set <index> up`.
+    pub async fn set_up(&self, index: u32, context: &str) -> Result<(), MedicError> {
+        let msg = LinkUnspec::new_with_index(index).up().build();
+        self.handle.link().set(msg).execute().await.map_err(|e| MedicError::netlink(context, e))
+    }
+
+    /// `ip addr add <ip>/<len> dev <index>`.
+    pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix_len: u8, context: &str) -> Result<(), MedicError> {
+        self.handle
+            .address()
+            .add(index, ip.into(), prefix_len)
+            .execute()
+            .await
+            .map_err(|e| MedicError::netlink(context, e))
+    }
+
+    /// `ip route add <dst>/32 dev <index> scope link proto boot` (proto boot, as Docker
+    /// installs it, so `ip route` reads exactly like the plugin's original state).
+    pub async fn add_link_route(&self, index: u32, destination: Ipv4Addr, context: &str) -> Result<(), MedicError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(destination, 32)
+            .output_interface(index)
+            .scope(RouteScope::Link)
+            .protocol(RouteProtocol::Boot)
+            .build();
+        self.handle.route().add(route).execute().await.map_err(|e| MedicError::netlink(context, e))
+    }
+
+    /// `ip route add|replace default via <gateway> dev <index> proto boot`.
+    pub async fn set_default_route(
+        &self,
+        index: u32,
+        gateway: Ipv4Addr,
+        replace: bool,
+        context: &str,
+    ) -> Result<(), MedicError> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .output_interface(index)
+            .protocol(RouteProtocol::Boot)
+            .build();
+        let req = self.handle.route().add(route);
+        let req = if replace { req.replace() } else { req };
+        req.execute().await.map_err(|e| MedicError::netlink(context, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_peer_index_is_read_and_self_links_ignored() {
+        let mut msg = LinkMessage::default();
+        msg.header.index = 7;
+        msg.attributes.push(LinkAttribute::IfName("cali0".into()));
+        msg.attributes.push(LinkAttribute::Link(12));
+        assert_eq!(link_state(&msg).peer_index, Some(12));
+        msg.attributes.pop();
+        msg.attributes.push(LinkAttribute::Link(7));
+        assert_eq!(link_state(&msg).peer_index, None, "IFLA_LINK == own index means no peer");
+    }
+
+    #[test]
+    fn neighbour_entries_need_an_address_and_a_mac() {
+        let mut n = NeighbourMessage::default();
+        n.header.ifindex = 3;
+        n.header.state = NeighbourState::Permanent;
+        n.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(Ipv4Addr::new(10, 0, 0, 1))));
+        assert!(neighbour_entry(&n).is_none(), "no lladdr (an incomplete entry)");
+        n.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![0xee; 6]));
+        let (i, ip, e) = neighbour_entry(&n).unwrap();
+        assert_eq!((i, ip, e.permanent, e.mac), (3, Ipv4Addr::new(10, 0, 0, 1), true, crate::workload::CALICO_MAC));
+    }
+}
