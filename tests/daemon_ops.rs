@@ -211,3 +211,43 @@ fn sighup_reloads_and_a_bad_reload_keeps_running() {
     assert!(stopping.elapsed() < Duration::from_secs(5), "SIGTERM → exit took {:?}", stopping.elapsed());
     assert!(status.success());
 }
+
+/// SIGHUP applies `watch` and `max_concurrent_checks` (the agent holds both itself)
+/// and names `listen`, which takes a restart, instead of ignoring it silently.
+#[test]
+fn sighup_applies_watch_and_concurrency_and_names_listen() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "watch = true\n").unwrap();
+    let mut daemon = Daemon::start(&["--config", cfg.to_str().unwrap()]);
+    let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
+    let hup = || {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let t = Task::start(&["--nomac", "--app", "hup-watch"]);
+    assert!(t.wait_reachable(Duration::from_secs(2)).is_some());
+    assert!(daemon.settle() >= 2.0, "host watch + the task's watch: {}", daemon.metrics());
+
+    std::fs::write(&cfg, "watch = false\nmax_concurrent_checks = 2\nlisten = \"127.0.0.1:1\"\n").unwrap();
+    hup();
+    let log = daemon.log_text();
+    assert!(log.contains("watch: disabled"), "{log}");
+    assert!(log.contains("max_concurrent_checks: 8 → 2"), "{log}");
+    assert!(log.contains("listen changed; that takes a restart"), "{log}");
+    assert_eq!(daemon.metric("calico_medic_watches"), Some(0.0), "every subscription closed");
+    assert!(http_get(&daemon.addr, "/readyz").is_some(), "still serving on the old address");
+
+    std::fs::write(&cfg, "watch = true\n").unwrap();
+    hup();
+    assert!(daemon.log_text().contains("watch: enabled"));
+    assert!(daemon.settle() >= 2.0, "subscriptions back: {}", daemon.metrics());
+    // With watches back, a break after start is repaired without waiting for a resync.
+    t.break_it("mac");
+    assert!(t.wait_reachable(Duration::from_secs(1)).is_some(), "{}", daemon.log_text());
+    assert!(daemon.stop().is_some_and(|s| s.success()));
+}

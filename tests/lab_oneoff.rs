@@ -190,3 +190,27 @@ fn configured_probes_run_from_inside_the_task() {
     let (_, peer) = listener.accept().expect("the probe's connection is queued");
     assert_eq!(peer.ip().to_string(), labctl_ok(&["ip", &task.name]));
 }
+
+/// `--log-format json`: each repair is one JSON line whose fields (not message text)
+/// carry the container, Marathon identity, fault, action and result.
+#[test]
+fn json_log_lines_carry_repair_fields() {
+    if !lab_ready() {
+        return;
+    }
+    let task = Task::start(&["--nomac", "--app", "jsonlog"]);
+    let (code, _, stderr) = medic(&["--log-format", "json", "repair", "--container", &task.name]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<serde_json::Value> =
+        stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let repair =
+        lines.iter().find(|l| l["message"] == "repair").unwrap_or_else(|| panic!("no repair line in {stderr}"));
+    assert_eq!(repair["container"], task.name.as_str());
+    assert_eq!(repair["app"], "/jsonlog");
+    assert!(repair["task"].as_str().unwrap().starts_with("jsonlog."), "{repair}");
+    assert_eq!(repair["fault"], "mac_mismatch");
+    assert_eq!(repair["action"], "ip link set cali0 address ee:ee:ee:ee:ee:ee");
+    assert_eq!(repair["result"], "success");
+    assert_eq!(repair["level"], "INFO");
+    assert!(task.reachable());
+}
