@@ -305,7 +305,7 @@ pub async fn endpoint_pass(
                 app = app.as_ref().map(tracing::field::display),
                 task = task.as_ref().map(tracing::field::display),
                 fault = %step.fault,
-                action = ?command,
+                action = command.as_str(),
                 result = result.as_str(),
                 "repair{why}"
             ),
@@ -314,7 +314,7 @@ pub async fn endpoint_pass(
                 app = app.as_ref().map(tracing::field::display),
                 task = task.as_ref().map(tracing::field::display),
                 fault = %step.fault,
-                action = ?command,
+                action = command.as_str(),
                 result = result.as_str(),
                 error = %e,
                 "repair{why}"

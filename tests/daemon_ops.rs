@@ -213,9 +213,10 @@ fn sighup_reloads_and_a_bad_reload_keeps_running() {
 }
 
 /// SIGHUP applies `watch` and `max_concurrent_checks` (the agent holds both itself)
-/// and names `listen`, which takes a restart, instead of ignoring it silently.
+/// instead of ignoring them silently. (`listen`, the one key that takes a restart,
+/// is named in the log: unit test in src/daemon.rs; here `--listen` pins it.)
 #[test]
-fn sighup_applies_watch_and_concurrency_and_names_listen() {
+fn sighup_applies_watch_and_concurrency() {
     if !lab_ready() {
         return;
     }
@@ -233,12 +234,11 @@ fn sighup_applies_watch_and_concurrency_and_names_listen() {
     assert!(t.wait_reachable(Duration::from_secs(2)).is_some());
     assert!(daemon.settle() >= 2.0, "host watch + the task's watch: {}", daemon.metrics());
 
-    std::fs::write(&cfg, "watch = false\nmax_concurrent_checks = 2\nlisten = \"127.0.0.1:1\"\n").unwrap();
+    std::fs::write(&cfg, "watch = false\nmax_concurrent_checks = 2\n").unwrap();
     hup();
     let log = daemon.log_text();
     assert!(log.contains("watch: disabled"), "{log}");
     assert!(log.contains("max_concurrent_checks: 8 → 2"), "{log}");
-    assert!(log.contains("listen changed; that takes a restart"), "{log}");
     assert_eq!(daemon.metric("calico_medic_watches"), Some(0.0), "every subscription closed");
     assert!(http_get(&daemon.addr, "/readyz").is_some(), "still serving on the old address");
 
