@@ -100,3 +100,29 @@ fn non_calico_host_shared_and_stopped_containers_are_refused() {
     state.pid = Some(0);
     assert!(matches!(workload_from_inspect(&stopped, &is_calico), Err(MedicError::NotRunning(_))));
 }
+
+/// A task on the omit-MAC calico network plus a bridge network: Docker gives the
+/// default route to the first network by name that has a gateway.
+#[test]
+fn two_network_task_knows_which_network_holds_the_default_route() {
+    use calico_medic::workload::DefaultRoute;
+    let with_bridge = |bridge: &str| {
+        let mut inspect = fixture("inspect-calico-nomac.json");
+        let nets = inspect.network_settings.as_mut().unwrap().networks.as_mut().unwrap();
+        let mut other = nets["calico-lab-nomac"].clone();
+        other.network_id = Some("b".repeat(64));
+        other.endpoint_id = Some("c".repeat(64));
+        other.gateway = Some("172.18.0.1".into());
+        other.ip_address = Some("172.18.0.2".into());
+        other.ip_prefix_len = Some(16);
+        nets.insert(bridge.to_string(), other);
+        workload_from_inspect(&inspect, &is_calico).unwrap()
+    };
+    let w = with_bridge("aaa-net");
+    assert_eq!(w.endpoints.len(), 1, "the bridge network is not a calico endpoint");
+    assert_eq!(w.endpoints[0].default_route, DefaultRoute::OtherNetwork("aaa-net".into()));
+    let w = with_bridge("zzz-net");
+    assert_eq!(w.endpoints[0].default_route, DefaultRoute::Owned, "calico sorts first: it is the gateway");
+    // The plugin's own answer is what the workload keeps as its single endpoint otherwise.
+    assert_eq!(workload("inspect-calico-nomac.json").unwrap().endpoints[0].default_route, DefaultRoute::Owned);
+}
