@@ -76,12 +76,23 @@ else
     step_done packages "all present"
 fi
 
+# Long-lived daemons must not inherit our descriptors: a caller's `flock LOCK setup.sh`
+# lock fd would stay held by dockerd and the plugin long after the caller exited.
+close_inherited_fds() {
+    local fd
+    for fd in /proc/$BASHPID/fd/*; do
+        fd=${fd##*/}
+        ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+    done
+    return 0
+}
+
 # ---------------------------------------------------------------- dockerd
 docker_up() { timeout 10 "$DOCKER" info >/dev/null 2>&1; }
 start_dockerd() { # extra flags...
     say "starting dockerd $* ${DOCKERD_FLAGS:-} (log $LAB_DIR/dockerd.log)"
     # shellcheck disable=SC2086
-    setsid dockerd "$@" ${DOCKERD_FLAGS:-} >>"$LAB_DIR/dockerd.log" 2>&1 </dev/null &
+    (close_inherited_fds; exec setsid dockerd "$@" ${DOCKERD_FLAGS:-} >>"$LAB_DIR/dockerd.log" 2>&1 </dev/null) &
     echo $! >"$LAB_DIR/dockerd.pid"
     local pid=$! i
     for i in $(seq 1 300); do       # up to 30 s
@@ -168,8 +179,8 @@ ensure_plugin() {
         echo "$p"
     }
     p_start() {
-        setsid "$BIN" plugin --state-dir "$dir" --name "$name" --ipam-name "$ipam" --pidfile "$pidfile" \
-            >>"$log" 2>&1 </dev/null &
+        (close_inherited_fds; exec setsid "$BIN" plugin --state-dir "$dir" --name "$name" --ipam-name "$ipam" \
+            --pidfile "$pidfile" >>"$log" 2>&1 </dev/null) &
         local np=$!
         for _ in $(seq 1 100); do
             if p_ok; then return 0; fi
