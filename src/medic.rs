@@ -125,13 +125,23 @@ impl Medic {
         if host_path_missing || report.host_ifindex.is_none() {
             return;
         }
-        let host = match probe::host_icmp(report.ip, timeout).await {
-            Ok(rtt) => rtt,
-            Err(e) => {
-                warn!("probe of {} ({}) failed to run: {e}", Escaped(&report.container_name), report.ip);
-                return;
+        // Right after a repair the kernel may still be bringing the link's queues up
+        // (link events are batched up to a second apart): one more echo before the
+        // endpoint is called unreachable.
+        let attempts = if report.actions.iter().any(|a| a.result == ActionOutcome::Success) { 2 } else { 1 };
+        let mut host = None;
+        for _ in 0..attempts {
+            host = match probe::host_icmp(report.ip, timeout).await {
+                Ok(rtt) => rtt,
+                Err(e) => {
+                    warn!("probe of {} ({}) failed to run: {e}", Escaped(&report.container_name), report.ip);
+                    return;
+                }
+            };
+            if host.is_some() {
+                break;
             }
-        };
+        }
         // Results are recorded only once every probe finished (an interrupted pass reports none).
         let mut results = vec![ProbeResult::new("icmp", host)];
         for target in &self.config.probe.targets {
@@ -306,7 +316,7 @@ pub async fn endpoint_pass(
                 task = task.as_ref().map(tracing::field::display),
                 fault = %step.fault,
                 action = command.as_str(),
-                result = result.as_str(),
+                result = %result.as_str(),
                 "repair{why}"
             ),
             Some(e) => warn!(
@@ -315,7 +325,7 @@ pub async fn endpoint_pass(
                 task = task.as_ref().map(tracing::field::display),
                 fault = %step.fault,
                 action = command.as_str(),
-                result = result.as_str(),
+                result = %result.as_str(),
                 error = %e,
                 "repair{why}"
             ),
