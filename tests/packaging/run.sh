@@ -497,7 +497,7 @@ if lab_up && NOMAC_TASK=$("$LABCTL" task --nomac --app packaging 2>"$WORK/task.e
     as_unit() { # <caps> <args...>: the installed binary under exactly those capabilities + no_new_privs
         local caps=$1
         shift
-        setpriv --bounding-set="$(caps_arg "$caps")" --inh-caps=-all --no-new-privs "$BIN" "$@" 2>&1
+        setpriv --bounding-set="$(caps_arg "$caps")" --inh-caps=-all --no-new-privs "$BIN" "$@"
     }
     # The packaged binary (installed from the .deb; the .rpm and the tarball
     # carry the same bytes) repairs the seed failure: an omit-MAC task.
@@ -516,7 +516,7 @@ if lab_up && NOMAC_TASK=$("$LABCTL" task --nomac --app packaging 2>"$WORK/task.e
         fail "packaged binary repairs the omit-MAC task (exit $rc)" "$out $(cat "$WORK/repair.err")"
     fi
     say "capability checks on the same (now healthy) task (read-only check)"
-    run_caps() { as_unit "$1" check --container "$LAB_TASK"; }
+    run_caps() { as_unit "$1" check --container "$LAB_TASK" 2>&1; }
     out=$(run_caps "$UNIT_CAPS")
     rc=$?
     [[ $rc = 0 && $out == *"$LAB_TASK"*healthy* && $out != *WARN* ]] &&
