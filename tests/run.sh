@@ -57,5 +57,5 @@ cargo test -p calico-medic --test daemon_ops
 step "end-to-end: metrics, Grafana dashboard and alert rules on a real Prometheus"
 tests/prometheus/e2e.sh
 
-step "packaging: cargo deb, dpkg -i, unit verify/security, config, Marathon app, purge"
+step "packaging: .ci/release (portable glibc-2.17 binary, .deb, .rpm, tarball), artifact checks, dpkg -i, unit on systemd 219/229, omit-MAC repair by the packaged binary, purge"
 tests/packaging/run.sh
