@@ -44,6 +44,9 @@ cargo test -p calico-medic --test lab_oneoff
 step "end-to-end: daemon"
 cargo test -p calico-medic --test lab_daemon
 
+step "end-to-end: tasks on two networks (bridge + calico, calico + calico)"
+cargo test -p calico-medic --test lab_multinet
+
 step "end-to-end: live netlink watches"
 cargo test -p calico-medic --test live_watch
 
