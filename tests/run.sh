@@ -44,6 +44,9 @@ cargo test -p calico-medic --test lab_oneoff
 step "end-to-end: daemon"
 cargo test -p calico-medic --test lab_daemon
 
+step "end-to-end: tasks on two networks (bridge + calico, calico + calico)"
+cargo test -p calico-medic --test lab_multinet
+
 step "end-to-end: kernel 3.10 fallbacks (every newer request refused; one-off and daemon suites again)"
 cargo test -p calico-medic --test old_kernel
 CALICO_MEDIC_EMULATE_KERNEL=3.10 cargo test -p calico-medic --test lab_oneoff --test lab_daemon

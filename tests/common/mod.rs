@@ -327,3 +327,172 @@ pub fn ips_of(tasks: &[Task]) -> Vec<String> {
         .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
         .collect()
 }
+
+// ---- Tasks on two networks (tests/lab_multinet.rs) ----
+
+pub const DOCKER: &str = "/usr/bin/docker";
+
+pub fn docker(args: &[&str]) -> Output {
+    Command::new(DOCKER).args(args).output().expect("run /usr/bin/docker")
+}
+
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A Docker bridge network a test needs beside the calico ones (its name decides
+/// whether Docker gives it the default route: name order). Created idempotently
+/// (an existing one with the same subnet is reused, e.g. after a crashed run) and
+/// removed on drop: declare it before the tasks that use it so they go first.
+pub struct BridgeNet {
+    pub name: String,
+    pub subnet: String,
+    pub gateway: String,
+}
+
+impl BridgeNet {
+    /// `subnet` is a /24 `a.b.c.0/24`; the gateway is `a.b.c.1`.
+    pub fn ensure(name: &str, subnet: &str) -> BridgeNet {
+        let gateway = format!("{}.1", subnet.rsplit_once('.').expect("a.b.c.0/24").0);
+        let net = BridgeNet { name: name.into(), subnet: subnet.into(), gateway };
+        for _ in 0..3 {
+            let seen =
+                docker(&["network", "inspect", "-f", "{{.Driver}} {{range .IPAM.Config}}{{.Subnet}}{{end}}", name]);
+            if seen.status.success() {
+                let seen = String::from_utf8_lossy(&seen.stdout).trim().to_string();
+                assert_eq!(seen, format!("bridge {subnet}"), "network {name} exists but is not ours");
+                return net;
+            }
+            let created = docker(&[
+                "network",
+                "create",
+                "--driver",
+                "bridge",
+                "--subnet",
+                subnet,
+                "--gateway",
+                &net.gateway,
+                "--label",
+                "calico-lab=1",
+                name,
+            ]);
+            if created.status.success() {
+                return net;
+            }
+            // Lost a race with another creator: look again.
+            eprintln!("docker network create {name}: {}", String::from_utf8_lossy(&created.stderr).trim());
+        }
+        panic!("could not create bridge network {name} ({subnet})");
+    }
+}
+
+impl Drop for BridgeNet {
+    fn drop(&mut self) {
+        let out = docker(&["network", "rm", &self.name]);
+        if !out.status.success() {
+            eprintln!("docker network rm {}: {}", self.name, String::from_utf8_lossy(&out.stderr).trim());
+        }
+    }
+}
+
+/// A Marathon-like lab task (env and labels as `labctl task` sets them) started on
+/// `first`, then `docker network connect`ed to each of `more` in order. Returns
+/// once the Felix stand-in has programmed every calico endpoint's host side.
+pub fn task_on_networks(app: &str, first: &str, more: &[&str]) -> Task {
+    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap().trim().to_string();
+    let name = format!("mesos-{uuid}");
+    let task_id = format!("{app}.{uuid}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+    let envs = [
+        format!("MESOS_TASK_ID={task_id}"),
+        format!("MARATHON_APP_ID=/{app}"),
+        "MARATHON_APP_VERSION=2017-01-01T00:00:00.000Z".to_string(),
+        format!("MESOS_CONTAINER_NAME={name}"),
+        "MESOS_SANDBOX=/mnt/mesos/sandbox".to_string(),
+        format!("HOST={host}"),
+        "PORT0=31000".to_string(),
+    ];
+    let label = format!("MESOS_TASK_ID={task_id}");
+    let mut args = vec!["run", "-d", "--name", &name, "--network", first, "--label", "calico-lab=1", "--label", &label];
+    for e in &envs {
+        args.extend(["-e", e.as_str()]);
+    }
+    args.extend(["calico-lab/busybox:latest", "/bin/sleep", "1000000"]);
+    let out = docker(&args);
+    let task = Task { name };
+    assert!(out.status.success(), "docker run on {first}: {}", String::from_utf8_lossy(&out.stderr));
+    for net in more {
+        docker_ok(&["network", "connect", net, &task.name]);
+    }
+    for (net, ep) in task.networks() {
+        if is_calico_network(&net) {
+            wait_host_programmed(ep["IPAddress"].as_str().unwrap_or_default());
+        }
+    }
+    task
+}
+
+pub fn is_calico_network(net: &str) -> bool {
+    docker(&["network", "inspect", "-f", "{{.Driver}}", net]).stdout.starts_with(b"calico")
+}
+
+/// Waits (≤ 3 s) for the host route and PERMANENT neighbour of a calico IP.
+pub fn wait_host_programmed(ip: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let route = Command::new("ip").args(["-4", "route", "show", &format!("{ip}/32")]).output().unwrap();
+        let neigh = Command::new("ip").args(["neigh", "show", ip]).output().unwrap();
+        if !route.stdout.is_empty() && String::from_utf8_lossy(&neigh.stdout).contains("PERMANENT") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("host route/neighbour for {ip} not programmed after 3 s");
+}
+
+impl Task {
+    /// `docker inspect`'s `NetworkSettings.Networks`: network name → endpoint settings.
+    pub fn networks(&self) -> Vec<(String, serde_json::Value)> {
+        let out = docker_ok(&["inspect", "-f", "{{json .NetworkSettings.Networks}}", &self.name]);
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&out).expect("networks JSON");
+        map.into_iter().collect()
+    }
+
+    /// The task's address on one network (`docker inspect`).
+    pub fn ip_on(&self, net: &str) -> String {
+        let nets = self.networks();
+        let ep = nets.iter().find(|(n, _)| n == net).unwrap_or_else(|| panic!("{} not on {net}", self.name));
+        ep.1["IPAddress"].as_str().unwrap().to_string()
+    }
+
+    /// `ip <args>` inside the task's netns; its stdout (panics if it fails).
+    pub fn ip_in(&self, args: &[&str]) -> String {
+        let pid = self.pid();
+        let o = Command::new("nsenter").args(["-t", &pid, "-n", "ip"]).args(args).output().expect("nsenter");
+        assert!(o.status.success(), "ip {args:?} in {}: {}", self.name, String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    /// The MAC of one interface inside the task.
+    pub fn mac_of(&self, interface: &str) -> String {
+        let out = self.ip_in(&["-o", "link", "show", "dev", interface]);
+        out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap_or_default().to_string()
+    }
+
+    /// IPv4 addresses (`a.b.c.d/len`) on one interface inside the task.
+    pub fn addrs_of(&self, interface: &str) -> Vec<String> {
+        let out = self.ip_in(&["-4", "-o", "addr", "show", "dev", interface]);
+        out.lines().filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1)).map(String::from).collect()
+    }
+
+    /// The interface inside the task that holds `ip` (first match), as the kernel lists it.
+    pub fn interface_with(&self, ip: &str) -> Option<String> {
+        let out = self.ip_in(&["-4", "-o", "addr", "show"]);
+        out.lines()
+            .find(|l| l.split_whitespace().any(|w| w.starts_with(&format!("{ip}/"))))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(String::from)
+    }
+}
