@@ -176,7 +176,11 @@ impl Medic {
         let cfg = &self.config;
         let host_interface = endpoint.host_interface(&cfg.host_interface_prefix);
         report.host_interface = host_interface.clone();
-        report.interface = cfg.container_interface.clone();
+        // Until the link is found: the plugin's name for a task's only endpoint; for a
+        // second endpoint no name can be assumed (it is never "cali0" by default).
+        if workload.endpoints.len() == 1 {
+            report.interface = cfg.container_interface.clone();
+        }
 
         let who = workload.identity();
         // A host side that cannot be read must not stop the container-side repair:
