@@ -2,8 +2,10 @@
 //! `docker inspect` into a Workload, list containers for resync, stream events.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerInspectResponse, EventMessage};
@@ -29,7 +31,13 @@ pub struct DockerClient {
     calico_drivers: Vec<String>,
     /// network id → driver. Networks change rarely; a miss triggers a refresh.
     network_drivers: Mutex<HashMap<String, String>>,
+    /// Deadline of each request, body included (bollard's own timeout covers only
+    /// the response headers: a daemon that stalls mid-body would hang the pass).
+    call_timeout: Duration,
 }
+
+/// Per-request deadline until `with_call_timeout` sets the configured one.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn unreachable(endpoint: &str, source: BollardError) -> MedicError {
     MedicError::DockerUnreachable { endpoint: endpoint.to_string(), source }
@@ -56,7 +64,26 @@ impl DockerClient {
             endpoint: endpoint.to_string(),
             calico_drivers,
             network_drivers: Mutex::new(HashMap::new()),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         })
+    }
+
+    /// Sets the per-request deadline (`call_timeout`).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> DockerClient {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// Runs one request under the deadline; a timeout names it (`docker: inspect x`).
+    async fn within<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        request: impl Future<Output = Result<T, MedicError>>,
+    ) -> Result<T, MedicError> {
+        match tokio::time::timeout(self.call_timeout, request).await {
+            Ok(answer) => answer,
+            Err(_) => Err(MedicError::timeout(format!("docker: {}", what()), self.call_timeout)),
+        }
     }
 
     pub fn endpoint(&self) -> &str {
@@ -76,19 +103,24 @@ impl DockerClient {
     }
 
     pub async fn ping(&self) -> Result<(), MedicError> {
-        self.docker.ping().await.map(|_| ()).map_err(|e| unreachable(&self.endpoint, e))
+        let ping = async { self.docker.ping().await.map(|_| ()).map_err(|e| unreachable(&self.endpoint, e)) };
+        self.within(|| "ping".into(), ping).await
     }
 
     pub async fn inspect(&self, id_or_name: &str) -> Result<ContainerInspectResponse, MedicError> {
-        self.docker.inspect_container(id_or_name, None).await.map_err(|e| self.map_err(e, id_or_name))
+        let inspect =
+            async { self.docker.inspect_container(id_or_name, None).await.map_err(|e| self.map_err(e, id_or_name)) };
+        self.within(|| format!("inspect {id_or_name}"), inspect).await
     }
 
     async fn refresh_networks(&self) -> Result<(), MedicError> {
-        let nets = self
-            .docker
-            .list_networks(None::<ListNetworksOptions>)
-            .await
-            .map_err(|e| self.map_err(e, "listing networks"))?;
+        let list = async {
+            self.docker
+                .list_networks(None::<ListNetworksOptions>)
+                .await
+                .map_err(|e| self.map_err(e, "listing networks"))
+        };
+        let nets = self.within(|| "listing networks".into(), list).await?;
         let mut map = self.network_drivers.lock().unwrap();
         map.clear();
         for n in nets {
@@ -152,7 +184,9 @@ impl DockerClient {
         let mut filters = HashMap::new();
         filters.insert("status", vec!["running"]);
         let opts = ListContainersOptionsBuilder::default().filters(&filters).build();
-        let list = self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers"))?;
+        let list =
+            async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
+        let list = self.within(|| "listing containers".into(), list).await?;
         let mut out = Vec::with_capacity(list.len());
         for c in list {
             let Some(id) = c.id else { continue };
