@@ -273,7 +273,9 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
         Raw::Secs(n) if n >= 0 => Ok(Duration::from_secs(n as u64)),
         Raw::Secs(n) => Err(serde::de::Error::custom(format!("{n} is a negative duration"))),
-        Raw::Float(f) => parse_duration(&f.to_string()).map_err(serde::de::Error::custom),
+        Raw::Float(f) if f.is_finite() && f >= 0.0 => Duration::try_from_secs_f64(f)
+            .map_err(|_| serde::de::Error::custom(format!("{f:e} seconds is too long a duration"))),
+        Raw::Float(f) => Err(serde::de::Error::custom(format!("{f} is not a valid duration"))),
     }
 }
 
