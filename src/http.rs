@@ -41,6 +41,9 @@ pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 /// Largest request head accepted (hyper answers 431 above it).
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 
+/// Idle connections closed at once when the limit is reached.
+const EVICT_BATCH: usize = 16;
+
 /// Stuck-work threshold in units of `pass_timeout`.
 pub const STUCK_AFTER_PASSES: u32 = 3;
 
@@ -201,13 +204,22 @@ struct Connections {
 }
 
 impl Connections {
-    /// Closes the oldest connection with no request in progress; false if none.
+    /// Closes up to `EVICT_BATCH` of the oldest connections with no request in
+    /// progress (a batch, so a flood does not cost one round trip per accept);
+    /// false if none is idle.
     fn evict_idle(&self) -> bool {
         let mut open = self.open.lock().unwrap();
-        let Some(pos) = open.iter().position(|c| c.busy.load(Ordering::SeqCst) == 0) else { return false };
-        let victim = open.remove(pos).expect("position is valid");
-        victim.close.notify_one();
-        true
+        let mut evicted = 0;
+        open.retain(|c| {
+            if evicted < EVICT_BATCH && c.busy.load(Ordering::SeqCst) == 0 {
+                c.close.notify_one();
+                evicted += 1;
+                false
+            } else {
+                true
+            }
+        });
+        evicted > 0
     }
 
     fn remove(&self, id: u64) {

@@ -347,6 +347,28 @@ fn raise_nofile(to: u64) {
     }
 }
 
+/// Sends a request head one header line every 300 ms, never finishing it; returns
+/// how long the server kept the connection.
+fn slow_header_client(addr: &str) -> Duration {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let start = Instant::now();
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n");
+    let mut buf = [0u8; 256];
+    for i in 0.. {
+        if s.write_all(format!("X-Slow-{i}: y\r\n").as_bytes()).is_err() || start.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        // Closed (EOF or reset) shows on read; a timeout means still open.
+        match s.read(&mut buf) {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    start.elapsed()
+}
+
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
@@ -370,20 +392,7 @@ fn a_connection_flood_neither_starves_repairs_nor_the_scraper() {
     let base_fds = fd_count(pid);
     // Slow headers: one header line every 300 ms, never finishing.
     let slow_addr = daemon.addr.clone();
-    let slow = std::thread::spawn(move || {
-        let mut s = std::net::TcpStream::connect(&slow_addr).unwrap();
-        let start = Instant::now();
-        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n");
-        for i in 0.. {
-            std::thread::sleep(Duration::from_millis(300));
-            if s.write_all(format!("X-Slow-{i}: y\r\n").as_bytes()).is_err()
-                || start.elapsed() > Duration::from_secs(20)
-            {
-                break;
-            }
-        }
-        start.elapsed()
-    });
+    let slow = std::thread::spawn(move || slow_header_client(&slow_addr));
     // 2,000 idle connections (4 threads), kept open on our side.
     let flood_start = Instant::now();
     let idle: Vec<std::net::TcpStream> = std::thread::scope(|sc| {
@@ -399,7 +408,8 @@ fn a_connection_flood_neither_starves_repairs_nor_the_scraper() {
             .collect();
         hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
-    eprintln!("flood: {} of 2000 idle connections established in {:?}", idle.len(), flood_start.elapsed());
+    let flood_end = Instant::now();
+    eprintln!("flood: {} of 2000 idle connections established in {:?}", idle.len(), flood_end - flood_start);
     let mut max_fds = fd_count(pid);
     // Repairs still fast.
     let mut tasks = Vec::new();
@@ -422,7 +432,7 @@ fn a_connection_flood_neither_starves_repairs_nor_the_scraper() {
     eprintln!("flood: agent fds {base_fds} before, at most {max_fds} during (limit {limit})");
     assert!(max_fds < limit && max_fds < base_fds + 300, "fds bounded by the connection limit");
     // Every idle connection gets closed (header timeout 5 s, or evicted for room).
-    std::thread::sleep(Duration::from_secs(7).saturating_sub(flood_start.elapsed()));
+    std::thread::sleep(Duration::from_millis(6500).saturating_sub(flood_end.elapsed()));
     let open = idle
         .iter()
         .filter(|s| {
@@ -432,14 +442,18 @@ fn a_connection_flood_neither_starves_repairs_nor_the_scraper() {
         })
         .count();
     eprintln!(
-        "flood: {open} of {} idle connections still open {:?} after the flood began",
+        "flood: {open} of {} idle connections still open {:?} after the last one was opened",
         idle.len(),
         flood_start.elapsed()
     );
     assert_eq!(open, 0, "idle connections are closed");
     let slow_lived = slow.join().unwrap();
-    eprintln!("flood: slow-header client cut off after {slow_lived:?}");
-    assert!(slow_lived < Duration::from_secs(8), "header-read timeout 5 s: {slow_lived:?}");
+    eprintln!("flood: slow-header client (oldest idle) cut off after {slow_lived:?}");
+    assert!(slow_lived < Duration::from_secs(8), "{slow_lived:?}");
+    // Without a flood to make room for, a slow-header client meets the header-read timeout.
+    let slow_lived = slow_header_client(&daemon.addr);
+    eprintln!("flood over: a slow-header client alone is cut off after {slow_lived:?} (header-read timeout 5 s)");
+    assert!(slow_lived > Duration::from_secs(4) && slow_lived < Duration::from_secs(7), "{slow_lived:?}");
     assert_eq!(http_get(&daemon.addr, "/healthz").map(|(s, _)| s), Some(200));
 }
 
@@ -546,7 +560,10 @@ async fn datagrams_a_task_sends_to_the_watch_groups_change_nothing() {
         return;
     }
     let _serial = serial();
-    let mut daemon = Daemon::start(&[]);
+    // Latency is measured here, not backoff: allow many repairs per task.
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), "[backoff]\nmax_repairs = 1000\n").unwrap();
+    let mut daemon = Daemon::start(&["--config", cfg.path().to_str().unwrap()]);
     let task = Task::start(&["--nomac", "--app", "wedge-spray"]);
     assert!(task.wait_reachable(Duration::from_secs(2)).is_some(), "repaired at start");
     daemon.settle();
@@ -559,6 +576,8 @@ async fn datagrams_a_task_sends_to_the_watch_groups_change_nothing() {
     sender.bind_auto().unwrap();
     sink.bind_auto().unwrap();
     sender.set_non_blocking(true).unwrap();
+    sink.set_non_blocking(true).unwrap();
+    let mut drain = vec![0u8; 65536];
     let mut sink_addr = rtnetlink::sys::SocketAddr::new(0, 0);
     sink.get_address(&mut sink_addr).unwrap();
     let mut sent = 0;
@@ -583,6 +602,7 @@ async fn datagrams_a_task_sends_to_the_watch_groups_change_nothing() {
         if sender.send_to(&d, &to, 0).is_ok() {
             sent += 1;
         }
+        while sink.recv(&mut &mut drain[..], 0).is_ok() {}
     }
     drop((sender, sink));
     eprintln!("spray: {sent} datagrams sent from the task's namespace to its watch groups");
