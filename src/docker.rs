@@ -49,7 +49,7 @@ impl DockerClient {
         let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
             Docker::connect_with_socket(path, 30, bollard::API_DEFAULT_VERSION)
         } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
-            Docker::connect_with_http(&endpoint.replacen("tcp://", "http://", 1), 30, bollard::API_DEFAULT_VERSION)
+            connect_tcp(endpoint, tls_from_env().as_deref())
         } else if endpoint.starts_with('/') {
             Docker::connect_with_socket(endpoint, 30, bollard::API_DEFAULT_VERSION)
         } else {
@@ -214,6 +214,40 @@ impl DockerClient {
     }
 }
 
+/// Where the TLS files are when `DOCKER_TLS_VERIFY` asks for TLS, as the Docker CLI
+/// reads them: `DOCKER_TLS_VERIFY` set and non-empty turns TLS on; the files are
+/// `ca.pem`, `cert.pem`, `key.pem` in `DOCKER_CERT_PATH`, default `~/.docker`.
+pub fn tls_from_env() -> Option<std::path::PathBuf> {
+    std::env::var_os("DOCKER_TLS_VERIFY").filter(|v| !v.is_empty())?;
+    let dir = std::env::var_os("DOCKER_CERT_PATH").filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    Some(dir.unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| "/root".into());
+        home.join(".docker")
+    }))
+}
+
+/// `tcp://host:port`: plain HTTP, or with `cert_dir` TLS with a client certificate
+/// and the daemon verified against `ca.pem` (bollard's rustls transport, ring
+/// provider; note that bollard also trusts the system's roots besides `ca.pem`).
+pub fn connect_tcp(endpoint: &str, cert_dir: Option<&std::path::Path>) -> Result<Docker, BollardError> {
+    match cert_dir {
+        None => Docker::connect_with_http(&endpoint.replacen("tcp://", "http://", 1), 30, bollard::API_DEFAULT_VERSION),
+        Some(dir) => {
+            // One crypto provider for the process (ring; no aws-lc). Already set: fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let addr = endpoint.replacen("http://", "tcp://", 1);
+            Docker::connect_with_ssl(
+                &addr,
+                &dir.join("key.pem"),
+                &dir.join("cert.pem"),
+                &dir.join("ca.pem"),
+                30,
+                bollard::API_DEFAULT_VERSION,
+            )
+        }
+    }
+}
+
 /// Pure: a `docker inspect` answer → Workload. `is_calico(network_id)` says which
 /// networks are calico. Rejects host-network and `container:<id>` modes outright.
 pub fn workload_from_inspect(
@@ -280,4 +314,17 @@ pub fn workload_from_inspect(
         started_at: state.started_at.unwrap_or_default(),
         endpoints,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_with_tls_needs_the_cli_cert_files() {
+        let dir = std::env::temp_dir().join(format!("calico-medic-no-certs-{}", std::process::id()));
+        let e = connect_tcp("tcp://127.0.0.1:2376", Some(&dir)).err().expect("no ca.pem: refused");
+        assert!(e.to_string().contains("ca.pem"), "names the missing file: {e}");
+        assert!(connect_tcp("tcp://127.0.0.1:2375", None).is_ok(), "plain TCP needs no files");
+    }
 }
