@@ -323,7 +323,7 @@ mod tests {
     #[test]
     fn tcp_with_tls_needs_the_cli_cert_files() {
         let dir = std::env::temp_dir().join(format!("calico-medic-no-certs-{}", std::process::id()));
-        let e = connect_tcp("tcp://127.0.0.1:2376", Some(&dir)).err().expect("no ca.pem: refused");
+        let e = connect_tcp("tcp://127.0.0.1:2376", Some(&dir)).expect_err("no ca.pem: refused");
         assert!(e.to_string().contains("ca.pem"), "names the missing file: {e}");
         assert!(connect_tcp("tcp://127.0.0.1:2375", None).is_ok(), "plain TCP needs no files");
     }
