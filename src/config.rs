@@ -32,6 +32,13 @@ pub struct Config {
     #[serde(deserialize_with = "de_duration")]
     pub resync_interval: Duration,
     pub max_concurrent_checks: usize,
+    /// Deadline of one pass over one container (Docker inspect, namespace, netlink,
+    /// repairs, probes). A pass that overruns is abandoned and counted.
+    #[serde(deserialize_with = "de_duration")]
+    pub pass_timeout: Duration,
+    /// Deadline of each Docker request and each netlink request inside a pass.
+    #[serde(deserialize_with = "de_duration")]
+    pub call_timeout: Duration,
     pub dry_run: bool,
     /// Subscribe to netlink changes in every calico namespace (and the host side)
     /// so breakage after start is repaired within milliseconds.
@@ -85,6 +92,8 @@ impl Default for Config {
             listen: "0.0.0.0:9637".parse().unwrap(),
             resync_interval: Duration::from_secs(60),
             max_concurrent_checks: 8,
+            pass_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(2),
             dry_run: false,
             watch: true,
             backoff: BackoffConfig::default(),
@@ -121,7 +130,7 @@ impl Config {
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, MedicError> {
         let config: Config =
             toml::from_str(text).map_err(|e| MedicError::Config(format!("{origin}: {}", one_line(&e, text))))?;
-        config.validate().map_err(|e| MedicError::Config(format!("{origin}: {e}")))?;
+        config.validate().map_err(|e| MedicError::Config(format!("{origin}: {}", with_line(&e, text))))?;
         Ok(config)
     }
 
@@ -139,6 +148,8 @@ impl Config {
         }
     }
 
+    /// Every duration and count within its bounds. Errors start with the key
+    /// (`key: …`) so `from_toml` can add the line it is on.
     pub fn validate(&self) -> Result<(), String> {
         if self.calico_drivers.is_empty() || self.calico_drivers.iter().any(|d| d.trim().is_empty()) {
             return Err("calico_drivers: must list at least one non-empty driver name".into());
@@ -149,26 +160,62 @@ impl Config {
         if self.host_interface_prefix.is_empty() || self.host_interface_prefix.len() > 4 {
             return Err("host_interface_prefix: must be 1-4 characters (prefix + 11 id chars ≤ 15)".into());
         }
-        if self.max_concurrent_checks == 0 || self.max_concurrent_checks > 256 {
-            return Err("max_concurrent_checks: must be between 1 and 256".into());
-        }
-        if self.resync_interval < Duration::from_secs(1) {
-            return Err("resync_interval: must be at least 1s".into());
-        }
-        if self.backoff.max_repairs == 0 {
-            return Err("backoff.max_repairs: must be at least 1".into());
-        }
-        if self.backoff.initial.is_zero() || self.backoff.max < self.backoff.initial {
-            return Err("backoff.initial/backoff.max: need 0 < initial <= max".into());
-        }
-        if self.probe.timeout.is_zero() || self.probe.timeout > Duration::from_secs(30) {
-            return Err("probe.timeout: must be between 1ms and 30s".into());
-        }
-        if self.probe.interval < Duration::from_secs(1) {
-            return Err("probe.interval: must be at least 1s".into());
+        count("max_concurrent_checks", self.max_concurrent_checks as u64, 1, 256)?;
+        count("backoff.max_repairs", u64::from(self.backoff.max_repairs), 1, 10_000)?;
+        let ms = Duration::from_millis;
+        let s = Duration::from_secs;
+        within("resync_interval", self.resync_interval, s(1), s(86_400))?;
+        within("pass_timeout", self.pass_timeout, ms(100), s(300))?;
+        within("call_timeout", self.call_timeout, ms(10), s(300))?;
+        within("backoff.window", self.backoff.window, ms(1), s(86_400))?;
+        within("backoff.initial", self.backoff.initial, ms(1), s(86_400))?;
+        within("backoff.max", self.backoff.max, ms(1), s(86_400))?;
+        within("backoff.settle", self.backoff.settle, ms(1), s(3_600))?;
+        within("probe.interval", self.probe.interval, s(1), s(86_400))?;
+        within("probe.timeout", self.probe.timeout, ms(1), s(30))?;
+        if self.backoff.max < self.backoff.initial {
+            return Err("backoff.max: must be at least backoff.initial".into());
         }
         Ok(())
     }
+
+    /// The per-call deadline in force: `call_timeout`, never longer than the pass's.
+    pub fn call_deadline(&self) -> Duration {
+        self.call_timeout.min(self.pass_timeout)
+    }
+}
+
+/// A duration key within [min, max].
+fn within(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), String> {
+    if value < min || value > max {
+        return Err(format!("{key}: {value:?} is out of range (must be between {min:?} and {max:?})"));
+    }
+    Ok(())
+}
+
+/// A count key within [min, max].
+fn count(key: &str, value: u64, min: u64, max: u64) -> Result<(), String> {
+    if value < min || value > max {
+        return Err(format!("{key}: {value} is out of range (must be between {min} and {max})"));
+    }
+    Ok(())
+}
+
+/// `key: reason` → `line N: key `key`: reason` when the key is written in `text`
+/// (a key left at its default has no line).
+fn with_line(err: &str, text: &str) -> String {
+    let Some((key, reason)) = err.split_once(": ") else { return err.to_string() };
+    let (table, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            current = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        } else if current == table && t.split('=').next().map(str::trim) == Some(name) && t.contains('=') {
+            return format!("line {}: key `{key}`: {reason}", n + 1);
+        }
+    }
+    format!("key `{key}`: {reason}")
 }
 
 /// One line naming the offending key (with its table) and the line number.
@@ -210,7 +257,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("{s:?} is not a valid duration"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    // Never `from_secs_f64`: it panics on values a Duration cannot hold.
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is too long a duration"))
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -218,11 +266,16 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[serde(untagged)]
     enum Raw {
         Text(String),
-        Secs(u64),
+        Secs(i64),
+        Float(f64),
     }
     match Raw::deserialize(d)? {
         Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
-        Raw::Secs(n) => Ok(Duration::from_secs(n)),
+        Raw::Secs(n) if n >= 0 => Ok(Duration::from_secs(n as u64)),
+        Raw::Secs(n) => Err(serde::de::Error::custom(format!("{n} is a negative duration"))),
+        Raw::Float(f) if f.is_finite() && f >= 0.0 => Duration::try_from_secs_f64(f)
+            .map_err(|_| serde::de::Error::custom(format!("{f:e} seconds is too long a duration"))),
+        Raw::Float(f) => Err(serde::de::Error::custom(format!("{f} is not a valid duration"))),
     }
 }
 
@@ -272,6 +325,33 @@ mod tests {
         assert!(e.contains("max_concurrent_checks"), "{e}");
         let e = Config::from_toml("[probe]\nbogus = 1\n", "cfg.toml").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_key_and_line_and_never_panic() {
+        for (text, key) in [
+            ("pass_timeout = \"99999999999999999999999h\"\n", "pass_timeout"),
+            ("pass_timeout = \"0s\"\n", "pass_timeout"),
+            ("pass_timeout = -5\n", "pass_timeout"),
+            ("pass_timeout = \"-5s\"\n", "pass_timeout"),
+            ("pass_timeout = 1e300\n", "pass_timeout"),
+            ("call_timeout = \"10m\"\n", "call_timeout"),
+            ("resync_interval = \"1000000000000000000000s\"\n", "resync_interval"),
+            ("# comment\n[backoff]\nwindow = \"0ms\"\n", "backoff.window"),
+            ("[backoff]\nmax_repairs = 4294967296\n", "backoff.max_repairs"),
+            ("[backoff]\nmax_repairs = 1000000\n", "backoff.max_repairs"),
+            ("max_concurrent_checks = 100000000000\n", "max_concurrent_checks"),
+            ("[probe]\ninterval = \"100000d\"\n", "probe.interval"),
+            ("[probe]\ninterval = \"2562047788015216h\"\n", "probe.interval"),
+        ] {
+            let e = Config::from_toml(text, "cfg.toml").unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text:?} → {e}");
+            assert!(e.contains("line "), "{text:?} → {e}");
+        }
+        let e = Config::from_toml("\n\n[backoff]\nmax_repairs = 0\n", "cfg.toml").unwrap_err().to_string();
+        assert!(e.contains("line 4: key `backoff.max_repairs`"), "{e}");
+        let c = Config::from_toml("pass_timeout = \"1s\"\n", "cfg.toml").unwrap();
+        assert_eq!(c.call_deadline(), Duration::from_secs(1), "a call never outlives its pass");
     }
 
     #[test]

@@ -39,10 +39,15 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     keys
 }
 
-/// Connects to Docker (negotiated API version) and builds the pipeline.
+/// Connects to Docker (negotiated API version, within `pass_timeout`) and builds
+/// the pipeline with the configured per-call deadline.
 pub async fn build_medic(config: Config) -> Result<Medic, MedicError> {
     let endpoint = resolve_host(config.docker_host.as_deref());
-    let docker = Arc::new(DockerClient::connect(&endpoint, config.calico_drivers.clone()).await?);
+    let connect = DockerClient::connect(&endpoint, config.calico_drivers.clone());
+    let docker = tokio::time::timeout(config.pass_timeout, connect)
+        .await
+        .map_err(|_| MedicError::timeout(format!("connecting to Docker at {endpoint}"), config.pass_timeout))??;
+    let docker = Arc::new(docker.with_call_timeout(config.call_deadline()));
     Medic::new(docker, config)
 }
 
@@ -83,8 +88,8 @@ impl Daemon {
         let medic = loop {
             match build_medic(config.clone()).await {
                 Ok(m) => break m,
-                Err(MedicError::DockerUnreachable { endpoint, source }) => {
-                    warn!("cannot reach Docker at {endpoint}: {source}; retrying in 2s");
+                Err(e @ (MedicError::DockerUnreachable { .. } | MedicError::Timeout { .. })) => {
+                    warn!("{e}; retrying in 2s");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                         _ = signals.term.recv() => return Ok(None),
@@ -135,6 +140,7 @@ impl Daemon {
         let mut tick =
             tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)).max(Duration::from_millis(100)));
         let mut notified_ready = false;
+        let mut unhealthy = false;
         let mut ready_poll = tokio::time::interval(Duration::from_millis(50));
         loop {
             tokio::select! {
@@ -153,7 +159,20 @@ impl Daemon {
                     Err(e) => error!("SIGHUP: keeping the old configuration: {e}"),
                 },
                 _ = tick.tick(), if watchdog.is_some() => {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    // Fed only while work makes progress: a wedged agent gets restarted.
+                    match self.agent.liveness() {
+                        Ok(()) => {
+                            if std::mem::take(&mut unhealthy) {
+                                info!("liveness: making progress again; feeding the watchdog");
+                            }
+                            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                        }
+                        Err(why) => {
+                            if !std::mem::replace(&mut unhealthy, true) {
+                                error!("liveness: {why}; no longer feeding the systemd watchdog");
+                            }
+                        }
+                    }
                 }
                 _ = ready_poll.tick(), if !notified_ready => {
                     if self.agent.is_ready() {

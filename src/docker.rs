@@ -2,8 +2,10 @@
 //! `docker inspect` into a Workload, list containers for resync, stream events.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerInspectResponse, EventMessage};
@@ -29,7 +31,13 @@ pub struct DockerClient {
     calico_drivers: Vec<String>,
     /// network id → driver. Networks change rarely; a miss triggers a refresh.
     network_drivers: Mutex<HashMap<String, String>>,
+    /// Deadline of each request, body included (bollard's own timeout covers only
+    /// the response headers: a daemon that stalls mid-body would hang the pass).
+    call_timeout: Duration,
 }
+
+/// Per-request deadline until `with_call_timeout` sets the configured one.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn unreachable(endpoint: &str, source: BollardError) -> MedicError {
     MedicError::DockerUnreachable { endpoint: endpoint.to_string(), source }
@@ -41,7 +49,7 @@ impl DockerClient {
         let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
             Docker::connect_with_socket(path, 30, bollard::API_DEFAULT_VERSION)
         } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
-            Docker::connect_with_http(&endpoint.replacen("tcp://", "http://", 1), 30, bollard::API_DEFAULT_VERSION)
+            connect_tcp(endpoint, tls_from_env().as_deref())
         } else if endpoint.starts_with('/') {
             Docker::connect_with_socket(endpoint, 30, bollard::API_DEFAULT_VERSION)
         } else {
@@ -56,7 +64,26 @@ impl DockerClient {
             endpoint: endpoint.to_string(),
             calico_drivers,
             network_drivers: Mutex::new(HashMap::new()),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         })
+    }
+
+    /// Sets the per-request deadline (`call_timeout`).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> DockerClient {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// Runs one request under the deadline; a timeout names it (`docker: inspect x`).
+    async fn within<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        request: impl Future<Output = Result<T, MedicError>>,
+    ) -> Result<T, MedicError> {
+        match tokio::time::timeout(self.call_timeout, request).await {
+            Ok(answer) => answer,
+            Err(_) => Err(MedicError::timeout(format!("docker: {}", what()), self.call_timeout)),
+        }
     }
 
     pub fn endpoint(&self) -> &str {
@@ -76,19 +103,24 @@ impl DockerClient {
     }
 
     pub async fn ping(&self) -> Result<(), MedicError> {
-        self.docker.ping().await.map(|_| ()).map_err(|e| unreachable(&self.endpoint, e))
+        let ping = async { self.docker.ping().await.map(|_| ()).map_err(|e| unreachable(&self.endpoint, e)) };
+        self.within(|| "ping".into(), ping).await
     }
 
     pub async fn inspect(&self, id_or_name: &str) -> Result<ContainerInspectResponse, MedicError> {
-        self.docker.inspect_container(id_or_name, None).await.map_err(|e| self.map_err(e, id_or_name))
+        let inspect =
+            async { self.docker.inspect_container(id_or_name, None).await.map_err(|e| self.map_err(e, id_or_name)) };
+        self.within(|| format!("inspect {id_or_name}"), inspect).await
     }
 
     async fn refresh_networks(&self) -> Result<(), MedicError> {
-        let nets = self
-            .docker
-            .list_networks(None::<ListNetworksOptions>)
-            .await
-            .map_err(|e| self.map_err(e, "listing networks"))?;
+        let list = async {
+            self.docker
+                .list_networks(None::<ListNetworksOptions>)
+                .await
+                .map_err(|e| self.map_err(e, "listing networks"))
+        };
+        let nets = self.within(|| "listing networks".into(), list).await?;
         let mut map = self.network_drivers.lock().unwrap();
         map.clear();
         for n in nets {
@@ -152,7 +184,9 @@ impl DockerClient {
         let mut filters = HashMap::new();
         filters.insert("status", vec!["running"]);
         let opts = ListContainersOptionsBuilder::default().filters(&filters).build();
-        let list = self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers"))?;
+        let list =
+            async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
+        let list = self.within(|| "listing containers".into(), list).await?;
         let mut out = Vec::with_capacity(list.len());
         for c in list {
             let Some(id) = c.id else { continue };
@@ -177,6 +211,40 @@ impl DockerClient {
             b = b.since(&s);
         }
         self.docker.events(Some(b.build()))
+    }
+}
+
+/// Where the TLS files are when `DOCKER_TLS_VERIFY` asks for TLS, as the Docker CLI
+/// reads them: `DOCKER_TLS_VERIFY` set and non-empty turns TLS on; the files are
+/// `ca.pem`, `cert.pem`, `key.pem` in `DOCKER_CERT_PATH`, default `~/.docker`.
+pub fn tls_from_env() -> Option<std::path::PathBuf> {
+    std::env::var_os("DOCKER_TLS_VERIFY").filter(|v| !v.is_empty())?;
+    let dir = std::env::var_os("DOCKER_CERT_PATH").filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    Some(dir.unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| "/root".into());
+        home.join(".docker")
+    }))
+}
+
+/// `tcp://host:port`: plain HTTP, or with `cert_dir` TLS with a client certificate
+/// and the daemon verified against `ca.pem` (bollard's rustls transport, ring
+/// provider; note that bollard also trusts the system's roots besides `ca.pem`).
+pub fn connect_tcp(endpoint: &str, cert_dir: Option<&std::path::Path>) -> Result<Docker, BollardError> {
+    match cert_dir {
+        None => Docker::connect_with_http(&endpoint.replacen("tcp://", "http://", 1), 30, bollard::API_DEFAULT_VERSION),
+        Some(dir) => {
+            // One crypto provider for the process (ring; no aws-lc). Already set: fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let addr = endpoint.replacen("http://", "tcp://", 1);
+            Docker::connect_with_ssl(
+                &addr,
+                &dir.join("key.pem"),
+                &dir.join("cert.pem"),
+                &dir.join("ca.pem"),
+                30,
+                bollard::API_DEFAULT_VERSION,
+            )
+        }
     }
 }
 
@@ -246,4 +314,17 @@ pub fn workload_from_inspect(
         started_at: state.started_at.unwrap_or_default(),
         endpoints,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_with_tls_needs_the_cli_cert_files() {
+        let dir = std::env::temp_dir().join(format!("calico-medic-no-certs-{}", std::process::id()));
+        let e = connect_tcp("tcp://127.0.0.1:2376", Some(&dir)).expect_err("no ca.pem: refused");
+        assert!(e.to_string().contains("ca.pem"), "names the missing file: {e}");
+        assert!(connect_tcp("tcp://127.0.0.1:2375", None).is_ok(), "plain TCP needs no files");
+    }
 }

@@ -46,11 +46,21 @@ pub enum MedicError {
     },
     #[error("config: {0}")]
     Config(String),
+    /// A Docker or netlink call, or a whole pass, overran its deadline.
+    #[error("{what} timed out after {after:?}")]
+    Timeout { what: String, after: std::time::Duration },
+    /// A pass panicked (caught; the agent goes on).
+    #[error("pass over {0} panicked: {1}")]
+    Panic(String, String),
 }
 
 impl MedicError {
     pub fn netlink(context: impl Into<String>, source: rtnetlink::Error) -> MedicError {
         MedicError::Netlink { context: context.into(), source }
+    }
+
+    pub fn timeout(what: impl Into<String>, after: std::time::Duration) -> MedicError {
+        MedicError::Timeout { what: what.into(), after }
     }
 
     pub fn netns_io(context: impl Into<String>, source: std::io::Error) -> MedicError {
@@ -63,7 +73,7 @@ impl MedicError {
     }
 
     /// Every value `code()` can return (metrics pre-create these series at 0).
-    pub const CODES: [&'static str; 12] = [
+    pub const CODES: [&'static str; 14] = [
         "docker_unreachable",
         "docker",
         "container_not_found",
@@ -76,6 +86,8 @@ impl MedicError {
         "netns",
         "netlink",
         "config",
+        "timeout",
+        "panic",
     ];
 
     /// Bounded label value for metrics and JSON.
@@ -93,6 +105,8 @@ impl MedicError {
             MedicError::Netns { .. } => "netns",
             MedicError::Netlink { .. } => "netlink",
             MedicError::Config(_) => "config",
+            MedicError::Timeout { .. } => "timeout",
+            MedicError::Panic(..) => "panic",
         }
     }
 
@@ -139,6 +153,8 @@ mod tests {
             MedicError::netns("c", "r"),
             MedicError::netlink("c", crate::netlink::compat::refused()),
             MedicError::Config("x".into()),
+            MedicError::timeout("docker inspect x", std::time::Duration::from_secs(1)),
+            MedicError::Panic("x".into(), "boom".into()),
         ];
         let codes: Vec<&str> = all.iter().map(|e| e.code()).collect();
         assert_eq!(codes, MedicError::CODES.to_vec());

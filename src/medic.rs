@@ -64,12 +64,22 @@ impl Medic {
     /// Must be created on a thread in the host namespace (the agent's own).
     pub fn new(docker: Arc<DockerClient>, config: Config) -> Result<Medic, MedicError> {
         let host_ns = NsIdentity::current_thread().map_err(|e| MedicError::netns_io("reading own namespace", e))?;
-        Ok(Medic { docker, config, host_ns, host: Netlink::host()? })
+        let host = Netlink::host()?.with_timeout(config.call_deadline());
+        Ok(Medic { docker, config, host_ns, host })
     }
 
     /// Runs the pipeline for one container (by id or name).
     pub async fn run(&self, target: &str, mode: Mode) -> Result<ContainerOutcome, MedicError> {
         self.run_interruptible(target, mode, None).await
+    }
+
+    /// As `run`, within `pass_timeout` (the one-off commands; the daemon runs each
+    /// pass in its own task under the same deadline).
+    pub async fn run_with_deadline(&self, target: &str, mode: Mode) -> Result<ContainerOutcome, MedicError> {
+        let deadline = self.config.pass_timeout;
+        tokio::time::timeout(deadline, self.run(target, mode))
+            .await
+            .map_err(|_| MedicError::timeout(format!("pass over {target}"), deadline))?
     }
 
     /// As `run`; `interrupt` (the namespace changed again) cuts probes short, so a
@@ -91,7 +101,7 @@ impl Medic {
         // The fd is open: if the container still has the same PID and start time,
         // the namespace we hold is this container's and not a reused PID's.
         self.docker.confirm_same_start(&workload).await?;
-        let session = Netlink::in_netns(&ns)?;
+        let session = Netlink::in_netns(&ns)?.with_timeout(self.config.call_deadline());
         let mut reports = Vec::with_capacity(workload.endpoints.len());
         for endpoint in &workload.endpoints {
             let mut report = self.endpoint(&workload, endpoint, &session, mode).await;

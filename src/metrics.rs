@@ -49,6 +49,21 @@ struct ContainerSeries {
     probes: Vec<String>,
 }
 
+/// Longest tenant-text label value (container name, network, Marathon app and task
+/// id), in characters: longer values are cut to `LABEL_CAP - 1` characters plus `…`,
+/// so a tenant cannot make the scrape arbitrarily large.
+pub const LABEL_CAP: usize = 128;
+
+/// Caps tenant text for a label value (on a character boundary).
+pub fn cap_label(value: &str) -> String {
+    if value.chars().count() <= LABEL_CAP {
+        return value.to_string();
+    }
+    let mut out: String = value.chars().take(LABEL_CAP - 1).collect();
+    out.push('…');
+    out
+}
+
 /// Remembers a probe label of a container so its series can be removed later.
 fn series_probe(entry: &mut ContainerSeries, probe: &str) {
     if !entry.probes.iter().any(|p| p == probe) {
@@ -240,11 +255,11 @@ impl Metrics {
             }
             let labels = vec![
                 r.container_id.clone(),
-                r.container_name.clone(),
-                r.network.clone(),
+                cap_label(&r.container_name),
+                cap_label(&r.network),
                 r.ip.to_string(),
-                r.marathon_app_id.clone().unwrap_or_default(),
-                r.mesos_task_id.clone().unwrap_or_default(),
+                cap_label(r.marathon_app_id.as_deref().unwrap_or_default()),
+                cap_label(r.mesos_task_id.as_deref().unwrap_or_default()),
             ];
             let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
             self.endpoint_healthy.with_label_values(&refs).set(i64::from(r.healthy));
@@ -348,5 +363,20 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_labels_are_capped_on_a_character_boundary() {
+        assert_eq!(cap_label("/web"), "/web");
+        let long = "é".repeat(1000);
+        let capped = cap_label(&long);
+        assert_eq!(capped.chars().count(), LABEL_CAP);
+        assert!(capped.ends_with('…'));
+        assert_eq!(cap_label(&"a".repeat(LABEL_CAP)), "a".repeat(LABEL_CAP), "exactly the cap is kept");
     }
 }

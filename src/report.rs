@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::diagnose::{Fault, FaultKind};
 use crate::repair::ActionResult;
-use crate::workload::{MacAddr, MacSource, Workload};
+use crate::workload::{Escaped, MacAddr, MacSource, Workload};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointReport {
@@ -137,9 +137,10 @@ pub fn render_table(reports: &[EndpointReport]) -> String {
             let rest: Vec<&str> = r.remaining_faults.iter().map(|f| f.as_str()).collect();
             format!("UNHEALTHY ({})", rest.join(","))
         };
+        // Tenant text: control characters escaped, so no ESC sequence reaches the terminal.
         rows.push([
-            r.container_name.clone(),
-            r.marathon_app_id.clone().unwrap_or_else(|| "-".into()),
+            Escaped(&r.container_name).to_string(),
+            r.marathon_app_id.as_deref().map(|a| Escaped(a).to_string()).unwrap_or_else(|| "-".into()),
             r.ip.to_string(),
             mac,
             faults,
@@ -150,7 +151,7 @@ pub fn render_table(reports: &[EndpointReport]) -> String {
     let mut widths = [0usize; 7];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row.iter()) {
-            *w = (*w).max(cell.len());
+            *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
@@ -160,4 +161,32 @@ pub fn render_table(reports: &[EndpointReport]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_text_is_escaped_in_the_table_and_exact_in_json() {
+        let app = "/evil\nINFO repair result=success\x1b[2J";
+        let w = Workload {
+            container_id: "c1".into(),
+            container_name: "mesos-\x1b]0;pwned\x07".into(),
+            marathon_app_id: Some(app.into()),
+            mesos_task_id: Some("t\r1".into()),
+            pid: 1,
+            started_at: String::new(),
+            endpoints: Vec::new(),
+        };
+        let r = EndpointReport::new(&w, "calico", "ep", Ipv4Addr::new(10, 0, 0, 1));
+        let table = render_table(std::slice::from_ref(&r));
+        assert!(!table.chars().any(|c| c.is_control() && c != '\n'), "{table:?}");
+        assert_eq!(table.lines().count(), 2, "header + one row: {table}");
+        assert!(table.contains("/evil\\nINFO repair result=success\\u{1b}[2J"), "{table}");
+        assert!(table.contains("mesos-\\u{1b}]0;pwned\\u{7}"), "{table}");
+        let json: serde_json::Value = serde_json::from_str(&serde_json::to_string(&[r]).unwrap()).unwrap();
+        assert_eq!(json[0]["marathon_app_id"], app, "JSON carries the exact text");
+        assert_eq!(json[0]["mesos_task_id"], "t\r1");
+    }
 }

@@ -57,6 +57,9 @@ cargo test -p calico-medic --test live_watch
 step "end-to-end: operations (Docker restart, storm, flapping, vanishing containers, config, signals)"
 cargo test -p calico-medic --test daemon_ops
 
+step "end-to-end: cannot wedge (stalled Docker, connection flood, failing event stream, config bounds, netlink spray, tenant text)"
+cargo test -p calico-medic --test wedge
+
 step "end-to-end: metrics, Grafana dashboard and alert rules on a real Prometheus"
 tests/prometheus/e2e.sh
 

@@ -89,28 +89,53 @@ impl Agent {
         }
     }
 
+    /// Waits `delay`, beating the follower's heartbeat every second; false on shutdown.
+    async fn pause(&self, delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            self.health.follower_beat();
+            let step = until.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(1));
+            if step.is_zero() {
+                return true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = shutdown.changed() => return false,
+            }
+        }
+    }
+
     /// Follows Docker events until shutdown: reconnects with backoff, resumes from the
-    /// last event seen, and resyncs after every (re)connect.
+    /// last event seen, and resyncs after every (re)connect — at most once every
+    /// `RESYNC_SPACING` (6 per minute), and after a backoff whenever a cycle fails,
+    /// even one where `/_ping` answered.
     pub async fn follow_docker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut since: Option<String> = None;
-        let mut retry = Duration::from_millis(250);
+        let mut policy = Reconnect::default();
         let mut connected_before = false;
+        let mut beat = tokio::time::interval(Duration::from_secs(1));
         loop {
             if *shutdown.borrow() {
                 return;
             }
+            self.health.follower_beat();
             let docker = self.medic().docker.clone();
             if let Err(e) = docker.ping().await {
                 self.set_docker_connected(false);
+                let retry = policy.failed();
                 warn!("{e}; retrying in {retry:?}");
-                tokio::select! {
-                    _ = tokio::time::sleep(retry) => {}
-                    _ = shutdown.changed() => return,
+                if !self.pause(retry, &mut shutdown).await {
+                    return;
                 }
-                retry = (retry * 2).min(Duration::from_secs(5));
                 continue;
             }
-            retry = Duration::from_millis(250);
+            let wait = policy.resync_wait(std::time::Instant::now());
+            if !wait.is_zero() {
+                debug!("next resync allowed in {wait:?}");
+                if !self.pause(wait, &mut shutdown).await {
+                    return;
+                }
+            }
             if connected_before {
                 self.metrics.docker_reconnected();
                 info!("reconnected to Docker at {}", docker.endpoint());
@@ -121,6 +146,8 @@ impl Agent {
             let start_from = since.clone().unwrap_or_else(|| format!("{:.9}", unix_now() - 1.0));
             let mut events = Box::pin(docker.events(Some(start_from)));
             self.set_docker_connected(true);
+            policy.resynced(std::time::Instant::now());
+            self.health.follower_beat();
             match self.resync().await {
                 Ok(n) => {
                     info!("resync: {n} running container(s) queued");
@@ -128,9 +155,11 @@ impl Agent {
                 }
                 Err(e) => warn!("resync failed: {e}"),
             }
+            let subscribed = std::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = shutdown.changed() => return,
+                    _ = beat.tick() => self.health.follower_beat(),
                     ev = events.next() => match ev {
                         Some(Ok(ev)) => {
                             if let Some(n) = ev.time_nano {
@@ -152,12 +181,70 @@ impl Agent {
                 }
             }
             self.set_docker_connected(false);
+            let retry = policy.stream_ended(subscribed.elapsed());
+            if !retry.is_zero() {
+                warn!("event stream lasted {:?}; reconnecting in {retry:?}", subscribed.elapsed());
+                if !self.pause(retry, &mut shutdown).await {
+                    return;
+                }
+            }
         }
     }
 
     fn set_docker_connected(&self, up: bool) {
         self.metrics.docker_connected(up);
         self.health.set_docker_connected(up);
+    }
+}
+
+/// Minimum time between two reconnect resyncs: at most 6 a minute, however fast
+/// Docker's event stream fails.
+pub const RESYNC_SPACING: Duration = Duration::from_secs(10);
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// An event stream that lasted this long was a working connection: reconnect at once.
+const STREAM_STABLE: Duration = Duration::from_secs(10);
+
+/// The follower's reconnect policy, pure (times passed in): exponential backoff
+/// after every failed cycle, and spaced resyncs.
+#[derive(Debug)]
+pub struct Reconnect {
+    retry: Duration,
+    last_resync: Option<std::time::Instant>,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect { retry: RETRY_MIN, last_resync: None }
+    }
+}
+
+impl Reconnect {
+    /// A cycle failed: how long to wait (doubling up to `RETRY_MAX`).
+    pub fn failed(&mut self) -> Duration {
+        let wait = self.retry;
+        self.retry = (self.retry * 2).min(RETRY_MAX);
+        wait
+    }
+
+    /// The event stream ended after `lived`: a long-lived stream reconnects at once
+    /// (dockerd restarted); a short one is a failed cycle.
+    pub fn stream_ended(&mut self, lived: Duration) -> Duration {
+        if lived >= STREAM_STABLE {
+            self.retry = RETRY_MIN;
+            Duration::ZERO
+        } else {
+            self.failed()
+        }
+    }
+
+    /// How long to wait before the next resync may run.
+    pub fn resync_wait(&self, now: std::time::Instant) -> Duration {
+        self.last_resync.map_or(Duration::ZERO, |at| RESYNC_SPACING.saturating_sub(now.saturating_duration_since(at)))
+    }
+
+    pub fn resynced(&mut self, now: std::time::Instant) {
+        self.last_resync = Some(now);
     }
 }
 
@@ -179,6 +266,32 @@ mod tests {
             time_nano: None,
             ..Default::default()
         }
+    }
+
+    /// `/_ping` answers and `/events` fails at once, for ten simulated minutes:
+    /// every cycle backs off, and no minute holds more than 6 resyncs.
+    #[test]
+    fn a_failing_event_stream_is_backed_off_and_resyncs_are_spaced() {
+        let t0 = std::time::Instant::now();
+        let mut now = t0;
+        let mut policy = Reconnect::default();
+        let mut resyncs = Vec::new();
+        while now < t0 + Duration::from_secs(600) {
+            now += policy.resync_wait(now);
+            policy.resynced(now);
+            resyncs.push(now);
+            let wait = policy.stream_ended(Duration::from_millis(1));
+            assert!(wait >= RETRY_MIN, "a failed cycle always waits");
+            now += wait;
+        }
+        for (i, at) in resyncs.iter().enumerate() {
+            let in_minute = resyncs[i..].iter().take_while(|t| **t < *at + Duration::from_secs(60)).count();
+            assert!(in_minute <= 6, "{in_minute} resyncs within a minute");
+        }
+        assert!(resyncs.len() >= 55, "still resyncs steadily: {}", resyncs.len());
+        // A stream that lived a while was a good connection: reconnect at once.
+        assert_eq!(policy.stream_ended(Duration::from_secs(3600)), Duration::ZERO);
+        assert_eq!(policy.failed(), RETRY_MIN, "backoff reset");
     }
 
     #[test]

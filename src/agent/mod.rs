@@ -119,6 +119,48 @@ pub struct Agent {
     me: Weak<Agent>,
 }
 
+/// Ends a pass's liveness accounting on every path out of `process`.
+struct WorkDone<'a> {
+    health: &'a Health,
+    progress: bool,
+}
+
+impl Drop for WorkDone<'_> {
+    fn drop(&mut self) {
+        self.health.work_done(self.progress);
+    }
+}
+
+/// Runs one pass in its own task under `deadline`: a pass that overruns is aborted
+/// (`Timeout`), one that panics is caught through its JoinError (`Panic`); either
+/// way the caller gets an error and goes on.
+pub async fn run_guarded<T: Send + 'static>(
+    pass: impl std::future::Future<Output = Result<T, MedicError>> + Send + 'static,
+    deadline: Duration,
+    who: &str,
+) -> Result<T, MedicError> {
+    let task = tokio::spawn(pass);
+    let abort = task.abort_handle();
+    match tokio::time::timeout(deadline, task).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(join)) => {
+            let why = match join.try_into_panic() {
+                Ok(payload) => payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-text panic".into()),
+                Err(join) => join.to_string(),
+            };
+            Err(MedicError::Panic(who.to_string(), why))
+        }
+        Err(_) => {
+            abort.abort();
+            Err(MedicError::timeout(format!("pass over {who}"), deadline))
+        }
+    }
+}
+
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
@@ -128,6 +170,7 @@ impl Agent {
         let (tx, rx) = mpsc::unbounded_channel();
         let watches_enabled = medic.config.watch;
         let limit = medic.config.max_concurrent_checks;
+        health.set_pass_timeout(medic.config.pass_timeout);
         Arc::new_cyclic(|me| Agent {
             medic: RwLock::new(Arc::new(medic)),
             metrics,
@@ -160,6 +203,7 @@ impl Agent {
     pub fn replace_medic(&self, medic: Medic, dry_run: bool) {
         let watch = medic.config.watch;
         let limit = medic.config.max_concurrent_checks;
+        self.health.set_pass_timeout(medic.config.pass_timeout);
         *self.medic.write().unwrap() = Arc::new(medic);
         self.dry_run.store(dry_run, Ordering::SeqCst);
         self.set_concurrency(limit);
@@ -189,6 +233,11 @@ impl Agent {
         self.health.is_ready()
     }
 
+    /// Progress-based liveness (what `/healthz` answers).
+    pub fn liveness(&self) -> Result<(), String> {
+        self.health.liveness()
+    }
+
     /// Queues a container; one already queued is not queued twice, one running is
     /// re-run once after it finishes.
     pub fn enqueue(&self, container_id: &str, trigger: Trigger) {
@@ -206,7 +255,16 @@ impl Agent {
             st.slot.enqueue()
         };
         if send {
-            let _ = self.queue.send(container_id.to_string());
+            self.send(container_id);
+        }
+    }
+
+    /// Hands a container to the workers; it counts as pending work (liveness) until
+    /// its pass ends.
+    fn send(&self, container_id: &str) {
+        self.health.work_added();
+        if self.queue.send(container_id.to_string()).is_err() {
+            self.health.work_done(false);
         }
     }
 
@@ -282,7 +340,10 @@ impl Agent {
     }
 
     /// One pass over one container: decide the mode, run the pipeline, account.
+    /// Whatever happens (result, error, timeout, panic), the container is released
+    /// and the pass leaves the liveness count.
     async fn process(self: &Arc<Self>, id: &str) {
+        let mut done = WorkDone { health: &self.health, progress: false };
         // One snapshot per pass: a SIGHUP reload mid-pass cannot mix two configs.
         let medic = self.medic();
         let (mode, kind, ticket, interrupt) = {
@@ -298,7 +359,14 @@ impl Agent {
             };
             (mode, kind, ticket, st.interrupt.clone())
         };
-        let outcome = medic.run_interruptible(id, mode, Some(&interrupt)).await;
+        let deadline = medic.config.pass_timeout;
+        let pass = {
+            let (medic, target) = (medic.clone(), id.to_string());
+            async move { medic.run_interruptible(&target, mode, Some(&interrupt)).await }
+        };
+        let outcome = run_guarded(pass, deadline, id).await;
+        // A pass that ran out of time or panicked is no sign of progress.
+        done.progress = !matches!(outcome, Err(MedicError::Timeout { .. } | MedicError::Panic(..)));
         let mut recheck_after = None;
         let mut new_watch_needed = None;
         let current = {
@@ -307,7 +375,7 @@ impl Agent {
             let Some(st) = c.by_id.get_mut(id) else { return };
             let (current, again) = st.slot.finish(ticket);
             if again {
-                let _ = self.queue.send(id.to_string());
+                self.send(id);
             }
             if current {
                 match &outcome {
@@ -353,6 +421,8 @@ impl Agent {
     }
 
     fn account_error(&self, st: &mut ContainerState, id: &str, e: &MedicError) {
+        // A pass abandoned mid-way may have left a write half done: look again on the
+        // next trigger with no stale state (endpoints unknown, no watch).
         st.endpoints = None;
         st.watch = None;
         if matches!(e, MedicError::NotRunning(_)) {
@@ -465,5 +535,36 @@ impl Agent {
                 self.enqueue(&id, Trigger::Probe);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pass_that_overruns_or_panics_becomes_an_error() {
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<u32, MedicError>(1)
+        };
+        let started = Instant::now();
+        let e = run_guarded(slow, Duration::from_millis(50), "abc").await.unwrap_err();
+        assert_eq!(e.code(), "timeout");
+        assert!(e.to_string().contains("pass over abc timed out after 50ms"), "{e}");
+        assert!(started.elapsed() < Duration::from_millis(500));
+
+        let boom = async {
+            if std::hint::black_box(true) {
+                panic!("index out of bounds");
+            }
+            Ok::<u32, MedicError>(1)
+        };
+        let e = run_guarded(boom, Duration::from_secs(5), "abc").await.unwrap_err();
+        assert_eq!(e.code(), "panic");
+        assert!(e.to_string().contains("index out of bounds"), "{e}");
+
+        let ok = async { Ok::<u32, MedicError>(7) };
+        assert_eq!(run_guarded(ok, Duration::from_secs(5), "abc").await.unwrap(), 7);
     }
 }

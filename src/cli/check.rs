@@ -24,7 +24,7 @@ impl CheckCmd {
         let mut reports = Vec::new();
         let mut failed = false;
         for target in &targets {
-            match medic.run(target, Mode::Check).await {
+            match medic.run_with_deadline(target, Mode::Check).await {
                 Ok(outcome) => reports.extend(outcome.reports),
                 // Scanning the whole host: non-calico and vanished containers are not ours.
                 Err(e)

@@ -23,7 +23,7 @@ impl RepairCmd {
     pub async fn exec(self, docker_host: Option<&str>) -> Result<Status, MedicError> {
         let medic = self.config.medic(docker_host).await?;
         let mode = if self.dry_run { Mode::DryRun } else { Mode::Repair };
-        let outcome = medic.run(&self.container, mode).await?;
+        let outcome = medic.run_with_deadline(&self.container, mode).await?;
         Ok(print_reports(&outcome.reports, self.json))
     }
 }

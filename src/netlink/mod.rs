@@ -6,8 +6,10 @@ pub mod compat;
 pub mod watch;
 
 use std::fmt;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{FromRawFd, IntoRawFd};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
@@ -75,7 +77,12 @@ pub struct NeighbourEntry {
 pub struct Netlink {
     handle: Handle,
     task: tokio::task::JoinHandle<()>,
+    /// Deadline of each request (a reply that never comes fails the call, not the agent).
+    timeout: Duration,
 }
+
+/// Per-request deadline until `with_timeout` sets the configured one.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Drop for Netlink {
     fn drop(&mut self) {
@@ -159,7 +166,7 @@ impl Netlink {
     pub fn host() -> Result<Netlink, MedicError> {
         let (conn, handle, _) =
             rtnetlink::new_connection().map_err(|e| MedicError::netns_io("opening the host's netlink socket", e))?;
-        Ok(Netlink { handle, task: tokio::spawn(conn) })
+        Ok(Netlink { handle, task: tokio::spawn(conn), timeout: DEFAULT_CALL_TIMEOUT })
     }
 
     /// A connection bound to a container's namespace (must be called within a runtime).
@@ -171,7 +178,7 @@ impl Netlink {
         // SAFETY: the fd comes from a Socket we own; ownership moves to TokioSocket.
         let socket = unsafe { rtnetlink::sys::TokioSocket::from_raw_fd(socket.into_raw_fd()) };
         let (conn, handle, _) = rtnetlink::from_socket(socket);
-        Ok(Netlink { handle, task: tokio::spawn(conn) })
+        Ok(Netlink { handle, task: tokio::spawn(conn), timeout: DEFAULT_CALL_TIMEOUT })
     }
 
     /// The raw handle, for tests that must break what the product only repairs.
@@ -180,7 +187,7 @@ impl Netlink {
     }
 
     /// A link by name (RTM_GETLINK with IFLA_IFNAME); `None` when it does not exist.
-    pub async fn link_by_name(&self, name: &str) -> Result<Option<LinkState>, MedicError> {
+    async fn link_by_name_raw(&self, name: &str) -> Result<Option<LinkState>, MedicError> {
         let mut links = self.handle.link().get().match_name(name.to_string()).execute();
         match links.try_next().await {
             Ok(Some(msg)) => Ok(Some(link_state(&msg))),
@@ -191,7 +198,7 @@ impl Netlink {
     }
 
     /// All links of the namespace (a dump: works on every kernel).
-    pub async fn links(&self) -> Result<Vec<LinkState>, MedicError> {
+    async fn links_raw(&self) -> Result<Vec<LinkState>, MedicError> {
         let msgs: Vec<LinkMessage> = self
             .handle
             .link()
@@ -205,7 +212,7 @@ impl Netlink {
 
     /// IPv4 addresses with the index of the link holding each. Always a full dump
     /// filtered here: single-address gets need 5.3, kernel-side filters 4.20.
-    pub async fn ipv4_addresses(&self) -> Result<Vec<(u32, Ipv4Addr, u8)>, MedicError> {
+    async fn ipv4_addresses_raw(&self) -> Result<Vec<(u32, Ipv4Addr, u8)>, MedicError> {
         let msgs: Vec<_> = self
             .handle
             .address()
@@ -232,7 +239,7 @@ impl Netlink {
 
     /// IPv4 main-table routes (a dump; the table is filtered here, as old kernels
     /// and non-strict sockets ignore the request's filters).
-    pub async fn ipv4_main_routes(&self) -> Result<Vec<RouteEntry>, MedicError> {
+    async fn ipv4_main_routes_raw(&self) -> Result<Vec<RouteEntry>, MedicError> {
         let req = route_query(RouteMessageBuilder::<Ipv4Addr>::new());
         let msgs: Vec<RouteMessage> = self
             .handle
@@ -246,7 +253,7 @@ impl Netlink {
     }
 
     /// Where this namespace would send packets for `ip` (`ip route get`): the output link.
-    pub async fn route_oif(&self, ip: Ipv4Addr) -> Result<Option<u32>, MedicError> {
+    async fn route_oif_raw(&self, ip: Ipv4Addr) -> Result<Option<u32>, MedicError> {
         let req = route_query(RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(ip, 32));
         let mut answer = self.handle.route().get(req).execute();
         match answer.try_next().await {
@@ -260,7 +267,7 @@ impl Netlink {
     /// The neighbour entry for `ip` on link `index`. Asks for that one entry where the
     /// kernel can answer it (`ip neigh get`, 5.0+); otherwise dumps the IPv4 table and
     /// picks the entry here. The choice is made once per process.
-    pub async fn neighbour(&self, index: u32, ip: Ipv4Addr) -> Result<Option<NeighbourEntry>, MedicError> {
+    async fn neighbour_raw(&self, index: u32, ip: Ipv4Addr) -> Result<Option<NeighbourEntry>, MedicError> {
         if compat::available(Feature::NeighbourGet) {
             let answer = if compat::emulated_refusal(Feature::NeighbourGet) {
                 Err(MedicError::netlink(format!("asking neighbour {ip}"), compat::refused()))
@@ -333,19 +340,19 @@ impl Netlink {
     }
 
     /// `ip link set <index> address <mac>`.
-    pub async fn set_mac(&self, index: u32, mac: MacAddr, context: &str) -> Result<(), MedicError> {
+    async fn set_mac_raw(&self, index: u32, mac: MacAddr, context: &str) -> Result<(), MedicError> {
         let msg = LinkUnspec::new_with_index(index).address(mac.0.to_vec()).build();
         self.handle.link().set(msg).execute().await.map_err(|e| MedicError::netlink(context, e))
     }
 
     /// `ip link set <index> up`.
-    pub async fn set_up(&self, index: u32, context: &str) -> Result<(), MedicError> {
+    async fn set_up_raw(&self, index: u32, context: &str) -> Result<(), MedicError> {
         let msg = LinkUnspec::new_with_index(index).up().build();
         self.handle.link().set(msg).execute().await.map_err(|e| MedicError::netlink(context, e))
     }
 
     /// `ip addr add <ip>/<len> dev <index>`.
-    pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix_len: u8, context: &str) -> Result<(), MedicError> {
+    async fn add_address_raw(&self, index: u32, ip: Ipv4Addr, prefix_len: u8, context: &str) -> Result<(), MedicError> {
         self.handle
             .address()
             .add(index, ip.into(), prefix_len)
@@ -356,7 +363,7 @@ impl Netlink {
 
     /// `ip route add <dst>/32 dev <index> scope link proto boot` (proto boot, as Docker
     /// installs it, so `ip route` reads exactly like the plugin's original state).
-    pub async fn add_link_route(&self, index: u32, destination: Ipv4Addr, context: &str) -> Result<(), MedicError> {
+    async fn add_link_route_raw(&self, index: u32, destination: Ipv4Addr, context: &str) -> Result<(), MedicError> {
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(destination, 32)
             .output_interface(index)
@@ -367,7 +374,7 @@ impl Netlink {
     }
 
     /// `ip route add|replace default via <gateway> dev <index> proto boot`.
-    pub async fn set_default_route(
+    async fn set_default_route_raw(
         &self,
         index: u32,
         gateway: Ipv4Addr,
@@ -382,6 +389,88 @@ impl Netlink {
         let req = self.handle.route().add(route);
         let req = if replace { req.replace() } else { req };
         req.execute().await.map_err(|e| MedicError::netlink(context, e))
+    }
+}
+
+/// The public face of every request: each one under the connection's deadline; a
+/// timeout names the request (`netlink: reading link cali0 timed out after 2s`).
+impl Netlink {
+    /// Sets the per-request deadline (`call_timeout`).
+    pub fn with_timeout(mut self, timeout: Duration) -> Netlink {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn within<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        request: impl Future<Output = Result<T, MedicError>>,
+    ) -> Result<T, MedicError> {
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(answer) => answer,
+            Err(_) => Err(MedicError::timeout(format!("netlink: {}", what()), self.timeout)),
+        }
+    }
+
+    /// A link by name (RTM_GETLINK with IFLA_IFNAME); `None` when it does not exist.
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<LinkState>, MedicError> {
+        self.within(|| format!("reading link {name}"), self.link_by_name_raw(name)).await
+    }
+
+    /// All links of the namespace.
+    pub async fn links(&self) -> Result<Vec<LinkState>, MedicError> {
+        self.within(|| "listing links".into(), self.links_raw()).await
+    }
+
+    /// IPv4 addresses with the index of the link holding each.
+    pub async fn ipv4_addresses(&self) -> Result<Vec<(u32, Ipv4Addr, u8)>, MedicError> {
+        self.within(|| "listing addresses".into(), self.ipv4_addresses_raw()).await
+    }
+
+    /// IPv4 main-table routes.
+    pub async fn ipv4_main_routes(&self) -> Result<Vec<RouteEntry>, MedicError> {
+        self.within(|| "listing routes".into(), self.ipv4_main_routes_raw()).await
+    }
+
+    /// Where this namespace would send packets for `ip`: the output link.
+    pub async fn route_oif(&self, ip: Ipv4Addr) -> Result<Option<u32>, MedicError> {
+        self.within(|| format!("resolving route to {ip}"), self.route_oif_raw(ip)).await
+    }
+
+    /// The neighbour entry for `ip` on link `index` (single get or dump, per kernel).
+    pub async fn neighbour(&self, index: u32, ip: Ipv4Addr) -> Result<Option<NeighbourEntry>, MedicError> {
+        self.within(|| format!("asking neighbour {ip}"), self.neighbour_raw(index, ip)).await
+    }
+
+    /// `ip link set <index> address <mac>`.
+    pub async fn set_mac(&self, index: u32, mac: MacAddr, context: &str) -> Result<(), MedicError> {
+        self.within(|| context.to_string(), self.set_mac_raw(index, mac, context)).await
+    }
+
+    /// `ip link set <index> up`.
+    pub async fn set_up(&self, index: u32, context: &str) -> Result<(), MedicError> {
+        self.within(|| context.to_string(), self.set_up_raw(index, context)).await
+    }
+
+    /// `ip addr add <ip>/<len> dev <index>`.
+    pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix_len: u8, context: &str) -> Result<(), MedicError> {
+        self.within(|| context.to_string(), self.add_address_raw(index, ip, prefix_len, context)).await
+    }
+
+    /// `ip route add <dst>/32 dev <index> scope link proto boot`.
+    pub async fn add_link_route(&self, index: u32, destination: Ipv4Addr, context: &str) -> Result<(), MedicError> {
+        self.within(|| context.to_string(), self.add_link_route_raw(index, destination, context)).await
+    }
+
+    /// `ip route add|replace default via <gateway> dev <index> proto boot`.
+    pub async fn set_default_route(
+        &self,
+        index: u32,
+        gateway: Ipv4Addr,
+        replace: bool,
+        context: &str,
+    ) -> Result<(), MedicError> {
+        self.within(|| context.to_string(), self.set_default_route_raw(index, gateway, replace, context)).await
     }
 }
 
