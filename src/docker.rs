@@ -1,17 +1,20 @@
-//! Docker access through bollard: connect with a negotiated API version, turn
-//! `docker inspect` into a Workload, list containers for resync, stream events.
+//! Docker access through bollard: connect with a negotiated API version (or the one
+//! pinned by `DOCKER_API_VERSION`), turn `docker inspect` into a Workload, list
+//! containers for resync, stream events.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerInspectResponse, EventMessage};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptions};
-use bollard::Docker;
+use bollard::{ClientVersion, Docker};
 use futures::Stream;
+use tracing::{debug, info};
 
 use crate::error::MedicError;
 use crate::workload::{marathon_identity, DefaultRoute, Endpoint, MacAddr, Workload};
@@ -34,6 +37,10 @@ pub struct DockerClient {
     /// Deadline of each request, body included (bollard's own timeout covers only
     /// the response headers: a daemon that stalls mid-body would hang the pass).
     call_timeout: Duration,
+    /// The API version was pinned by `DOCKER_API_VERSION` (else negotiated).
+    api_pinned: bool,
+    /// The API version in use has been logged (once, at the first successful ping).
+    api_logged: AtomicBool,
 }
 
 /// Per-request deadline until `with_call_timeout` sets the configured one.
@@ -43,29 +50,147 @@ fn unreachable(endpoint: &str, source: BollardError) -> MedicError {
     MedicError::DockerUnreachable { endpoint: endpoint.to_string(), source }
 }
 
+/// The environment variable that pins the Engine API version (the Docker CLI's convention).
+pub const API_VERSION_ENV: &str = "DOCKER_API_VERSION";
+
+/// The oldest Engine API calico-medic speaks: Docker 1.12's. Older APIs have other
+/// event and inspect shapes.
+pub const MIN_API_VERSION: ClientVersion = ClientVersion { major_version: 1, minor_version: 24 };
+
+/// Parses a pinned API version (`DOCKER_API_VERSION`'s value): `1.N` with N ≥ 24.
+/// Unset or empty means "negotiate" (`Ok(None)`), as for the Docker CLI.
+pub fn parse_api_version(value: Option<&str>) -> Result<Option<ClientVersion>, MedicError> {
+    let Some(raw) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = |why: &str| MedicError::Config(format!("{API_VERSION_ENV}={raw:?}: {why}"));
+    let number = |part: &str| -> Option<usize> {
+        // Digits only: no sign, no spaces, no "v" prefix; at most 4 digits.
+        (!part.is_empty() && part.len() <= 4 && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    let (major, minor) =
+        raw.split_once('.').ok_or_else(|| bad("not an API version (expected MAJOR.MINOR, e.g. 1.25)"))?;
+    let (Some(major_version), Some(minor_version)) = (number(major), number(minor)) else {
+        return Err(bad("not an API version (expected MAJOR.MINOR, e.g. 1.25)"));
+    };
+    let version = ClientVersion { major_version, minor_version };
+    if major_version != 1 || version < MIN_API_VERSION {
+        return Err(bad(&format!("unsupported API version (calico-medic speaks {MIN_API_VERSION} and newer 1.x)")));
+    }
+    Ok(Some(version))
+}
+
+/// `/containers/json` → `/v1.25/containers/json` (scheme, authority and query kept); a path
+/// that already carries a version is left alone.
+pub fn versioned_uri(uri: &str, version: &ClientVersion) -> String {
+    let (head, path) = match uri.find("://") {
+        Some(i) => match uri[i + 3..].find('/') {
+            Some(j) => uri.split_at(i + 3 + j),
+            None => (uri, "/"),
+        },
+        None => ("", uri),
+    };
+    let already = path
+        .strip_prefix("/v")
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .and_then(|v| v.split_once('.'))
+        .is_some_and(|(a, b)| {
+            !a.is_empty() && !b.is_empty() && (a.bytes().chain(b.bytes())).all(|c| c.is_ascii_digit())
+        });
+    if already {
+        return uri.to_string();
+    }
+    format!("{head}/v{version}{path}")
+}
+
+fn with_version_prefix(mut req: bollard::BollardRequest, version: &ClientVersion) -> bollard::BollardRequest {
+    let versioned = versioned_uri(&req.uri().to_string(), version);
+    match versioned.parse() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(e) => debug!("docker: cannot add the API version to {}: {e}", req.uri()),
+    }
+    req
+}
+
+/// `DOCKER_API_VERSION` from the environment, validated.
+fn pinned_api_version() -> Result<Option<ClientVersion>, MedicError> {
+    match std::env::var(API_VERSION_ENV) {
+        Ok(v) => parse_api_version(Some(&v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(MedicError::Config(format!("{API_VERSION_ENV}: not valid UTF-8")))
+        }
+    }
+}
+
 impl DockerClient {
-    /// Connects and negotiates the API version, so old daemons (API 1.25+) work.
+    /// Connects with the API version pinned by `DOCKER_API_VERSION`, else negotiates
+    /// it (the daemon's version, capped at bollard's), so old daemons work.
+    /// A pinned version is checked against the daemon at once: a daemon that refuses
+    /// it is a configuration error, not an unreachable daemon.
     pub async fn connect(endpoint: &str, calico_drivers: Vec<String>) -> Result<DockerClient, MedicError> {
+        let pinned = pinned_api_version()?;
+        let version = pinned.as_ref().unwrap_or(bollard::API_DEFAULT_VERSION);
         let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
-            Docker::connect_with_socket(path, 30, bollard::API_DEFAULT_VERSION)
+            Docker::connect_with_socket(path, 30, version)
         } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
-            connect_tcp(endpoint, tls_from_env().as_deref())
+            connect_tcp(endpoint, tls_from_env().as_deref(), version)
         } else if endpoint.starts_with('/') {
-            Docker::connect_with_socket(endpoint, 30, bollard::API_DEFAULT_VERSION)
+            Docker::connect_with_socket(endpoint, 30, version)
         } else {
             return Err(MedicError::Config(format!(
                 "docker host {endpoint:?}: use unix:///path/to/docker.sock or tcp://host:port"
             )));
         }
         .map_err(|e| unreachable(endpoint, e))?;
-        let docker = docker.negotiate_version().await.map_err(|e| unreachable(endpoint, e))?;
-        Ok(DockerClient {
+        // bollard 0.21 builds every request path without the `/vX.Y` prefix (fixed upstream
+        // after 0.21.1, fussybeaver/bollard#737), so the daemon would answer in its own newest
+        // API whatever version was negotiated or pinned. Put the prefix back on every request.
+        let docker = match &pinned {
+            None => {
+                let docker = docker.negotiate_version().await.map_err(|e| unreachable(endpoint, e))?;
+                let version = docker.client_version();
+                docker.with_request_modifier(move |req| with_version_prefix(req, &version))
+            }
+            Some(v) => {
+                let version = *v;
+                let docker = docker.with_request_modifier(move |req| with_version_prefix(req, &version));
+                // Docker answers 400 "client version … is too new/old" to a version it does not serve.
+                match docker.version().await {
+                    Ok(_) => docker,
+                    Err(BollardError::DockerResponseServerError { status_code, message }) => {
+                        return Err(MedicError::Config(format!(
+                            "{API_VERSION_ENV}={v}: the Docker daemon at {endpoint} refuses it ({status_code} {message})"
+                        )));
+                    }
+                    Err(e) => return Err(unreachable(endpoint, e)),
+                }
+            }
+        };
+        let client = DockerClient {
             docker,
             endpoint: endpoint.to_string(),
             calico_drivers,
             network_drivers: Mutex::new(HashMap::new()),
             call_timeout: DEFAULT_CALL_TIMEOUT,
-        })
+            api_pinned: pinned.is_some(),
+            api_logged: AtomicBool::new(false),
+        };
+        debug!("{}", client.api_description());
+        Ok(client)
+    }
+
+    /// The Engine API version in use (negotiated or pinned), e.g. `1.41`.
+    pub fn api_version(&self) -> String {
+        self.docker.client_version().to_string()
+    }
+
+    /// "docker: <endpoint>: Engine API 1.41 (negotiated)" — one line for the log.
+    pub fn api_description(&self) -> String {
+        let how = if self.api_pinned { "pinned by DOCKER_API_VERSION" } else { "negotiated" };
+        format!("docker: {}: Engine API {} ({how})", self.endpoint, self.api_version())
     }
 
     /// Sets the per-request deadline (`call_timeout`).
@@ -102,9 +227,16 @@ impl DockerClient {
         }
     }
 
+    /// Pings the daemon. The first successful ping logs the API version in use (the
+    /// daemon pings before it follows events; one-off commands never ping, so their
+    /// stderr stays one line).
     pub async fn ping(&self) -> Result<(), MedicError> {
         let ping = async { self.docker.ping().await.map(|_| ()).map_err(|e| unreachable(&self.endpoint, e)) };
-        self.within(|| "ping".into(), ping).await
+        self.within(|| "ping".into(), ping).await?;
+        if !self.api_logged.swap(true, Ordering::Relaxed) {
+            info!("{}", self.api_description());
+        }
+        Ok(())
     }
 
     pub async fn inspect(&self, id_or_name: &str) -> Result<ContainerInspectResponse, MedicError> {
@@ -229,9 +361,13 @@ pub fn tls_from_env() -> Option<std::path::PathBuf> {
 /// `tcp://host:port`: plain HTTP, or with `cert_dir` TLS with a client certificate
 /// and the daemon verified against `ca.pem` (bollard's rustls transport, ring
 /// provider; note that bollard also trusts the system's roots besides `ca.pem`).
-pub fn connect_tcp(endpoint: &str, cert_dir: Option<&std::path::Path>) -> Result<Docker, BollardError> {
+pub fn connect_tcp(
+    endpoint: &str,
+    cert_dir: Option<&std::path::Path>,
+    version: &ClientVersion,
+) -> Result<Docker, BollardError> {
     match cert_dir {
-        None => Docker::connect_with_http(&endpoint.replacen("tcp://", "http://", 1), 30, bollard::API_DEFAULT_VERSION),
+        None => Docker::connect_with_http(&endpoint.replacen("tcp://", "http://", 1), 30, version),
         Some(dir) => {
             // One crypto provider for the process (ring; no aws-lc). Already set: fine.
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -242,7 +378,7 @@ pub fn connect_tcp(endpoint: &str, cert_dir: Option<&std::path::Path>) -> Result
                 &dir.join("cert.pem"),
                 &dir.join("ca.pem"),
                 30,
-                bollard::API_DEFAULT_VERSION,
+                version,
             )
         }
     }
@@ -323,8 +459,66 @@ mod tests {
     #[test]
     fn tcp_with_tls_needs_the_cli_cert_files() {
         let dir = std::env::temp_dir().join(format!("calico-medic-no-certs-{}", std::process::id()));
-        let e = connect_tcp("tcp://127.0.0.1:2376", Some(&dir)).expect_err("no ca.pem: refused");
+        let v = bollard::API_DEFAULT_VERSION;
+        let e = connect_tcp("tcp://127.0.0.1:2376", Some(&dir), v).expect_err("no ca.pem: refused");
         assert!(e.to_string().contains("ca.pem"), "names the missing file: {e}");
-        assert!(connect_tcp("tcp://127.0.0.1:2375", None).is_ok(), "plain TCP needs no files");
+        assert!(connect_tcp("tcp://127.0.0.1:2375", None, v).is_ok(), "plain TCP needs no files");
+    }
+
+    fn v(major_version: usize, minor_version: usize) -> Option<ClientVersion> {
+        Some(ClientVersion { major_version, minor_version })
+    }
+
+    #[test]
+    fn api_version_unset_or_empty_means_negotiate() {
+        assert_eq!(parse_api_version(None).unwrap(), None);
+        assert_eq!(parse_api_version(Some("")).unwrap(), None);
+        assert_eq!(parse_api_version(Some("  ")).unwrap(), None);
+    }
+
+    #[test]
+    fn api_version_pins_major_minor() {
+        assert_eq!(parse_api_version(Some("1.25")).unwrap(), v(1, 25));
+        assert_eq!(parse_api_version(Some("1.24")).unwrap(), v(1, 24));
+        assert_eq!(parse_api_version(Some("1.45")).unwrap(), v(1, 45));
+        assert_eq!(parse_api_version(Some(" 1.41\n")).unwrap(), v(1, 41));
+        assert_eq!(parse_api_version(Some("1.053")).unwrap(), v(1, 53));
+    }
+
+    #[test]
+    fn api_version_garbage_is_a_config_error_naming_the_variable() {
+        for bad in ["abc", "1", "1.", ".25", "1.25.0", "v1.25", "1,25", "1.-5", "+1.25", "1. 25", "1.99999", "1.2x"] {
+            let e = parse_api_version(Some(bad)).unwrap_err();
+            assert_eq!(e.code(), "config", "{bad}");
+            let msg = e.to_string();
+            assert!(msg.starts_with("config: DOCKER_API_VERSION="), "{bad}: {msg}");
+            assert!(msg.contains("MAJOR.MINOR"), "{bad}: {msg}");
+            assert_eq!(msg.lines().count(), 1, "{bad}: {msg}");
+        }
+    }
+
+    #[test]
+    fn requests_carry_the_api_version() {
+        let v = ClientVersion { major_version: 1, minor_version: 25 };
+        let unix = "unix://2f7661722f72756e2f646f636b65722e736f636b";
+        assert_eq!(versioned_uri(&format!("{unix}/_ping"), &v), format!("{unix}/v1.25/_ping"));
+        assert_eq!(
+            versioned_uri(&format!("{unix}/containers/json?filters=%7B%7D"), &v),
+            format!("{unix}/v1.25/containers/json?filters=%7B%7D")
+        );
+        assert_eq!(versioned_uri("http://host:2375/events?since=1.5", &v), "http://host:2375/v1.25/events?since=1.5");
+        assert_eq!(versioned_uri("http://host:2375", &v), "http://host:2375/v1.25/");
+        // Already versioned (a future bollard): unchanged, never doubled.
+        assert_eq!(versioned_uri(&format!("{unix}/v1.41/version"), &v), format!("{unix}/v1.41/version"));
+        // "/volumes" is not a version.
+        assert_eq!(versioned_uri("http://h/volumes/x", &v), "http://h/v1.25/volumes/x");
+    }
+
+    #[test]
+    fn api_version_below_floor_or_not_1x_is_refused() {
+        for old in ["1.23", "1.12", "0.25", "2.0"] {
+            let msg = parse_api_version(Some(old)).unwrap_err().to_string();
+            assert!(msg.contains("DOCKER_API_VERSION") && msg.contains("1.24 and newer"), "{old}: {msg}");
+        }
     }
 }

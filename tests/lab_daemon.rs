@@ -55,3 +55,15 @@ fn dry_run_daemon_reports_but_never_writes() {
     let log = daemon.log_text();
     assert!(log.contains("(dry run)"), "{log}");
 }
+
+#[test]
+fn daemon_logs_the_api_version_in_use() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let daemon = Daemon::start(&[]);
+    let log = daemon.log_text();
+    assert!(log.contains(&expected_api_log()), "want {:?} in:\n{log}", expected_api_log());
+    assert_eq!(log.matches("Engine API").count(), 1, "logged once: {log}");
+}

@@ -214,3 +214,57 @@ fn json_log_lines_carry_repair_fields() {
     assert_eq!(repair["level"], "INFO");
     assert!(task.reachable());
 }
+
+/// Guards the engine matrix of tests/run.sh: with `CALICO_LAB_ENGINE` set (e.g. `26.1`),
+/// the suite really talks to that engine, and calico-medic uses the API version it should
+/// (`$DOCKER_API_VERSION` when set, else the negotiated one).
+#[test]
+fn runs_against_the_engine_and_api_version_asked_for() {
+    if !lab_ready() {
+        return;
+    }
+    let server = docker_version("{{.Server.Version}}");
+    if let Some(want) = std::env::var("CALICO_LAB_ENGINE").ok().filter(|v| !v.is_empty()) {
+        assert!(server.starts_with(&want), "CALICO_LAB_ENGINE={want}, but the engine is Docker {server}");
+    }
+    let task = Task::start(&["--app", "api-version"]);
+    let out = std::process::Command::new(medic_bin())
+        .args(["check", "--container", &task.name])
+        .env("CALICO_MEDIC_LOG", "calico_medic=debug")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(&expected_api_log()), "Docker {server}: want {:?} in:\n{err}", expected_api_log());
+    eprintln!("Docker {server}: calico-medic used {}", expected_api_log());
+}
+
+#[test]
+fn bad_or_refused_docker_api_version_exits_2_naming_the_variable() {
+    if !lab_ready() {
+        return;
+    }
+    let run = |value: &str| {
+        let out = std::process::Command::new(medic_bin())
+            .args(["check"])
+            .env("DOCKER_API_VERSION", value)
+            .env("CALICO_MEDIC_LOG", "calico_medic=info")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    for garbage in ["abc", "1", "1.25.0", "v1.25"] {
+        let (code, err) = run(garbage);
+        assert_eq!(code, Some(2), "{garbage}: {err}");
+        assert!(err.contains(&format!("DOCKER_API_VERSION=\"{garbage}\"")), "{garbage}: {err}");
+        assert_eq!(err.lines().count(), 1, "one-line reason: {err}");
+    }
+    let (code, err) = run("1.23");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("1.24 and newer"), "{err}");
+    // Well-formed, but newer than any engine here: the daemon refuses it.
+    let (code, err) = run("1.99");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("DOCKER_API_VERSION=1.99") && err.contains("refuses"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one-line reason: {err}");
+}

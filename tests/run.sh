@@ -60,6 +60,43 @@ cargo test -p calico-medic --test daemon_ops
 step "end-to-end: cannot wedge (stalled Docker, connection flood, failing event stream, config bounds, netlink spray, tenant text)"
 cargo test -p calico-medic --test wedge
 
+# Engine matrix (issue 10): the full suites above ran on Debian 12's docker.io 20.10 with a
+# negotiated API (1.41). Engine 2, Debian 13's docker.io 26.1 (API 1.45), runs beside it
+# (tests/lab/engine26.sh); the one-off, daemon and live-watch suites run on it, and the one-off
+# and daemon suites run again on 20.10 with the API pinned to 1.25 (Docker 1.13's shapes).
+# CALICO_LAB_ENGINE makes each suite check it really talks to that engine.
+E26_HOST=unix:///run/calico-lab/docker26.sock
+MATRIX_T0=$SECONDS
+timed() { # <label> <command...>: runs it, prints how long it took
+    local label=$1 t0 ms; shift
+    t0=$(date +%s%3N)
+    "$@"
+    ms=$(($(date +%s%3N) - t0))
+    printf '=== %s: %d.%d s\n' "$label" $((ms / 1000)) $((ms % 1000 / 100))
+}
+
+step "Engine API version on the wire (pinned and negotiated; fake Docker socket)"
+timed "docker_api_wire" cargo test -p calico-medic --test docker_api_wire
+
+step "lab: engine 2 (Debian 13 docker.io 26.1) beside 20.10, sharing the plugin"
+timed "engine 2 setup" tests/lab/setup.sh --engine26
+
+step "engine 26.1: one-off check/repair"
+timed "26.1 lab_oneoff" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test lab_oneoff
+
+step "engine 26.1: daemon"
+timed "26.1 lab_daemon" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test lab_daemon
+
+step "engine 26.1: live netlink watches"
+timed "26.1 live_watch" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test live_watch
+
+step "engine 20.10, API pinned to 1.25 (DOCKER_API_VERSION): one-off check/repair"
+timed "20.10 API 1.25 lab_oneoff" env DOCKER_API_VERSION=1.25 CALICO_LAB_ENGINE=20.10 cargo test -p calico-medic --test lab_oneoff
+
+step "engine 20.10, API pinned to 1.25 (DOCKER_API_VERSION): daemon"
+timed "20.10 API 1.25 lab_daemon" env DOCKER_API_VERSION=1.25 CALICO_LAB_ENGINE=20.10 cargo test -p calico-medic --test lab_daemon
+echo "=== engine matrix total: $((SECONDS - MATRIX_T0)) s"
+
 step "end-to-end: metrics, Grafana dashboard and alert rules on a real Prometheus"
 tests/prometheus/e2e.sh
 

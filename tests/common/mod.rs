@@ -17,7 +17,7 @@ pub fn medic_bin() -> PathBuf {
 /// failure, not a skip.
 pub fn lab_ready() -> bool {
     let root = nix::unistd::geteuid().is_root();
-    let docker = Path::new("/var/run/docker.sock").exists();
+    let docker = Path::new(&docker_socket()).exists();
     let lab = Command::new("/usr/bin/docker")
         .args(["network", "inspect", "calico-lab", "calico-lab-nomac"])
         .output()
@@ -26,7 +26,10 @@ pub fn lab_ready() -> bool {
     if root && docker && lab {
         return true;
     }
-    let why = format!("root={root} docker_socket={docker} lab_networks={lab} (run tests/lab/setup.sh as root)");
+    let why = format!(
+        "root={root} docker_socket={docker} ({}) lab_networks={lab} (run tests/lab/setup.sh as root)",
+        docker_socket()
+    );
     if std::env::var_os("CI").is_some() {
         panic!("end-to-end tests need the lab in CI: {why}");
     }
@@ -495,4 +498,49 @@ impl Task {
             .and_then(|l| l.split_whitespace().nth(1))
             .map(String::from)
     }
+}
+
+/// The Docker socket the suites use: `$DOCKER_HOST` when it is `unix://…` (as for the
+/// docker client, labctl and calico-medic, which all follow it; e.g. engine 2 of
+/// tests/lab/engine26.sh), else /var/run/docker.sock.
+pub fn docker_socket() -> String {
+    match std::env::var("DOCKER_HOST") {
+        Ok(h) if h.starts_with("unix://") => h.trim_start_matches("unix://").to_string(),
+        _ => "/var/run/docker.sock".to_string(),
+    }
+}
+
+/// `docker version -f <template>` on the engine the suites use.
+pub fn docker_version(template: &str) -> String {
+    let out = Command::new("/usr/bin/docker").args(["version", "-f", template]).output().expect("docker version");
+    assert!(out.status.success(), "docker version: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The Engine API version calico-medic should use: `$DOCKER_API_VERSION` when set,
+/// else the negotiated one (the daemon's, capped at bollard's default).
+pub fn expected_api_version() -> String {
+    if let Some(v) = std::env::var("DOCKER_API_VERSION").ok().filter(|v| !v.is_empty()) {
+        return v;
+    }
+    let server = docker_version("{{.Server.APIVersion}}");
+    let (major, minor) = server.split_once('.').expect("MAJOR.MINOR");
+    let server =
+        bollard::ClientVersion { major_version: major.parse().unwrap(), minor_version: minor.parse().unwrap() };
+    let ours = *bollard::API_DEFAULT_VERSION;
+    if server < ours {
+        server.to_string()
+    } else {
+        ours.to_string()
+    }
+}
+
+/// How calico-medic logs the API version in use (`DockerClient::api_description`).
+pub fn expected_api_log() -> String {
+    let how = if std::env::var("DOCKER_API_VERSION").is_ok_and(|v| !v.is_empty()) {
+        "pinned by DOCKER_API_VERSION"
+    } else {
+        "negotiated"
+    };
+    format!("Engine API {} ({how})", expected_api_version())
 }

@@ -6,12 +6,15 @@
 #
 #   tests/lab/setup.sh            # set up (or check) the lab
 #   tests/lab/setup.sh --selftest # also the calico-selftest driver + networks used by the lab's own tests
+#   tests/lab/setup.sh --engine26 # also engine 2, Debian 13's docker.io 26.1 (tests/lab/engine26.sh)
 #
 # Environment:
 #   CALICO_LAB_BIN      plugin binary (default: <target dir>/debug/calico-lab, built with cargo)
 #   CARGO_TARGET_DIR    cargo target dir (default: <repo>/target)
 #   DOCKERD_FLAGS       extra flags for dockerd when this script starts it
+#   (DOCKER_HOST is ignored: this script manages the 20.10 engine on /var/run/docker.sock)
 set -euo pipefail
+unset DOCKER_HOST DOCKER_CONTEXT
 
 LAB_DIR=/run/calico-lab
 PLUGIN_DIR=/run/docker/plugins
@@ -28,11 +31,12 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 [[ $TARGET_DIR = /* ]] || TARGET_DIR=$REPO/$TARGET_DIR
 BIN=${CALICO_LAB_BIN:-$TARGET_DIR/debug/calico-lab}
 
-SELFTEST=0
+SELFTEST=0 ENGINE26=0
 for a in "$@"; do
     case $a in
         --selftest) SELFTEST=1 ;;
-        -h|--help) sed -n '2,16p' "$0" >&2; exit 0 ;;
+        --engine26) ENGINE26=1 ;;
+        -h|--help) sed -n '2,18p' "$0" >&2; exit 0 ;;
         *) echo "setup: unknown argument $a" >&2; exit 2 ;;
     esac
 done
@@ -239,3 +243,6 @@ if ((SELFTEST)); then
 fi
 
 printf 'setup: %-10s %-45s %6d ms\n' total "lab ready" $(($(now_ms) - T0)) >&2
+if ((ENGINE26)); then
+    "$HERE/engine26.sh" || die "engine 2 (tests/lab/engine26.sh) failed"
+fi

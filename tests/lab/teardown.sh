@@ -2,13 +2,16 @@
 # Remove what tests/lab/setup.sh (and labctl) created, and nothing else:
 # containers labelled calico-lab=1, the networks calico-lab / calico-lab-nomac (and the
 # self-test ones, calico-selftest / calico-selftest-nomac), the plugin processes and their
-# sockets, the 169.254.1.1 sink link, the lab's state files.
+# sockets, the 169.254.1.1 sink link, the lab's state files; on engine 2 (tests/lab/engine26.sh),
+# when it runs, its lab containers and networks first (while the shared plugin still answers).
 #
 #   tests/lab/teardown.sh [--image] [--dockerd] [--all]
 #     --image    also remove the image calico-lab/busybox:latest
-#     --dockerd  also stop dockerd, but only if setup.sh started it (its pid is in /run/calico-lab/dockerd.pid)
+#     --dockerd  also stop dockerd, but only if setup.sh started it (its pid is in /run/calico-lab/dockerd.pid);
+#                and engine 2's dockerd (its unpacked package and data root stay: engine26.sh --purge)
 #     --all      both
 set -uo pipefail
+unset DOCKER_HOST DOCKER_CONTEXT # the 20.10 engine on /var/run/docker.sock; engine 2 is handled below
 
 LAB_DIR=/run/calico-lab
 PLUGIN_DIR=/run/docker/plugins
@@ -33,7 +36,16 @@ rc=0
 docker_ok=0
 timeout 10 "$DOCKER" info >/dev/null 2>&1 && docker_ok=1
 
-keep_plugin=0
+# Engine 2 first: removing its containers and networks needs the shared plugin.
+keep_plugin_e2=0
+if [[ -S $LAB_DIR/docker26.sock || -e $LAB_DIR/docker26/docker.pid ]]; then
+    e2_args=(--down)
+    ((rm_image)) && e2_args+=(--image)
+    ((stop_dockerd)) && e2_args+=(--dockerd)
+    "$(dirname "$0")/engine26.sh" "${e2_args[@]}" || { keep_plugin_e2=1 rc=1; }
+fi
+
+keep_plugin=$keep_plugin_e2
 if ((docker_ok)); then
     ids=$("$DOCKER" ps -aq --filter label=calico-lab=1)
     if [[ -n $ids ]]; then
