@@ -28,6 +28,8 @@
 #   DOCKERD26_FLAGS  extra flags for this dockerd
 set -euo pipefail
 unset DOCKER_HOST DOCKER_CONTEXT # every docker command below names its engine
+# shellcheck source=tests/lab/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 LAB_DIR=/run/calico-lab
 PLUGIN_DIR=/run/docker/plugins
@@ -209,12 +211,12 @@ start_dockerd() { # <storage driver>
     rm -f "$RUN_DIR/docker.pid"
     say "starting $DOCKERD (log $RUN_DIR/dockerd.log)"
     # shellcheck disable=SC2086
-    setsid "$DOCKERD" -H "unix://$SOCK" --data-root "$DATA_ROOT" --exec-root "$RUN_DIR/exec" \
+    (close_inherited_fds; exec setsid "$DOCKERD" -H "unix://$SOCK" --data-root "$DATA_ROOT" --exec-root "$RUN_DIR/exec" \
         --pidfile "$RUN_DIR/docker.pid" --config-file "$RUN_DIR/daemon.json" "${ctr[@]}" \
         --containerd-namespace "$CTR_NS" --containerd-plugins-namespace "$CTR_NS-plugins" \
         --storage-driver "$1" --bridge "$BRIDGE" --iptables=false --ip6tables=false --ip-masq=false \
         --userland-proxy-path "$PKG_DIR/usr/sbin/docker-proxy" \
-        ${DOCKERD26_FLAGS:-} >>"$RUN_DIR/dockerd.log" 2>&1 </dev/null &
+        ${DOCKERD26_FLAGS:-} >>"$RUN_DIR/dockerd.log" 2>&1 </dev/null) &
     pid=$!
     for i in $(seq 1 600); do       # up to 60 s (first start migrates an empty data root)
         if [[ -S $SOCK ]] && e2_up >/dev/null; then return 0; fi
