@@ -250,14 +250,14 @@ fn check_filters_unhealthy_and_app() {
     let named: Vec<&str> = named.iter().map(String::as_str).collect();
 
     // Unfiltered, for the JSON shape.
-    let (code, all, err) = medic_json(&[&["check", "--json"][..], &named].concat());
+    let (code, all, err) = medic_json(&[&["check"][..], &named].concat());
     assert_eq!(code, 1, "{err}");
     assert_eq!(shown(&all), sorted(&[&shop_ok, &shop_bad, &shopping, &cart_ok, &pay_bad]));
     let keys = |r: &serde_json::Value| r.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     let full_keys = keys(&all[0]);
 
     // --unhealthy: only the two omit-MAC tasks, same report shape; exit 1 (faults in what is shown).
-    let (code, bad, err) = medic_json(&[&["check", "--json", "--unhealthy"][..], &named].concat());
+    let (code, bad, err) = medic_json(&[&["check", "--unhealthy"][..], &named].concat());
     assert_eq!(code, 1, "{err}");
     assert_eq!(shown(&bad), sorted(&[&shop_bad, &pay_bad]));
     for r in bad.as_array().unwrap() {
@@ -268,38 +268,38 @@ fn check_filters_unhealthy_and_app() {
 
     // --unhealthy over healthy tasks only: nothing shown, exit 0, a note on stderr.
     let (code, none, err) =
-        medic_json(&["check", "--json", "--unhealthy", "--container", &shop_ok.name, "--container", &cart_ok.name]);
+        medic_json(&["check", "--unhealthy", "--container", &shop_ok.name, "--container", &cart_ok.name]);
     assert_eq!((code, none.clone()), (0, serde_json::json!([])), "{err}");
     assert!(err.contains("none of 2 endpoints matches --unhealthy"), "{err}");
 
     // --app exact, over every container on the host: /filt-shop, not /filt-shopping; exit 1 (shop_bad).
-    let (code, shop, err) = medic_json(&["check", "--json", "--app", "/filt-shop"]);
+    let (code, shop, err) = medic_json(&["check", "--app", "/filt-shop"]);
     assert_eq!(code, 1, "{err}");
     assert_eq!(shown(&shop), sorted(&[&shop_ok, &shop_bad]));
     assert!(shop.as_array().unwrap().iter().all(|r| r["marathon_app_id"] == "/filt-shop" && keys(r) == full_keys));
     // Combined with --unhealthy.
-    let (code, shop, err) = medic_json(&["check", "--json", "--unhealthy", "--app", "/filt-shop"]);
+    let (code, shop, err) = medic_json(&["check", "--unhealthy", "--app", "/filt-shop"]);
     assert_eq!(code, 1, "{err}");
     assert_eq!(shown(&shop), sorted(&[&shop_bad]));
 
     // --app with a trailing slash: every app of the group; a relative id reads as absolute.
     for group in ["/filt-grp/", "filt-grp/"] {
-        let (code, grp, err) = medic_json(&["check", "--json", "--app", group]);
+        let (code, grp, err) = medic_json(&["check", "--app", group]);
         assert_eq!(code, 1, "{group}: {err}");
         assert_eq!(shown(&grp), sorted(&[&cart_ok, &pay_bad]), "{group}");
     }
-    let (_, grp, _) = medic_json(&["check", "--json", "--app", "/filt-grp/pay"]);
+    let (_, grp, _) = medic_json(&["check", "--app", "/filt-grp/pay"]);
     assert!(grp[0]["mesos_task_id"].as_str().unwrap().starts_with("filt-grp_pay."), "{grp}");
     // The status is about what is shown: the group has a broken task, its healthy app exits 0.
-    let (code, cart, err) = medic_json(&["check", "--json", "--app", "/filt-grp/cart"]);
+    let (code, cart, err) = medic_json(&["check", "--app", "/filt-grp/cart"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(shown(&cart), sorted(&[&cart_ok]));
     // An exact id is not a group prefix.
-    let (code, grp, err) = medic_json(&["check", "--json", "--app", "/filt-grp"]);
+    let (code, grp, err) = medic_json(&["check", "--app", "/filt-grp"]);
     assert_eq!((code, grp), (0, serde_json::json!([])), "{err}");
 
     // --app with --container: the filter applies to the named containers.
-    let (code, out, err) = medic_json(&["check", "--json", "--app", "/filt-grp/", "--container", &shop_bad.name]);
+    let (code, out, err) = medic_json(&["check", "--app", "/filt-grp/", "--container", &shop_bad.name]);
     assert_eq!((code, out), (0, serde_json::json!([])), "{err}");
     assert!(err.contains("none of 1 endpoints matches --app /filt-grp/"), "{err}");
 
