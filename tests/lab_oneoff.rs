@@ -268,3 +268,100 @@ fn bad_or_refused_docker_api_version_exits_2_naming_the_variable() {
     assert!(err.contains("DOCKER_API_VERSION=1.99") && err.contains("refuses"), "{err}");
     assert_eq!(err.lines().count(), 1, "one-line reason: {err}");
 }
+
+fn shown(reports: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = reports
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| r["container_name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn sorted(tasks: &[&Task]) -> Vec<String> {
+    let mut names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    names.sort();
+    names
+}
+
+/// `check --unhealthy` and `check --app` (issue 16) on tasks of two apps and a group, healthy and
+/// broken: only what matches is shown, the JSON shape is unchanged, and the exit status is about what
+/// was shown. App names are this test's own: other tests run tasks at the same time.
+#[test]
+fn check_filters_unhealthy_and_app() {
+    if !lab_ready() {
+        return;
+    }
+    let shop_ok = Task::start(&["--app", "filt-shop"]);
+    let shop_bad = Task::start(&["--nomac", "--app", "filt-shop"]);
+    let shopping = Task::start(&["--app", "filt-shopping"]);
+    let cart_ok = Task::start(&["--app", "filt-grp/cart"]);
+    let pay_bad = Task::start(&["--nomac", "--app", "filt-grp/pay"]);
+    let c = |t: &Task| ["--container".to_string(), t.name.clone()];
+    let named: Vec<String> = [&shop_ok, &shop_bad, &shopping, &cart_ok, &pay_bad].iter().flat_map(|t| c(t)).collect();
+    let named: Vec<&str> = named.iter().map(String::as_str).collect();
+
+    // Unfiltered, for the JSON shape.
+    let (code, all, err) = medic_json(&[&["check"][..], &named].concat());
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(shown(&all), sorted(&[&shop_ok, &shop_bad, &shopping, &cart_ok, &pay_bad]));
+    let keys = |r: &serde_json::Value| r.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    let full_keys = keys(&all[0]);
+
+    // --unhealthy: only the two omit-MAC tasks, same report shape; exit 1 (faults in what is shown).
+    let (code, bad, err) = medic_json(&[&["check", "--unhealthy"][..], &named].concat());
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(shown(&bad), sorted(&[&shop_bad, &pay_bad]));
+    for r in bad.as_array().unwrap() {
+        assert_eq!(fault_codes(r), vec!["mac_mismatch"]);
+        assert_eq!(r["healthy"], false);
+        assert_eq!(keys(r), full_keys, "--unhealthy keeps the report shape");
+    }
+
+    // --unhealthy over healthy tasks only: nothing shown, exit 0, a note on stderr.
+    let (code, none, err) =
+        medic_json(&["check", "--unhealthy", "--container", &shop_ok.name, "--container", &cart_ok.name]);
+    assert_eq!((code, none.clone()), (0, serde_json::json!([])), "{err}");
+    assert!(err.contains("none of 2 endpoints matches --unhealthy"), "{err}");
+
+    // --app exact, over every container on the host: /filt-shop, not /filt-shopping; exit 1 (shop_bad).
+    let (code, shop, err) = medic_json(&["check", "--app", "/filt-shop"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(shown(&shop), sorted(&[&shop_ok, &shop_bad]));
+    assert!(shop.as_array().unwrap().iter().all(|r| r["marathon_app_id"] == "/filt-shop" && keys(r) == full_keys));
+    // Combined with --unhealthy.
+    let (code, shop, err) = medic_json(&["check", "--unhealthy", "--app", "/filt-shop"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(shown(&shop), sorted(&[&shop_bad]));
+
+    // --app with a trailing slash: every app of the group; a relative id reads as absolute.
+    for group in ["/filt-grp/", "filt-grp/"] {
+        let (code, grp, err) = medic_json(&["check", "--app", group]);
+        assert_eq!(code, 1, "{group}: {err}");
+        assert_eq!(shown(&grp), sorted(&[&cart_ok, &pay_bad]), "{group}");
+    }
+    let (_, grp, _) = medic_json(&["check", "--app", "/filt-grp/pay"]);
+    assert!(grp[0]["mesos_task_id"].as_str().unwrap().starts_with("filt-grp_pay."), "{grp}");
+    // The status is about what is shown: the group has a broken task, its healthy app exits 0.
+    let (code, cart, err) = medic_json(&["check", "--app", "/filt-grp/cart"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(shown(&cart), sorted(&[&cart_ok]));
+    // An exact id is not a group prefix.
+    let (code, grp, err) = medic_json(&["check", "--app", "/filt-grp"]);
+    assert_eq!((code, grp), (0, serde_json::json!([])), "{err}");
+
+    // --app with --container: the filter applies to the named containers.
+    let (code, out, err) = medic_json(&["check", "--app", "/filt-grp/", "--container", &shop_bad.name]);
+    assert_eq!((code, out), (0, serde_json::json!([])), "{err}");
+    assert!(err.contains("none of 1 endpoints matches --app /filt-grp/"), "{err}");
+
+    // Text mode: the same rows.
+    let (code, table, err) = medic(&["check", "--unhealthy", "--app", "/filt-grp/"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(table.contains(&pay_bad.name) && !table.contains(&cart_ok.name), "{table}");
+    assert!(table.lines().count() == 2, "header and one row: {table}");
+
+    assert!(!shop_bad.reachable() && !pay_bad.reachable(), "check with filters must not repair");
+}

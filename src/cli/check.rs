@@ -3,6 +3,7 @@ use clap::Args;
 use super::{print_reports, ConfigArg, Status};
 use crate::error::MedicError;
 use crate::medic::Mode;
+use crate::report::EndpointReport;
 
 #[derive(Debug, Args)]
 pub struct CheckCmd {
@@ -12,6 +13,13 @@ pub struct CheckCmd {
     /// Print an array of endpoint reports as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Show only endpoints with faults or errors.
+    #[arg(long)]
+    pub unhealthy: bool,
+    /// Show only endpoints of this Marathon app id (exact), or of every app under a group when it ends with `/`
+    /// (`/shop/`).
+    #[arg(long, value_name = "APP_ID")]
+    pub app: Option<String>,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -37,7 +45,138 @@ impl CheckCmd {
                 }
             }
         }
-        let status = print_reports(&reports, self.json);
+        let filter = Filter { unhealthy: self.unhealthy, app: self.app.clone() };
+        let checked = reports.len();
+        let shown = filter.apply(reports);
+        if filter.is_set() && shown.is_empty() {
+            eprintln!("calico-medic: none of {checked} endpoints matches {}", filter.describe());
+        }
+        // The status is about what is shown.
+        let status = print_reports(&shown, self.json);
         Ok(if failed { Status::CouldNotCheck } else { status })
+    }
+}
+
+/// Which endpoint reports `check` shows (and computes its status over).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only endpoints with faults or an error.
+    pub unhealthy: bool,
+    /// Only endpoints of this Marathon app id; a trailing `/` selects every app under that group.
+    pub app: Option<String>,
+}
+
+impl Filter {
+    pub fn is_set(&self) -> bool {
+        self.unhealthy || self.app.is_some()
+    }
+
+    pub fn matches(&self, report: &EndpointReport) -> bool {
+        if self.unhealthy && report.healthy && report.error.is_none() {
+            return false;
+        }
+        match &self.app {
+            Some(pattern) => app_matches(pattern, report.marathon_app_id.as_deref()),
+            None => true,
+        }
+    }
+
+    pub fn apply(&self, reports: Vec<EndpointReport>) -> Vec<EndpointReport> {
+        reports.into_iter().filter(|r| self.matches(r)).collect()
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.unhealthy {
+            parts.push("--unhealthy".to_string());
+        }
+        if let Some(app) = &self.app {
+            parts.push(format!("--app {app}"));
+        }
+        parts.join(" ")
+    }
+}
+
+/// Marathon app ids are absolute (`/group/app`, as in `MARATHON_APP_ID`); a pattern without the leading
+/// `/` is taken as absolute too. A pattern ending in `/` matches every app below that group, otherwise the
+/// id must be equal. A container without an app id never matches.
+pub fn app_matches(pattern: &str, app_id: Option<&str>) -> bool {
+    let Some(id) = app_id else { return false };
+    let absolute;
+    let pattern = if pattern.starts_with('/') {
+        pattern
+    } else {
+        absolute = format!("/{pattern}");
+        &absolute
+    };
+    if pattern.ends_with('/') {
+        id.starts_with(pattern) && id.len() > pattern.len()
+    } else {
+        id == pattern
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Workload;
+
+    fn report(app: Option<&str>, healthy: bool, error: Option<&str>) -> EndpointReport {
+        let workload = Workload {
+            container_id: "c".into(),
+            container_name: "n".into(),
+            marathon_app_id: app.map(str::to_string),
+            mesos_task_id: None,
+            pid: 1,
+            started_at: String::new(),
+            endpoints: Vec::new(),
+        };
+        let mut r = EndpointReport::new(&workload, "calico", "e", std::net::Ipv4Addr::new(10, 0, 0, 1));
+        r.healthy = healthy;
+        r.error = error.map(str::to_string);
+        r
+    }
+
+    #[test]
+    fn app_exact_and_group_prefix() {
+        assert!(app_matches("/shop", Some("/shop")));
+        assert!(!app_matches("/shop", Some("/shop/cart")));
+        assert!(!app_matches("/shop", Some("/shopping")));
+        assert!(!app_matches("/shop", None));
+        assert!(app_matches("/group/", Some("/group/a")));
+        assert!(app_matches("/group/", Some("/group/sub/b")));
+        assert!(!app_matches("/group/", Some("/group")));
+        assert!(!app_matches("/group/", Some("/groupie/a")));
+        assert!(app_matches("shop", Some("/shop")), "relative ids are absolute, as Marathon reads them");
+        assert!(app_matches("group/", Some("/group/a")));
+        assert!(app_matches("/", Some("/any")));
+        assert!(!app_matches("/", None));
+    }
+
+    #[test]
+    fn unhealthy_keeps_faults_and_errors() {
+        let f = Filter { unhealthy: true, app: None };
+        assert!(!f.matches(&report(Some("/a"), true, None)));
+        assert!(f.matches(&report(Some("/a"), false, None)));
+        assert!(f.matches(&report(None, false, Some("cannot open netns"))));
+        let none = Filter::default();
+        assert!(!none.is_set());
+        assert!(none.matches(&report(None, true, None)));
+    }
+
+    #[test]
+    fn filters_combine() {
+        let f = Filter { unhealthy: true, app: Some("/shop/".into()) };
+        let reports = vec![
+            report(Some("/shop/cart"), true, None),
+            report(Some("/shop/cart"), false, None),
+            report(Some("/billing"), false, None),
+            report(None, false, None),
+        ];
+        let shown = f.apply(reports);
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].marathon_app_id.as_deref(), Some("/shop/cart"));
+        assert!(!shown[0].healthy);
+        assert_eq!(f.describe(), "--unhealthy --app /shop/");
     }
 }

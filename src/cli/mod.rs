@@ -1,6 +1,7 @@
 //! Command line: global flags, logging, and one struct per subcommand with `exec()`.
 
 mod check;
+mod generate;
 mod repair;
 mod run;
 
@@ -16,7 +17,8 @@ use crate::error::MedicError;
 use crate::medic::Medic;
 use crate::report::{render_table, EndpointReport};
 
-pub use check::CheckCmd;
+pub use check::{CheckCmd, Filter};
+pub use generate::{documented_command, GenerateCmd};
 pub use repair::RepairCmd;
 pub use run::RunCmd;
 
@@ -60,13 +62,26 @@ pub enum Command {
     /// Run the agent: watch Docker, check and repair every calico container.
     Run(RunCmd),
     /// Read-only diagnosis of named containers, or of every calico container.
+    ///
+    /// Exit status: 0 every endpoint shown is healthy, 1 faults remain in an endpoint shown, 2 could not
+    /// check (Docker unreachable, unknown container, not on a calico network, host or container:<id>
+    /// network mode, bad config or flags; one line on stderr). --unhealthy and --app choose what is shown;
+    /// the status is about those endpoints.
     Check(CheckCmd),
     /// Repair one container now, then re-check it.
+    ///
+    /// Exit status: 0 healthy after the repair, 1 faults remain, 2 could not check (as for check).
     Repair(RepairCmd),
+    /// Write the man pages or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate(GenerateCmd),
 }
 
 impl Cli {
     pub fn exec(self) -> ExitCode {
+        if let Command::Generate(cmd) = &self.command {
+            return cmd.exec();
+        }
         init_logging(self.log_format, self.verbose);
         let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => rt,
@@ -77,6 +92,7 @@ impl Cli {
                 Command::Run(cmd) => cmd.exec(self.docker_host.as_deref()).await,
                 Command::Check(cmd) => cmd.exec(self.docker_host.as_deref()).await,
                 Command::Repair(cmd) => cmd.exec(self.docker_host.as_deref()).await,
+                Command::Generate(_) => unreachable!("handled before the runtime starts"),
             }
         });
         // Do not wait for stray blocking tasks (e.g. a hung Docker request) on exit.

@@ -12,7 +12,10 @@
 #     (systemd-table.sh check), the unit as systemd 219 and 229 apply it
 #     verifies and its exposure is printed, the syscall deny list never denies
 #     what the agent was running with;
+#   - the man pages and bash/zsh/fish completions (generated from the CLI by
+#     the packaged binary) in all three artifacts, at each format's paths;
 #   - dpkg -i of the .deb: files, binary, conffile, enabled unit,
+#     `man -w calico-medic`, bash completion offering the subcommands,
 #     `systemd-analyze verify` (clean), `systemd-analyze security
 #     --offline=true` (exposure <= 4.0), the shipped example config, the
 #     Marathon app;
@@ -46,6 +49,8 @@ UNIT=/lib/systemd/system/calico-medic.service
 BIN=/usr/bin/calico-medic
 CONF=/etc/calico-medic/config.toml
 DOC=/usr/share/doc/calico-medic
+MAN_PAGES=(calico-medic.1.gz calico-medic-check.1.gz calico-medic-repair.1.gz calico-medic-run.1.gz)
+BASH_COMPLETION=/usr/share/bash-completion/completions/calico-medic
 DOCKER=${LAB_DOCKER:-/usr/bin/docker} # Debian's 20.10 client (see DESIGN.md)
 LABCTL=$REPO/tests/lab/labctl
 NOSOCK=unix:///nonexistent-calico-medic-test.sock
@@ -101,6 +106,7 @@ command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v rpm >/dev/null && command -v rpm2cpio >/dev/null || need_apt+=(rpm rpm2cpio)
 command -v cpio >/dev/null || need_apt+=(cpio)
 command -v objdump >/dev/null || need_apt+=(binutils)
+command -v man >/dev/null || need_apt+=(man-db)
 if ((${#need_apt[@]})); then
     say "installing ${need_apt[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null ||
@@ -113,7 +119,8 @@ if dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null | grep -qv 'not-installed'; t
     rm -rf "$WORK"
     die "package $PKG is already installed (dpkg --purge $PKG first)"
 fi
-for p in "$BIN" /etc/calico-medic "$DOC" /usr/lib/systemd/system/calico-medic.service; do
+for p in "$BIN" /etc/calico-medic "$DOC" /usr/lib/systemd/system/calico-medic.service "$BASH_COMPLETION" \
+    /usr/share/man/man1/calico-medic.1.gz; do
     if [[ -e $p ]]; then
         trap - EXIT
         rm -rf "$WORK"
@@ -219,11 +226,33 @@ missing=""
 # finds units only there or in /etc (the same place on merged-/usr systems).
 for f in ./usr/bin/calico-medic ./lib/systemd/system/calico-medic.service ./etc/calico-medic/config.toml \
     ./usr/share/doc/calico-medic/README.md ./usr/share/doc/calico-medic/copyright \
-    ./usr/share/doc/calico-medic/examples/marathon-app.json; do
+    ./usr/share/doc/calico-medic/examples/marathon-app.json $(printf './usr/share/man/man1/%s ' "${MAN_PAGES[@]}") \
+    ./usr/share/bash-completion/completions/calico-medic ./usr/share/zsh/vendor-completions/_calico-medic \
+    ./usr/share/fish/vendor_completions.d/calico-medic.fish; do
     grep -qxF "$f" <<<"$contents" || missing+=" $f"
 done
-[[ -z $missing ]] && pass "package contents: binary, unit, config, README, copyright, Marathon example" ||
+[[ -z $missing ]] && pass "package contents: binary, unit, config, README, copyright, Marathon example, 4 man pages, bash/zsh/fish completions" ||
     fail "package contents" "missing:$missing"
+# The man pages and completions are what the packaged binary generates (so they
+# describe exactly its flags), gzip -9n'd pages included.
+mkdir -p "$WORK/gen"
+"$PBIN" generate man "$WORK/gen/man" >/dev/null && "$PBIN" generate completions "$WORK/gen/completions" >/dev/null &&
+    gzip -9n "$WORK/gen/man"/*.1
+gen_ok=1
+for m in "${MAN_PAGES[@]}"; do
+    cmp -s "$WORK/gen/man/$m" "$WORK/x/deb/usr/share/man/man1/$m" || gen_ok=0
+done
+cmp -s "$WORK/gen/completions/calico-medic.bash" "$WORK/x/deb/usr/share/bash-completion/completions/calico-medic" &&
+    cmp -s "$WORK/gen/completions/_calico-medic" "$WORK/x/deb/usr/share/zsh/vendor-completions/_calico-medic" &&
+    cmp -s "$WORK/gen/completions/calico-medic.fish" "$WORK/x/deb/usr/share/fish/vendor_completions.d/calico-medic.fish" ||
+    gen_ok=0
+((gen_ok)) && pass "deb: man pages and completions = what the packaged binary generates (calico-medic generate)" ||
+    fail "deb: man pages/completions differ from calico-medic generate" "$(ls -l "$WORK/gen"/* "$WORK/x/deb/usr/share/man/man1")"
+zcat "$WORK/x/deb/usr/share/man/man1/calico-medic-check.1.gz" | grep -qF -- '\-\-unhealthy' &&
+    ! grep -q generate "$WORK/x/deb/usr/share/bash-completion/completions/calico-medic" &&
+    [[ ! -e $WORK/x/deb/usr/share/man/man1/calico-medic-generate.1.gz ]] &&
+    pass "man page documents check --unhealthy; the hidden generate subcommand is in neither" ||
+    fail "man page/completion content"
 dpkg-deb --ctrl-tarfile "$DEB" | tar -xO ./conffiles 2>/dev/null | grep -qxF "$CONF" &&
     pass "$CONF is a conffile" || fail "$CONF is a conffile"
 mkdir -p "$WORK/ctrl"
@@ -262,8 +291,13 @@ other=$(grep -vE '^(libc\.so\.6|libm\.so\.6|libpthread\.so\.0|libdl\.so\.2|librt
     pass "rpm: Requires(post/preun/postun): systemd (as %{?systemd_requires})" ||
     fail "rpm: systemd scriptlet requirements" "$(rq --qf '[%{REQUIRENAME} %{REQUIREFLAGS:deptype}\n]')"
 rpm_files=$(rq -l | sort | tr '\n' ' ')
-want_files="/etc/calico-medic /etc/calico-medic/config.toml /usr/bin/calico-medic /usr/lib/systemd/system-preset/50-calico-medic.preset /usr/lib/systemd/system/calico-medic.service /usr/share/doc/calico-medic /usr/share/doc/calico-medic/README.md /usr/share/doc/calico-medic/examples /usr/share/doc/calico-medic/examples/marathon-app.json "
-[[ $rpm_files == "$want_files" ]] && pass "rpm -qpl: binary, unit, preset, config, README, Marathon example (9 entries)" ||
+want_files=$(printf '%s\n' /etc/calico-medic /etc/calico-medic/config.toml /usr/bin/calico-medic \
+    /usr/lib/systemd/system-preset/50-calico-medic.preset /usr/lib/systemd/system/calico-medic.service \
+    /usr/share/doc/calico-medic /usr/share/doc/calico-medic/README.md /usr/share/doc/calico-medic/examples \
+    /usr/share/doc/calico-medic/examples/marathon-app.json "${MAN_PAGES[@]/#//usr/share/man/man1/}" \
+    /usr/share/bash-completion/completions/calico-medic /usr/share/zsh/site-functions/_calico-medic \
+    /usr/share/fish/vendor_completions.d/calico-medic.fish | sort | tr '\n' ' ')
+[[ $rpm_files == "$want_files" ]] && pass "rpm -qpl: binary, unit, preset, config, README, Marathon example, 4 man pages, bash/zsh/fish completions (16 entries)" ||
     fail "rpm -qpl" "got:  $rpm_files"$'\n'"want: $want_files"
 [[ $(rq -c) == "$CONF" && $(rq --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' | grep " $CONF\$") == "cn $CONF" ]] &&
     pass "rpm: $CONF is %config(noreplace)" || fail "rpm: config(noreplace)" "$(rq --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]')"
@@ -273,6 +307,13 @@ cmp -s "$WORK/x/rpm/usr/lib/systemd/system/calico-medic.service" "$UNIT_SRC" &&
     cmp -s "$WORK/x/rpm/etc/calico-medic/config.toml" "$CONFIG_SRC" &&
     cmp -s "$WORK/x/rpm/usr/lib/systemd/system-preset/50-calico-medic.preset" unit/rpm/calico-medic.preset &&
     pass "rpm: unit, config and preset = the sources" || fail "rpm: unit/config/preset differ from the sources"
+gen_ok=1
+for m in "${MAN_PAGES[@]}"; do cmp -s "$WORK/x/rpm/usr/share/man/man1/$m" "$WORK/x/deb/usr/share/man/man1/$m" || gen_ok=0; done
+cmp -s "$WORK/x/rpm/usr/share/bash-completion/completions/calico-medic" "$WORK/x/deb/usr/share/bash-completion/completions/calico-medic" &&
+    cmp -s "$WORK/x/rpm/usr/share/zsh/site-functions/_calico-medic" "$WORK/x/deb/usr/share/zsh/vendor-completions/_calico-medic" &&
+    cmp -s "$WORK/x/rpm/usr/share/fish/vendor_completions.d/calico-medic.fish" "$WORK/x/deb/usr/share/fish/vendor_completions.d/calico-medic.fish" ||
+    gen_ok=0
+((gen_ok)) && pass "rpm: man pages and completions = the .deb's" || fail "rpm: man pages/completions differ from the .deb's"
 grep -qxF 'enable calico-medic.service' unit/rpm/calico-medic.preset &&
     pass "rpm: preset enables calico-medic.service" || fail "rpm: preset"
 # The scriptlets, run with $1 as rpm passes it, against a systemctl that logs.
@@ -304,12 +345,27 @@ sc_case POSTUN 0 "systemctl daemon-reload;" "postun on erase (0)"
 
 # ---------------------------------------------------------------- tarball
 tar_list=$(tar -tzvf "$TGZ" | awk '{print $1, $2, $NF}' | sort | tr '\n' ';')
-want_tar="-rw-r--r-- 0/0 $PKG-$VERSION/README.md;-rw-r--r-- 0/0 $PKG-$VERSION/calico-medic.service;-rw-r--r-- 0/0 $PKG-$VERSION/config.toml;-rw-r--r-- 0/0 $PKG-$VERSION/examples/marathon-app.json;-rwxr-xr-x 0/0 $PKG-$VERSION/calico-medic;drwxr-xr-x 0/0 $PKG-$VERSION/;drwxr-xr-x 0/0 $PKG-$VERSION/examples/;"
-[[ $tar_list == "$want_tar" ]] && pass "tarball: $PKG-$VERSION/{calico-medic, calico-medic.service, config.toml, README.md, examples/marathon-app.json}, root-owned" ||
+want_tar=$(
+    for f in README.md calico-medic.service config.toml examples/marathon-app.json completions/_calico-medic \
+        completions/calico-medic.bash completions/calico-medic.fish $(printf 'man/man1/%s ' "${MAN_PAGES[@]}"); do
+        echo "-rw-r--r-- 0/0 $PKG-$VERSION/$f"
+    done
+    echo "-rwxr-xr-x 0/0 $PKG-$VERSION/calico-medic"
+    for d in "" completions/ examples/ man/ man/man1/; do echo "drwxr-xr-x 0/0 $PKG-$VERSION/$d"; done
+)
+want_tar=$(sort <<<"$want_tar" | tr '\n' ';')
+[[ $tar_list == "$want_tar" ]] && pass "tarball: $PKG-$VERSION/{calico-medic, calico-medic.service, config.toml, README.md, examples/marathon-app.json, man/man1/*.1.gz, completions/*}, root-owned" ||
     fail "tarball contents" "got:  $tar_list"$'\n'"want: $want_tar"
 cmp -s "$TOP/calico-medic.service" "$UNIT_SRC" && cmp -s "$TOP/config.toml" "$CONFIG_SRC" && cmp -s "$TOP/README.md" README.md &&
     cmp -s "$TOP/examples/marathon-app.json" "$MARATHON_SRC" &&
     pass "tarball: unit, config, README, Marathon example = the sources" || fail "tarball files differ from the sources"
+gen_ok=1
+for m in "${MAN_PAGES[@]}"; do cmp -s "$TOP/man/man1/$m" "$WORK/x/deb/usr/share/man/man1/$m" || gen_ok=0; done
+cmp -s "$TOP/completions/calico-medic.bash" "$WORK/x/deb/usr/share/bash-completion/completions/calico-medic" &&
+    cmp -s "$TOP/completions/_calico-medic" "$WORK/x/deb/usr/share/zsh/vendor-completions/_calico-medic" &&
+    cmp -s "$TOP/completions/calico-medic.fish" "$WORK/x/deb/usr/share/fish/vendor_completions.d/calico-medic.fish" ||
+    gen_ok=0
+((gen_ok)) && pass "tarball: man pages and completions = the .deb's" || fail "tarball: man pages/completions differ from the .deb's"
 
 # ---------------------------------------------------------------- unit on old systemd
 if out=$(tests/packaging/systemd-table.sh check 2>&1); then
@@ -390,6 +446,35 @@ out=$("$BIN" --version 2>&1)
 out=$("$BIN" --help 2>&1)
 [[ $out == *run* && $out == *check* && $out == *repair* ]] && pass "calico-medic --help lists run, check, repair" ||
     fail "calico-medic --help" "$out"
+
+# ---------------------------------------------------------------- man page, completions
+out=$(man -w calico-medic 2>&1)
+[[ $out == /usr/share/man/man1/calico-medic.1.gz ]] && pass "man -w calico-medic: $out" || fail "man -w calico-medic" "$out"
+out=$(man -w calico-medic-check 2>&1)
+[[ $out == /usr/share/man/man1/calico-medic-check.1.gz ]] && pass "man -w calico-medic-check: $out" ||
+    fail "man -w calico-medic-check" "$out"
+out=$(MANWIDTH=200 man calico-medic-check 2>&1)
+[[ $out == *"--unhealthy"* && $out == *"--app <APP_ID>"* && $out == *Exit*status:* ]] &&
+    pass "man calico-medic-check renders (--unhealthy, --app, exit status)" || fail "man calico-medic-check" "$out"
+# What bash does on <TAB>: source the installed file, call the function it
+# registered for calico-medic with COMP_WORDS/COMP_CWORD and the (cmd, cur, prev)
+# arguments, read COMPREPLY.
+complete_words() { # <words...> (the last one is the word being completed)
+    bash --norc --noprofile -c '
+        source "$0" || exit 1
+        fn=$(complete -p calico-medic | sed -n "s/.* -F \([^ ]*\) .*/\1/p")
+        [[ -n $fn ]] || { echo "no complete -F for calico-medic" >&2; exit 1; }
+        COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
+        "$fn" calico-medic "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
+        printf "%s\n" "${COMPREPLY[@]}"' "$BASH_COMPLETION" "$@" 2>&1
+}
+out=$(complete_words calico-medic "" | tr '\n' ' ')
+[[ " $out " == *" run "* && " $out " == *" check "* && " $out " == *" repair "* && " $out " != *" generate "* ]] &&
+    pass "bash completion of 'calico-medic ' offers run, check, repair (not the hidden generate)" ||
+    fail "bash completion of 'calico-medic '" "$out"
+out=$(complete_words calico-medic check --u | tr '\n' ' ')
+[[ $out == "--unhealthy " ]] && pass "bash completion of 'calico-medic check --u': --unhealthy" ||
+    fail "bash completion of 'calico-medic check --u'" "$out"
 
 # ---------------------------------------------------------------- unit file
 if out=$(systemd-analyze verify "$UNIT" 2>&1) && [[ -z $out ]]; then
@@ -568,8 +653,9 @@ fi
 
 # ---------------------------------------------------------------- remove, purge
 if out=$(dpkg -r "$PKG" 2>&1); then pass "dpkg -r $PKG"; else fail "dpkg -r $PKG" "$out"; fi
-[[ ! -e $BIN && ! -e $UNIT && -f $CONF ]] &&
-    pass "after remove: binary and unit gone, conffile kept" || fail "after remove" "$(ls -l "$BIN" "$UNIT" "$CONF" 2>&1)"
+[[ ! -e $BIN && ! -e $UNIT && -f $CONF && ! -e $BASH_COMPLETION && ! -e /usr/share/man/man1/calico-medic.1.gz ]] &&
+    pass "after remove: binary, unit, man pages, completions gone, conffile kept" ||
+    fail "after remove" "$(ls -l "$BIN" "$UNIT" "$CONF" "$BASH_COMPLETION" /usr/share/man/man1/calico-medic.1.gz 2>&1)"
 if out=$(dpkg --purge "$PKG" 2>&1); then pass "dpkg --purge $PKG"; else fail "dpkg --purge $PKG" "$out"; fi
 leftovers=$(
     ls -d /etc/calico-medic "$DOC" 2>/dev/null
