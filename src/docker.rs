@@ -205,10 +205,7 @@ impl DockerClient {
         what: impl FnOnce() -> String,
         request: impl Future<Output = Result<T, MedicError>>,
     ) -> Result<T, MedicError> {
-        match tokio::time::timeout(self.call_timeout, request).await {
-            Ok(answer) => answer,
-            Err(_) => Err(MedicError::timeout(format!("docker: {}", what()), self.call_timeout)),
-        }
+        crate::error::within(self.call_timeout, || format!("docker: {}", what()), request).await
     }
 
     pub fn endpoint(&self) -> &str {

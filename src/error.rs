@@ -121,6 +121,19 @@ impl MedicError {
     }
 }
 
+/// Runs one request under a deadline; a timeout is an error naming the request
+/// (`what`, built only when it is needed).
+pub async fn within<T>(
+    deadline: std::time::Duration,
+    what: impl FnOnce() -> String,
+    request: impl std::future::Future<Output = Result<T, MedicError>>,
+) -> Result<T, MedicError> {
+    match tokio::time::timeout(deadline, request).await {
+        Ok(answer) => answer,
+        Err(_) => Err(MedicError::timeout(what(), deadline)),
+    }
+}
+
 /// Errno of a netlink error reply, if it is one (e.g. `libc::ENODEV`).
 pub fn netlink_errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {

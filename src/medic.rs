@@ -323,26 +323,25 @@ pub async fn endpoint_pass(
         let command = step.action.to_string();
         let (container, app, task) =
             (Escaped(&who.container), who.app.as_deref().map(Escaped), who.task.as_deref().map(Escaped));
-        match &error {
-            None => info!(
-                container = %container,
-                app = app.as_ref().map(tracing::field::display),
-                task = task.as_ref().map(tracing::field::display),
-                fault = %step.fault,
-                action = command.as_str(),
-                result = %result.as_str(),
-                "repair{why}"
-            ),
-            Some(e) => warn!(
-                container = %container,
-                app = app.as_ref().map(tracing::field::display),
-                task = task.as_ref().map(tracing::field::display),
-                fault = %step.fault,
-                action = command.as_str(),
-                result = %result.as_str(),
-                error = %e,
-                "repair{why}"
-            ),
+        macro_rules! repair_line {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    container = %container,
+                    app = app.as_ref().map(tracing::field::display),
+                    task = task.as_ref().map(tracing::field::display),
+                    fault = %step.fault,
+                    action = command.as_str(),
+                    result = %result.as_str(),
+                    error = error.as_deref(),
+                    "repair{why}"
+                )
+            };
+        }
+        if error.is_none() {
+            repair_line!(tracing::Level::INFO);
+        } else {
+            repair_line!(tracing::Level::WARN);
         }
         actions.push(ActionResult {
             action: step.action.code().to_string(),

@@ -406,10 +406,7 @@ impl Netlink {
         what: impl FnOnce() -> String,
         request: impl Future<Output = Result<T, MedicError>>,
     ) -> Result<T, MedicError> {
-        match tokio::time::timeout(self.timeout, request).await {
-            Ok(answer) => answer,
-            Err(_) => Err(MedicError::timeout(format!("netlink: {}", what()), self.timeout)),
-        }
+        crate::error::within(self.timeout, || format!("netlink: {}", what()), request).await
     }
 
     /// A link by name (RTM_GETLINK with IFLA_IFNAME); `None` when it does not exist.

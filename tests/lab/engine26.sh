@@ -28,6 +28,7 @@
 #   DOCKERD26_FLAGS  extra flags for this dockerd
 set -euo pipefail
 unset DOCKER_HOST DOCKER_CONTEXT # every docker command below names its engine
+LAB_TAG=engine26
 # shellcheck source=tests/lab/lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
@@ -69,17 +70,6 @@ if [[ $mode == up ]] && ((rm_image || stop_dockerd)); then
     echo "engine26: --image/--dockerd go with --down" >&2; exit 2
 fi
 
-die() { echo "engine26: error: $*" >&2; exit 1; }
-say() { echo "engine26: $*" >&2; }
-now_ms() { date +%s%3N; }
-alive() { local st; st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [[ $st != Z && $st != X ]]; }
-T0=$(now_ms)
-STEP_T=$T0
-step_done() { # <step name> <what happened>
-    local t; t=$(now_ms)
-    printf 'engine26: %-10s %-50s %6d ms\n' "$1" "$2" $((t - STEP_T)) >&2
-    STEP_T=$t
-}
 e2_up() { timeout 10 "${D2[@]}" version -f '{{.Server.Version}}' 2>/dev/null; }
 # e2_pid: the pid of engine 2's dockerd, if it runs
 e2_pid() {

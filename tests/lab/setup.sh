@@ -41,18 +41,9 @@ for a in "$@"; do
     esac
 done
 
-die() { echo "setup: error: $*" >&2; exit 1; }
-say() { echo "setup: $*" >&2; }
-now_ms() { date +%s%3N; }
-# alive <pid>: running and not a zombie (PID 1 here may reap orphans only every few seconds)
-alive() { local st; st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [[ $st != Z && $st != X ]]; }
-T0=$(now_ms)
-STEP_T=$T0
-step_done() { # <step name> <what happened>
-    local t; t=$(now_ms)
-    printf 'setup: %-10s %-45s %6d ms\n' "$1" "$2" $((t - STEP_T)) >&2
-    STEP_T=$t
-}
+LAB_TAG=setup
+# shellcheck source=tests/lab/lib.sh
+source "$HERE/lib.sh"
 
 [[ $(id -u) = 0 ]] || die "must run as root"
 mkdir -p "$LAB_DIR" "$PLUGIN_DIR"
@@ -79,9 +70,6 @@ if ((${#need_pkgs[@]})); then
 else
     step_done packages "all present"
 fi
-
-# shellcheck source=tests/lab/lib.sh
-source "$HERE/lib.sh"
 
 # ---------------------------------------------------------------- dockerd
 docker_up() { timeout 10 "$DOCKER" info >/dev/null 2>&1; }
