@@ -25,6 +25,7 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,19 @@ const GW: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
 /// Every namespace created and not yet removed: the signal handler removes these.
 static CREATED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Set by the signal handler before it removes the namespaces under the main thread's feet.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// A setup step failed: panic (the Drop guard cleans up), unless an interrupt is removing the
+/// namespaces anyway — then wait for its exit instead of reporting that as a failure.
+fn fail(msg: String) -> ! {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
+    }
+    panic!("{msg}");
+}
 
 fn usage() -> ! {
     eprintln!("usage: cargo bench -p calico-medic --bench audit -- [N...] [--reps R] [--concurrency C]");
@@ -97,12 +111,16 @@ fn ip_batch(ns: Option<&str>, script: &str) {
         .expect("run ip -batch");
     child.stdin.take().unwrap().write_all(script.as_bytes()).expect("write ip batch");
     let out = child.wait_with_output().expect("wait for ip -batch");
-    assert!(out.status.success(), "ip {ns:?} -batch failed: {}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        fail(format!("ip {ns:?} -batch failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
 }
 
 fn sh(cmd: &str) {
     let st = Command::new("sh").arg("-c").arg(cmd).status().expect("run sh");
-    assert!(st.success(), "sh -c {cmd:?} failed");
+    if !st.success() {
+        fail(format!("sh -c {cmd:?} failed"));
+    }
 }
 
 fn remove_namespaces(names: &[String]) {
@@ -222,10 +240,11 @@ async fn medic_round(
             let _permit = permits.acquire_owned().await.unwrap();
             let (path, expected) = &jobs[i];
             let t = Instant::now();
-            let ns = TargetNetns::open(path, host).expect("open netns");
-            let nl = Netlink::in_netns(&ns).expect("netlink in netns");
-            let pass =
-                endpoint_pass(&nl, expected, &[], Mode::Check, &Identity::named("bench")).await.expect("check pass");
+            let ns = TargetNetns::open(path, host).unwrap_or_else(|e| fail(format!("open {}: {e}", path.display())));
+            let nl = Netlink::in_netns(&ns).unwrap_or_else(|e| fail(format!("netlink in {}: {e}", path.display())));
+            let pass = endpoint_pass(&nl, expected, &[], Mode::Check, &Identity::named("bench"))
+                .await
+                .unwrap_or_else(|e| fail(format!("check pass in {}: {e}", path.display())));
             (t.elapsed(), pass.faults.is_empty())
         }));
     }
@@ -316,6 +335,7 @@ fn install_signal_cleanup(rt: &tokio::runtime::Runtime) {
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        INTERRUPTED.store(true, Ordering::SeqCst);
         eprintln!("\naudit: interrupted, removing the namespaces it created");
         // Holding the lock until exit keeps the main thread from creating more.
         let created = CREATED.lock().unwrap_or_else(|e| e.into_inner());
