@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use calico_medic::medic::{endpoint_pass, Mode};
 use calico_medic::netlink::Netlink;
 use calico_medic::netns::{NsIdentity, TargetNetns};
-use calico_medic::workload::{DefaultRoute, Expected, Identity, MacSource, CALICO_MAC};
+use calico_medic::workload::{mac_candidates, Expected, Identity, CALICO_MAC};
 
 const GW: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
@@ -200,18 +200,9 @@ impl Endpoints {
     }
 
     fn expected(&self, i: usize) -> Expected {
-        Expected {
-            interface: "cali0".into(),
-            host_interface: self.host_ifs[i].clone(),
-            ip: self.ips[i],
-            gateway: GW,
-            mac: CALICO_MAC,
-            mac_source: MacSource::HostNeighbour,
-            mac_disagreements: vec![],
-            peer_index: None,
-            only_endpoint: true,
-            default_route: DefaultRoute::Owned,
-        }
+        // The host's PERMANENT entry says ee:ee:…, as Felix programs it.
+        let candidates = mac_candidates(None, Some(CALICO_MAC), None);
+        Expected::resolve("cali0", self.host_ifs[i].clone(), self.ips[i], GW, &candidates)
     }
 }
 
