@@ -76,10 +76,7 @@ impl Medic {
     /// As `run`, within `pass_timeout` (the one-off commands; the daemon runs each
     /// pass in its own task under the same deadline).
     pub async fn run_with_deadline(&self, target: &str, mode: Mode) -> Result<ContainerOutcome, MedicError> {
-        let deadline = self.config.pass_timeout;
-        tokio::time::timeout(deadline, self.run(target, mode))
-            .await
-            .map_err(|_| MedicError::timeout(format!("pass over {target}"), deadline))?
+        crate::error::within(self.config.pass_timeout, || format!("pass over {target}"), self.run(target, mode)).await
     }
 
     /// As `run`; `interrupt` (the namespace changed again) cuts probes short, so a
