@@ -45,6 +45,47 @@ pub struct Config {
     pub watch: bool,
     pub backoff: BackoffConfig,
     pub probe: ProbeConfig,
+    /// Calico's datastore (etcd v2); see `crate::datastore`.
+    pub calico: CalicoConfig,
+}
+
+/// Where Calico's datastore is. Empty `etcd_endpoints` and no `calicoctl_config`
+/// file: no datastore, behaviour as without one.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CalicoConfig {
+    /// etcd v2 endpoints (`http(s)://host:port`), tried in order; a dead one is failed over.
+    pub etcd_endpoints: Vec<String>,
+    /// PEM files for TLS to etcd; empty = none (system roots for `https://`).
+    pub etcd_ca_file: String,
+    pub etcd_cert_file: String,
+    pub etcd_key_file: String,
+    /// Calico's name for this host; empty = as calico/node: NODENAME, HOSTNAME, the host name.
+    pub hostname: String,
+    /// calicoctl's v1 config (`calicoApiConfig`), read when `etcd_endpoints` is empty and
+    /// the file exists; empty = never.
+    pub calicoctl_config: String,
+    /// A full read of this host's endpoints under the watch, as a safety net.
+    #[serde(deserialize_with = "de_duration")]
+    pub full_read_interval: Duration,
+    /// How long one watch request waits for a change before it is re-issued.
+    #[serde(deserialize_with = "de_duration")]
+    pub watch_timeout: Duration,
+}
+
+impl Default for CalicoConfig {
+    fn default() -> Self {
+        CalicoConfig {
+            etcd_endpoints: Vec::new(),
+            etcd_ca_file: String::new(),
+            etcd_cert_file: String::new(),
+            etcd_key_file: String::new(),
+            hostname: String::new(),
+            calicoctl_config: "/etc/calico/calicoctl.cfg".into(),
+            full_read_interval: Duration::from_secs(300),
+            watch_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -98,6 +139,7 @@ impl Default for Config {
             watch: true,
             backoff: BackoffConfig::default(),
             probe: ProbeConfig::default(),
+            calico: CalicoConfig::default(),
         }
     }
 }
@@ -173,6 +215,19 @@ impl Config {
         within("backoff.settle", self.backoff.settle, ms(1), s(3_600))?;
         within("probe.interval", self.probe.interval, s(1), s(86_400))?;
         within("probe.timeout", self.probe.timeout, ms(1), s(30))?;
+        within("calico.full_read_interval", self.calico.full_read_interval, s(1), s(86_400))?;
+        within("calico.watch_timeout", self.calico.watch_timeout, s(1), s(3_600))?;
+        for url in &self.calico.etcd_endpoints {
+            crate::datastore::normalise_endpoint(url).map_err(|e| format!("calico.etcd_endpoints: {e}"))?;
+        }
+        if self.calico.etcd_cert_file.is_empty() != self.calico.etcd_key_file.is_empty() {
+            return Err(
+                "calico.etcd_cert_file: a client certificate needs etcd_key_file too (and the other way round)".into(),
+            );
+        }
+        if self.calico.hostname.contains('/') {
+            return Err("calico.hostname: must not contain '/' (it is part of an etcd key)".into());
+        }
         if self.backoff.max < self.backoff.initial {
             return Err("backoff.max: must be at least backoff.initial".into());
         }
@@ -381,12 +436,12 @@ mod tests {
         assert_eq!(parsed.docker_host.take().as_deref(), Some("unix:///var/run/docker.sock"));
         assert_eq!(parsed, Config::default());
         // Every key the parser accepts (it lists them for an unknown key) is in the example.
-        for header in ["", "[backoff]\n", "[probe]\n"] {
+        for header in ["", "[backoff]\n", "[probe]\n", "[calico]\n"] {
             let err = Config::from_toml(&format!("{header}zz_unknown = 1\n"), "t").unwrap_err().to_string();
             let known = err.rsplit_once("zz_unknown`").map(|(_, rest)| rest).unwrap_or_default();
             let keys: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
             assert!(!keys.is_empty(), "no key list in: {err}");
-            for key in keys.into_iter().filter(|k| !["backoff", "probe"].contains(k)) {
+            for key in keys.into_iter().filter(|k| !["backoff", "probe", "calico"].contains(k)) {
                 assert!(
                     uncommented.lines().any(|l| l.starts_with(&format!("{key} = "))),
                     "unit/config.toml does not document {header:?} {key}"

@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::agent::Agent;
 use crate::config::Config;
+use crate::datastore::{Datastore, Settings};
 use crate::docker::{resolve_host, DockerClient};
 use crate::error::MedicError;
 use crate::http::{Health, HttpState};
@@ -35,6 +36,9 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut keys = Vec::new();
     if old.listen != new.listen {
         keys.push("listen");
+    }
+    if old.calico != new.calico {
+        keys.push("calico");
     }
     keys
 }
@@ -68,8 +72,15 @@ impl Signals {
     }
 }
 
+/// The datastore the configuration names (not read yet), or `None`.
+pub fn configured_datastore(config: &Config) -> Result<Option<Arc<Datastore>>, MedicError> {
+    Settings::resolve(config)?.map(Datastore::new).transpose()
+}
+
 pub struct Daemon {
     agent: Arc<Agent>,
+    /// Followed for the daemon's whole life (a `[calico]` change takes a restart).
+    datastore: Option<Arc<Datastore>>,
     config: Config,
     /// `--dry-run` on the command line (the config file's `dry_run` adds to it).
     dry_run_flag: bool,
@@ -84,6 +95,7 @@ impl Daemon {
     pub async fn start(config: Config, dry_run_flag: bool, listen: SocketAddr) -> Result<Option<Daemon>, MedicError> {
         let mut signals = Signals::install()?;
         let listener = crate::http::bind(listen).await?;
+        let datastore = configured_datastore(&config)?;
         // Docker may be down at boot: wait for it rather than exiting.
         let medic = loop {
             match build_medic(config.clone()).await {
@@ -100,7 +112,18 @@ impl Daemon {
                 Err(e) => return Err(e),
             }
         };
+        let medic = medic.with_datastore(datastore.clone());
         let dry_run = dry_run_flag || config.dry_run;
+        if let Some(ds) = &datastore {
+            let s = &ds.settings;
+            info!(
+                "datastore: etcd {} (from {}), host {:?}, key {}",
+                s.endpoints.join(","),
+                s.origin,
+                s.hostname,
+                ds.dir
+            );
+        }
         info!(
             "calico-medic {} starting: docker={} listen={listen} dry_run={dry_run}",
             env!("CARGO_PKG_VERSION"),
@@ -110,14 +133,17 @@ impl Daemon {
         let health = Arc::new(Health::default());
         let agent = Agent::new(medic, metrics.clone(), health.clone(), dry_run);
         let (stop, stop_rx) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(agent.clone().run_workers(stop_rx.clone())),
             tokio::spawn(agent.clone().follow_docker(stop_rx.clone())),
             tokio::spawn(agent.clone().resync_loop(stop_rx.clone())),
             tokio::spawn(agent.clone().probe_loop(stop_rx.clone())),
-            tokio::spawn(crate::http::serve(listener, HttpState { metrics, health }, stop_rx)),
+            tokio::spawn(crate::http::serve(listener, HttpState { metrics, health }, stop_rx.clone())),
         ];
-        Ok(Some(Daemon { agent, config, dry_run_flag, signals, stop, tasks }))
+        if let Some(ds) = &datastore {
+            tasks.push(tokio::spawn(agent.clone().follow_datastore(ds.clone(), stop_rx)));
+        }
+        Ok(Some(Daemon { agent, datastore, config, dry_run_flag, signals, stop, tasks }))
     }
 
     /// Applies a new configuration: a new Docker client and pipeline, and every key
@@ -128,7 +154,8 @@ impl Daemon {
         let mut applied = new.clone();
         // Keys that need a restart keep their running value.
         applied.listen = self.config.listen;
-        let medic = build_medic(applied.clone()).await?;
+        applied.calico = self.config.calico.clone();
+        let medic = build_medic(applied.clone()).await?.with_datastore(self.datastore.clone());
         self.agent.replace_medic(medic, self.dry_run_flag || applied.dry_run);
         self.config = applied;
         Ok(Reloaded { needs_restart })
@@ -201,7 +228,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_listen_needs_a_restart() {
+    fn only_listen_and_the_datastore_need_a_restart() {
         let old = Config::default();
         let mut new = old.clone();
         new.watch = false;
@@ -211,5 +238,7 @@ mod tests {
         assert!(restart_only_changes(&old, &new).is_empty());
         new.listen = "127.0.0.1:9999".parse().unwrap();
         assert_eq!(restart_only_changes(&old, &new), vec!["listen"]);
+        new.calico.etcd_endpoints = vec!["http://127.0.0.1:2379".into()];
+        assert_eq!(restart_only_changes(&old, &new), vec!["listen", "calico"]);
     }
 }

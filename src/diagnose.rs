@@ -26,10 +26,13 @@ pub enum FaultKind {
     HostNeighMismatch,
     HostProxyArpOff,
     WorkloadUnreachable,
+    DatastoreEndpointMissing,
+    DatastoreMacMismatch,
+    DatastoreIpMismatch,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::LinkMissing,
         FaultKind::LinkDown,
         FaultKind::MacMismatch,
@@ -43,6 +46,9 @@ impl FaultKind {
         FaultKind::HostNeighMismatch,
         FaultKind::HostProxyArpOff,
         FaultKind::WorkloadUnreachable,
+        FaultKind::DatastoreEndpointMissing,
+        FaultKind::DatastoreMacMismatch,
+        FaultKind::DatastoreIpMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,7 +66,19 @@ impl FaultKind {
             FaultKind::HostNeighMismatch => "host_neigh_mismatch",
             FaultKind::HostProxyArpOff => "host_proxy_arp_off",
             FaultKind::WorkloadUnreachable => "workload_unreachable",
+            FaultKind::DatastoreEndpointMissing => "datastore_endpoint_missing",
+            FaultKind::DatastoreMacMismatch => "datastore_mac_mismatch",
+            FaultKind::DatastoreIpMismatch => "datastore_ip_mismatch",
         }
+    }
+
+    /// Calico's datastore disagrees with the host: Calico owns the datastore, so
+    /// calico-medic only reports these.
+    pub fn is_datastore(self) -> bool {
+        matches!(
+            self,
+            FaultKind::DatastoreEndpointMissing | FaultKind::DatastoreMacMismatch | FaultKind::DatastoreIpMismatch
+        )
     }
 
     /// Host-side faults are Felix's to fix; calico-medic only reports them.
@@ -90,7 +108,7 @@ pub struct Fault {
 }
 
 impl Fault {
-    fn new(kind: FaultKind, detail: impl Into<String>) -> Fault {
+    pub fn new(kind: FaultKind, detail: impl Into<String>) -> Fault {
         Fault { kind, detail: detail.into() }
     }
 }

@@ -330,6 +330,26 @@ impl DockerClient {
         Ok(out)
     }
 
+    /// Endpoint ids Docker holds on calico networks, over every container in any
+    /// state (a stopped one holds none): what Calico's datastore should hold for this
+    /// engine, so a datastore endpoint missing here has no container.
+    pub async fn calico_endpoint_ids(&self) -> Result<std::collections::HashSet<String>, MedicError> {
+        let opts = ListContainersOptionsBuilder::default().all(true).build();
+        let list =
+            async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
+        let list = self.within(|| "listing containers".into(), list).await?;
+        let mut out = std::collections::HashSet::new();
+        for c in list {
+            for net in c.network_settings.iter().flat_map(|n| n.networks.iter().flatten()).map(|(_, s)| s) {
+                let (Some(nid), Some(eid)) = (&net.network_id, &net.endpoint_id) else { continue };
+                if !eid.is_empty() && self.is_calico_network(nid).await? {
+                    out.insert(eid.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Container and network events since `since` (Docker's `secs.nanos` form).
     pub fn events(&self, since: Option<String>) -> impl Stream<Item = Result<EventMessage, BollardError>> {
         let mut filters = HashMap::new();

@@ -49,6 +49,9 @@ pub enum MedicError {
     /// A Docker or netlink call, or a whole pass, overran its deadline.
     #[error("{what} timed out after {after:?}")]
     Timeout { what: String, after: std::time::Duration },
+    /// Calico's datastore (etcd) could not be read or understood.
+    #[error("datastore: {0}")]
+    Datastore(String),
     /// A pass panicked (caught; the agent goes on).
     #[error("pass over {0} panicked: {1}")]
     Panic(String, String),
@@ -73,7 +76,7 @@ impl MedicError {
     }
 
     /// Every value `code()` can return (metrics pre-create these series at 0).
-    pub const CODES: [&'static str; 14] = [
+    pub const CODES: [&'static str; 15] = [
         "docker_unreachable",
         "docker",
         "container_not_found",
@@ -88,6 +91,7 @@ impl MedicError {
         "config",
         "timeout",
         "panic",
+        "datastore",
     ];
 
     /// Bounded label value for metrics and JSON.
@@ -107,6 +111,7 @@ impl MedicError {
             MedicError::Config(_) => "config",
             MedicError::Timeout { .. } => "timeout",
             MedicError::Panic(..) => "panic",
+            MedicError::Datastore(_) => "datastore",
         }
     }
 
@@ -168,6 +173,7 @@ mod tests {
             MedicError::Config("x".into()),
             MedicError::timeout("docker inspect x", std::time::Duration::from_secs(1)),
             MedicError::Panic("x".into(), "boom".into()),
+            MedicError::Datastore("x".into()),
         ];
         let codes: Vec<&str> = all.iter().map(|e| e.code()).collect();
         assert_eq!(codes, MedicError::CODES.to_vec());

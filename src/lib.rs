@@ -5,6 +5,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod datastore;
 pub mod diagnose;
 pub mod docker;
 pub mod error;

@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn, Instrument};
 
 use crate::config::Config;
+use crate::datastore::{endpoint_findings, Datastore, Lookup};
 use crate::diagnose::{diagnose_container, diagnose_host, Fault, FaultKind};
 use crate::docker::DockerClient;
 use crate::error::MedicError;
@@ -18,7 +19,7 @@ use crate::observe::{observe_container, observe_host, ContainerSide};
 use crate::probe;
 use crate::repair::{apply, plan, ActionOutcome, ActionResult};
 use crate::report::{EndpointReport, ProbeResult};
-use crate::workload::{mac_candidates, resolve_mac, Endpoint, Escaped, Expected, Identity, Workload};
+use crate::workload::{ordered_candidates, resolve_mac, Endpoint, Escaped, Expected, Identity, MacSource, Workload};
 
 /// What a pass may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,9 @@ pub struct Medic {
     pub config: Config,
     host_ns: NsIdentity,
     host: Netlink,
+    /// Calico's datastore, when configured: first MAC source after `expected_mac`,
+    /// and the reference for the `datastore_*` findings.
+    datastore: Option<Arc<Datastore>>,
 }
 
 impl Medic {
@@ -65,7 +69,16 @@ impl Medic {
     pub fn new(docker: Arc<DockerClient>, config: Config) -> Result<Medic, MedicError> {
         let host_ns = NsIdentity::current_thread().map_err(|e| MedicError::netns_io("reading own namespace", e))?;
         let host = Netlink::host()?.with_timeout(config.call_deadline());
-        Ok(Medic { docker, config, host_ns, host })
+        Ok(Medic { docker, config, host_ns, host, datastore: None })
+    }
+
+    pub fn with_datastore(mut self, datastore: Option<Arc<Datastore>>) -> Medic {
+        self.datastore = datastore;
+        self
+    }
+
+    pub fn datastore(&self) -> Option<&Arc<Datastore>> {
+        self.datastore.as_ref()
     }
 
     /// Runs the pipeline for one container (by id or name).
@@ -203,8 +216,15 @@ impl Medic {
         let host_link = host.as_ref().and_then(|h| h.link.as_ref());
         report.host_ifindex = host_link.map(|l| l.index);
         let host_mac = host.as_ref().and_then(|h| h.neighbour.as_ref()).map(|n| n.mac);
-        let (mac, mac_source, mac_disagreements) =
-            resolve_mac(&mac_candidates(cfg.expected_mac, host_mac, endpoint.docker_mac));
+        // Unknown while the datastore is down or unread: the host's view decides.
+        let lookup = self.datastore.as_ref().map_or(Lookup::Unknown, |d| d.lookup(&endpoint.endpoint_id));
+        let mac_sources = [
+            (MacSource::Config, cfg.expected_mac),
+            (MacSource::Datastore, lookup.mac()),
+            (MacSource::HostNeighbour, host_mac),
+            (MacSource::DockerInspect, endpoint.docker_mac),
+        ];
+        let (mac, mac_source, mac_disagreements) = resolve_mac(&ordered_candidates(&mac_sources));
         let expected = Expected {
             interface: cfg.container_interface.clone(),
             host_interface,
@@ -229,10 +249,15 @@ impl Medic {
             );
         }
 
-        let host_faults = match &host {
+        let mut host_faults = match &host {
             Some(h) if cfg.check_host_side => diagnose_host(&expected, h),
             _ => Vec::new(),
         };
+        // Reported, never repaired: Calico owns the datastore.
+        if let Some(ds) = &self.datastore {
+            let key = format!("{}/{}", ds.dir, endpoint.endpoint_id);
+            host_faults.extend(endpoint_findings(&lookup, &key, endpoint.ip, &mac_sources));
+        }
         match endpoint_pass(session, &expected, &host_faults, mode, &who).await {
             Ok(pass) => {
                 report.check_seconds = started.elapsed().as_secs_f64() - pass.repair_seconds;

@@ -2,7 +2,7 @@
 //! Per-container series are tracked so they can be removed when the container goes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -38,6 +38,17 @@ pub struct Metrics {
     watch_overflows: IntCounter,
     /// container_id → label sets of its per-container series.
     series: Mutex<HashMap<String, ContainerSeries>>,
+    /// Registered only when a datastore is configured (no `datastore_up 0` without one).
+    datastore: OnceLock<DatastoreMetrics>,
+}
+
+struct DatastoreMetrics {
+    up: IntGauge,
+    orphans: IntGauge,
+    endpoints: IntGauge,
+    full_reads: IntCounterVec,
+    last_full_read: Gauge,
+    watch_events: IntCounter,
 }
 
 #[derive(Default)]
@@ -128,7 +139,8 @@ impl Metrics {
             "Repair actions by the fault they address and result (skipped = dry run or backed off).",
             &["fault", "result"],
         );
-        for f in FaultKind::ALL.iter().filter(|f| !f.is_host_side() && **f != FaultKind::WorkloadUnreachable) {
+        let report_only = |f: &FaultKind| f.is_host_side() || f.is_datastore() || *f == FaultKind::WorkloadUnreachable;
+        for f in FaultKind::ALL.iter().filter(|f| !report_only(f)) {
             for res in ["success", "failure", "skipped"] {
                 repairs.with_label_values(&[f.as_str(), res]);
             }
@@ -222,6 +234,72 @@ impl Metrics {
             watch_events,
             watch_overflows,
             series: Mutex::new(HashMap::new()),
+            datastore: OnceLock::new(),
+        }
+    }
+
+    /// Registers the datastore series (once; `read_reasons` pre-creates the counters).
+    pub fn enable_datastore(&self, read_reasons: &[&str]) {
+        self.datastore.get_or_init(|| {
+            let r = &self.registry;
+            let gauge = |name: &str, help: &str| {
+                let g = IntGauge::with_opts(Opts::new(name, help).namespace(NS)).expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            };
+            let full_reads = counter_vec(
+                r,
+                "datastore_full_reads_total",
+                "Full reads of this host's endpoints from Calico's datastore, by reason.",
+                &["reason"],
+            );
+            for reason in read_reasons {
+                full_reads.with_label_values(&[reason]);
+            }
+            let last_full_read = Gauge::with_opts(
+                Opts::new("datastore_full_read_seconds", "Duration of the last full read of the datastore.")
+                    .namespace(NS),
+            )
+            .expect("valid metric");
+            r.register(Box::new(last_full_read.clone())).expect("unique metric");
+            DatastoreMetrics {
+                up: gauge("datastore_up", "1 while Calico's datastore (etcd) answers, 0 during an outage."),
+                orphans: gauge(
+                    "datastore_orphans",
+                    "Endpoints of this host in Calico's datastore that no container holds.",
+                ),
+                endpoints: gauge("datastore_endpoints", "Endpoints of this host in Calico's datastore."),
+                full_reads,
+                last_full_read,
+                watch_events: counter(r, "datastore_watch_events_total", "Changes received through the etcd watch."),
+            }
+        });
+    }
+
+    pub fn datastore_up(&self, up: bool) {
+        if let Some(d) = self.datastore.get() {
+            d.up.set(i64::from(up));
+        }
+    }
+
+    pub fn datastore_read(&self, reason: &str, endpoints: usize, seconds: f64) {
+        if let Some(d) = self.datastore.get() {
+            d.full_reads.with_label_values(&[reason]).inc();
+            d.endpoints.set(endpoints as i64);
+            d.last_full_read.set(seconds);
+        }
+    }
+
+    pub fn datastore_watched(&self, endpoints: usize) {
+        if let Some(d) = self.datastore.get() {
+            d.watch_events.inc();
+            d.endpoints.set(endpoints as i64);
+        }
+    }
+
+    pub fn datastore_orphans(&self, count: usize) {
+        if let Some(d) = self.datastore.get() {
+            d.orphans.set(count as i64);
         }
     }
 

@@ -162,11 +162,14 @@ impl Endpoint {
     }
 }
 
-/// Where the expected MAC came from, most trusted first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where the expected MAC came from. The declaration order is the order of trust,
+/// most trusted first: explicit configuration, Calico's datastore (the origin), the
+/// host's PERMANENT ARP entry (Felix's copy of it), `docker inspect`, Calico's fixed MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MacSource {
     Config,
+    Datastore,
     HostNeighbour,
     DockerInspect,
     CalicoDefault,
@@ -176,6 +179,7 @@ impl MacSource {
     pub fn as_str(self) -> &'static str {
         match self {
             MacSource::Config => "config",
+            MacSource::Datastore => "datastore",
             MacSource::HostNeighbour => "host_neighbour",
             MacSource::DockerInspect => "docker_inspect",
             MacSource::CalicoDefault => "calico_default",
@@ -183,23 +187,28 @@ impl MacSource {
     }
 }
 
-/// Candidate MACs for one endpoint, in order of trust. Later sources (Calico's
-/// datastore) slot in as another entry of this list.
+/// Candidate MACs for one endpoint without a datastore, in order of trust.
 pub fn mac_candidates(
     configured: Option<MacAddr>,
     host_neighbour: Option<MacAddr>,
     docker: Option<MacAddr>,
 ) -> Vec<(MacSource, MacAddr)> {
-    let mut out = Vec::new();
-    if let Some(m) = configured {
-        out.push((MacSource::Config, m));
-    }
-    if let Some(m) = host_neighbour {
-        out.push((MacSource::HostNeighbour, m));
-    }
-    if let Some(m) = docker {
-        out.push((MacSource::DockerInspect, m));
-    }
+    ordered_candidates(&[
+        (MacSource::Config, configured),
+        (MacSource::HostNeighbour, host_neighbour),
+        (MacSource::DockerInspect, docker),
+    ])
+}
+
+/// The sources that know a MAC, in order of trust (whatever order they are given
+/// in), with Calico's fixed MAC as the last resort.
+pub fn ordered_candidates(sources: &[(MacSource, Option<MacAddr>)]) -> Vec<(MacSource, MacAddr)> {
+    let mut out: Vec<(MacSource, MacAddr)> = sources
+        .iter()
+        .filter(|(src, _)| *src != MacSource::CalicoDefault)
+        .filter_map(|(src, mac)| mac.map(|m| (*src, m)))
+        .collect();
+    out.sort_by_key(|(src, _)| *src);
     out.push((MacSource::CalicoDefault, CALICO_MAC));
     out
 }
@@ -301,6 +310,29 @@ mod tests {
         let (mac, source, disagreements) = resolve_mac(&mac_candidates(None, None, None));
         assert_eq!((mac, source), (CALICO_MAC, MacSource::CalicoDefault));
         assert!(disagreements.is_empty());
+    }
+
+    #[test]
+    fn datastore_comes_after_config_and_before_the_host() {
+        let ds: MacAddr = "02:aa:bb:00:11:22".parse().unwrap();
+        let docker: MacAddr = "02:42:0a:00:00:05".parse().unwrap();
+        let given = [
+            (MacSource::DockerInspect, Some(docker)),
+            (MacSource::HostNeighbour, Some(CALICO_MAC)),
+            (MacSource::Datastore, Some(ds)),
+            (MacSource::Config, None),
+        ];
+        let (mac, source, disagreements) = resolve_mac(&ordered_candidates(&given));
+        assert_eq!((mac, source), (ds, MacSource::Datastore));
+        assert_eq!(
+            disagreements,
+            vec!["host_neighbour=ee:ee:ee:ee:ee:ee".to_string(), "docker_inspect=02:42:0a:00:00:05".to_string()]
+        );
+        let mut with_config = given;
+        with_config[3].1 = Some(CALICO_MAC);
+        let (mac, source, disagreements) = resolve_mac(&ordered_candidates(&with_config));
+        assert_eq!((mac, source), (CALICO_MAC, MacSource::Config), "explicit configuration wins");
+        assert!(disagreements.contains(&"datastore=02:aa:bb:00:11:22".to_string()), "{disagreements:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! No lock is held across an `.await`.
 
 mod backoff;
+mod datastore;
 mod events;
 mod queue;
 mod watches;
@@ -67,6 +68,8 @@ struct ContainerState {
     host_ifindexes: Vec<u32>,
     /// Fired when its namespace changes during a pass: cuts that pass's probes short.
     interrupt: Arc<Notify>,
+    /// Docker endpoint ids of its calico endpoints (datastore changes find it by these).
+    endpoint_ids: Vec<String>,
 }
 
 /// Everything the agent knows per container, plus the host side's shared pieces.
@@ -109,6 +112,8 @@ pub struct Agent {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     containers: Mutex<Containers>,
+    /// Datastore bookkeeping (orphan suspects); unused without a datastore.
+    datastore: datastore::DatastoreState,
     queue: mpsc::UnboundedSender<String>,
     queue_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     dry_run: AtomicBool,
@@ -176,6 +181,7 @@ impl Agent {
             metrics,
             health,
             containers: Mutex::new(Containers::default()),
+            datastore: datastore::DatastoreState::default(),
             queue: tx,
             queue_rx: Mutex::new(Some(rx)),
             dry_run: AtomicBool::new(dry_run),
@@ -387,6 +393,7 @@ impl Agent {
                         {
                             new_watch_needed = Some(pid);
                         }
+                        st.endpoint_ids = out.reports.iter().map(|r| r.endpoint_id.clone()).collect();
                         let indexes: Vec<u32> = out.reports.iter().filter_map(|r| r.host_ifindex).collect();
                         if indexes != st.host_ifindexes {
                             let old = std::mem::replace(&mut st.host_ifindexes, indexes.clone());

@@ -52,7 +52,29 @@ impl CheckCmd {
             eprintln!("calico-medic: none of {checked} endpoints matches {}", filter.describe());
         }
         // The status is about what is shown.
-        let status = print_reports(&shown, self.json);
+        let mut status = print_reports(&shown, self.json);
+        // Host-level datastore drift: only for a check of the whole host.
+        if let Some(ds) = medic.datastore().filter(|_| all && self.app.is_none()) {
+            if !ds.is_up() {
+                failed = true;
+            } else {
+                let held = medic.docker.calico_endpoint_ids().await?;
+                let view = ds.view();
+                let orphans = crate::datastore::orphans(&view.endpoints, &held);
+                for id in &orphans {
+                    let line = crate::datastore::findings::describe_orphan(&ds.dir, id, &view.endpoints);
+                    // JSON stays an array of endpoint reports on stdout.
+                    if self.json {
+                        eprintln!("calico-medic: datastore: {line}");
+                    } else {
+                        println!("datastore: {line}");
+                    }
+                }
+                if !orphans.is_empty() && status == Status::Healthy {
+                    status = Status::Faulty;
+                }
+            }
+        }
         Ok(if failed { Status::CouldNotCheck } else { status })
     }
 }

@@ -168,7 +168,18 @@ pub struct ConfigArg {
 
 impl ConfigArg {
     /// Config (file + flags) and a connected pipeline, for the one-off commands.
+    /// With a datastore configured, it is read once here; unreadable, the error is
+    /// printed and the pipeline works from the host's view (`datastore().is_up()` false).
     pub(crate) async fn medic(&self, docker_host: Option<&str>) -> Result<Medic, MedicError> {
-        build_medic(load_config(self.config.as_deref(), docker_host)?).await
+        let config = load_config(self.config.as_deref(), docker_host)?;
+        let datastore = crate::daemon::configured_datastore(&config)?;
+        let medic = build_medic(config).await?;
+        if let Some(ds) = &datastore {
+            if let Err(e) = ds.full_read().await {
+                eprintln!("calico-medic: {e}; checking from the host's view only");
+                ds.set_up(false);
+            }
+        }
+        Ok(medic.with_datastore(datastore))
     }
 }

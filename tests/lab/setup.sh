@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up the calico-medic lab: Docker engine + Calico v2.6-like plugin + two calico networks.
+# Set up the calico-medic lab: Docker engine + etcd (v2 API) + Calico v2.6-like plugin + two
+# calico networks.
 #
 # Idempotent: every step checks what is already there and only does what is missing.
 # Run as root on Debian. Prints the time each step took.
@@ -12,6 +13,8 @@
 #   CALICO_LAB_BIN      plugin binary (default: <target dir>/debug/calico-lab, built with cargo)
 #   CARGO_TARGET_DIR    cargo target dir (default: <repo>/target)
 #   DOCKERD_FLAGS       extra flags for dockerd when this script starts it
+#   (the lab's etcd: Debian's etcd-server 3.4 on http://127.0.0.1:2379 with --enable-v2, data in
+#   /var/lib/calico-lab/etcd, log /run/calico-lab/etcd.log; the plugin stores endpoints there)
 #   (DOCKER_HOST is ignored: this script manages the 20.10 engine on /var/run/docker.sock)
 set -euo pipefail
 unset DOCKER_HOST DOCKER_CONTEXT
@@ -24,6 +27,9 @@ NET=calico-lab
 NET_SUBNET=10.65.0.0/17
 NOMAC_NET=calico-lab-nomac
 NOMAC_SUBNET=10.65.128.0/17
+ETCD_URL=http://127.0.0.1:2379
+ETCD_PEER=http://127.0.0.1:2380
+ETCD_DATA=/var/lib/calico-lab/etcd
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -57,6 +63,7 @@ command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)
 command -v jq >/dev/null 2>&1 || need_pkgs+=(jq)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)
+command -v etcd >/dev/null 2>&1 || need_pkgs+=(etcd-server)
 if ((${#need_pkgs[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt_install() { apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${need_pkgs[@]}"; }
@@ -130,6 +137,29 @@ else
     step_done image "built $IMAGE"
 fi
 
+# ---------------------------------------------------------------- etcd
+# Calico's datastore: the v2 API (Calico v2.6 speaks only v2), loopback only.
+etcd_up() { curl -sf --max-time 2 "$ETCD_URL/v2/keys/" >/dev/null 2>&1; }
+if etcd_up; then
+    step_done etcd "already running ($ETCD_URL)"
+else
+    mkdir -p "$ETCD_DATA"
+    chmod 700 "$ETCD_DATA"
+    (close_inherited_fds; exec setsid etcd --name calico-lab --data-dir "$ETCD_DATA" --enable-v2 \
+        --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
+        --listen-peer-urls "$ETCD_PEER" --initial-advertise-peer-urls "$ETCD_PEER" \
+        --initial-cluster "calico-lab=$ETCD_PEER" >>"$LAB_DIR/etcd.log" 2>&1 </dev/null) &
+    echo $! >"$LAB_DIR/etcd.pid"
+    etcd_pid=$!
+    for _ in $(seq 1 200); do       # up to 20 s
+        etcd_up && break
+        alive "$etcd_pid" || die "etcd exited; see $LAB_DIR/etcd.log"
+        sleep 0.1
+    done
+    etcd_up || die "etcd does not answer on $ETCD_URL; see $LAB_DIR/etcd.log"
+    step_done etcd "started (pid $etcd_pid, $ETCD_URL, v2 API)"
+fi
+
 # ---------------------------------------------------------------- plugin binary
 SRC="$REPO/tests/calico-lab"
 if [[ -x $BIN ]] && [[ -z $(find "$SRC/src" "$SRC/Cargo.toml" -newer "$BIN" -print -quit 2>/dev/null) ]]; then
@@ -148,9 +178,11 @@ fi
 activate() { # <socket> : plugin answers Plugin.Activate
     curl -sf --max-time 2 --unix-socket "$1" -X POST http://plugin/Plugin.Activate >/dev/null 2>&1
 }
-# ensure_plugin <state dir> <driver name> <ipam driver name>
+# ensure_plugin <state dir> <driver name> <ipam driver name> [extra plugin args]
 ensure_plugin() {
     local dir=$1 name=$2 ipam=$3 pid="" exe
+    shift 3
+    local extra=("$@")
     mkdir -p "$dir"
     local pidfile=$dir/plugin.pid log=$dir/plugin.log
     local sock=$PLUGIN_DIR/$name.sock isock=$PLUGIN_DIR/$ipam.sock
@@ -164,7 +196,7 @@ ensure_plugin() {
     }
     p_start() {
         (close_inherited_fds; exec setsid "$BIN" plugin --state-dir "$dir" --name "$name" --ipam-name "$ipam" \
-            --pidfile "$pidfile" >>"$log" 2>&1 </dev/null) &
+            --pidfile "$pidfile" "${extra[@]}" >>"$log" 2>&1 </dev/null) &
         local np=$!
         for _ in $(seq 1 100); do
             if p_ok; then return 0; fi
@@ -175,8 +207,9 @@ ensure_plugin() {
     }
     if pid=$(p_pid); then
         exe=$(readlink "/proc/$pid/exe" || true)
-        if [[ $exe == *"(deleted)"* || $exe != "$(readlink -f "$BIN")" ]]; then
-            say "plugin $name ($pid) runs ${exe:-an unknown binary}, not $BIN; restarting it (its state is kept on disk)"
+        local cmdline; cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+        if [[ $exe == *"(deleted)"* || $exe != "$(readlink -f "$BIN")" || $cmdline != *"${extra[*]:-}"* ]]; then
+            say "plugin $name ($pid) runs '$cmdline' (${exe:-unknown binary}), want $BIN ${extra[*]:-}; restarting it (its state is kept)"
             kill "$pid"
             for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
             p_start
@@ -208,7 +241,9 @@ ensure_network() { # <name> <driver> <subnet> [extra args]
     fi
 }
 
-ensure_plugin "$LAB_DIR" calico calico-ipam
+# The main instance keeps its endpoints in etcd, like Calico; the self-test instance below in a
+# file (its endpoints are not this host's Calico workloads).
+ensure_plugin "$LAB_DIR" calico calico-ipam --etcd-endpoint "$ETCD_URL"
 ensure_network "$NET" calico "$NET_SUBNET"
 ensure_network "$NOMAC_NET" calico "$NOMAC_SUBNET" -o calico-lab.omit-mac=true
 

@@ -11,6 +11,17 @@ use tokio::net::UnixStream;
 
 /// `GET /networks/<id>` over the Docker socket → the network's `Options` map.
 pub async fn network_options(sock: &Path, id: &str) -> Result<serde_json::Map<String, Value>, String> {
+    let v = network_inspect(sock, id).await?;
+    Ok(v.get("Options").and_then(Value::as_object).cloned().unwrap_or_default())
+}
+
+/// `GET /networks/<id>` → the network's name (Calico names the endpoint's profile after it).
+pub async fn network_name(sock: &Path, id: &str) -> Result<String, String> {
+    let v = network_inspect(sock, id).await?;
+    v.get("Name").and_then(Value::as_str).map(str::to_string).ok_or_else(|| format!("network {id} has no name"))
+}
+
+async fn network_inspect(sock: &Path, id: &str) -> Result<Value, String> {
     if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
         return Err(format!("refusing odd network id {id:?}"));
     }
@@ -31,6 +42,5 @@ pub async fn network_options(sock: &Path, id: &str) -> Result<serde_json::Map<St
     if status != "200" {
         return Err(format!("dockerd answered {status} for network {id}: {}", body.trim()));
     }
-    let v: Value = serde_json::from_str(body).map_err(|e| format!("parsing network inspect: {e}"))?;
-    Ok(v.get("Options").and_then(Value::as_object).cloned().unwrap_or_default())
+    serde_json::from_str(body).map_err(|e| format!("parsing network inspect: {e}"))
 }

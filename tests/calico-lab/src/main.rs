@@ -5,6 +5,7 @@
 //! part of Felix. See tests/lab/README.md.
 
 mod docker;
+mod etcd;
 mod host;
 mod ipam;
 mod log;
@@ -51,6 +52,13 @@ enum Cmd {
         /// How long the Felix stand-in waits for a new host link to get carrier (ms).
         #[arg(long, default_value_t = 10_000)]
         felix_wait_ms: u64,
+        /// Store endpoints in this etcd (v2 API, `http://host:port`) at Calico's keys,
+        /// instead of `datastore.json`.
+        #[arg(long)]
+        etcd_endpoint: Option<String>,
+        /// Calico's name for this host in etcd keys (default: NODENAME, HOSTNAME, the host name).
+        #[arg(long)]
+        calico_hostname: Option<String>,
     },
 }
 
@@ -59,13 +67,31 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     let res = rt.block_on(async {
         match cli.cmd {
-            Cmd::Plugin { socket_dir, state_dir, name, ipam_name, pidfile, no_host, docker_socket, felix_wait_ms } => {
+            Cmd::Plugin {
+                socket_dir,
+                state_dir,
+                name,
+                ipam_name,
+                pidfile,
+                no_host,
+                docker_socket,
+                felix_wait_ms,
+                etcd_endpoint,
+                calico_hostname,
+            } => {
                 let cfg = plugin::Config {
                     host: !no_host,
                     docker_socket: (!no_host).then_some(docker_socket),
                     felix_wait: Duration::from_millis(felix_wait_ms),
                 };
-                let p = plugin::Plugin::new(cfg, store::Store::new(&state_dir))?;
+                let store = match etcd_endpoint {
+                    Some(url) => {
+                        let host = calico_hostname.unwrap_or_else(etcd::calico_hostname);
+                        store::Store::with_etcd(&state_dir, etcd::Etcd::new(&url, &host)?)
+                    }
+                    None => store::Store::new(&state_dir),
+                };
+                let p = plugin::Plugin::new(cfg, store)?;
                 if p.host_enabled() {
                     host::ensure_gateway_sink().await.map_err(|e| format!("setting up the 169.254.1.1 route: {e}"))?;
                     p.resync().await;

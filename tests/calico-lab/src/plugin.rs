@@ -5,7 +5,8 @@
 //! * capability scope `local` (Calico says `global`, which Docker 20.10 refuses without a
 //!   cluster store);
 //! * no IPv6 gateway in the Join answer;
-//! * no etcd: the endpoint store is `datastore.json`, pools need no pre-configuration;
+//! * endpoints go to etcd at Calico's keys when `--etcd-endpoint` is given (the lab's setup
+//!   does), else to `datastore.json`; pools need no pre-configuration (no IPAM in etcd);
 //! * generic network options `calico-lab.*` are accepted (`calico-lab.omit-mac=true` is the
 //!   seed fault mode); any other option is refused like Calico does;
 //! * DeleteEndpoint/Leave of an unknown endpoint succeed (logged), so teardown never wedges.
@@ -200,7 +201,7 @@ impl Plugin {
             ds.len(),
             st.networks.len(),
             st.pools.len(),
-            store.datastore_path().parent().map(|p| p.display().to_string()).unwrap_or_default()
+            store.describe()
         );
         Ok(Arc::new(Plugin { cfg, store, inner: Mutex::new(Inner { ds, st }) }))
     }
@@ -417,6 +418,14 @@ impl Plugin {
         } else {
             FIXED_MAC.to_ascii_lowercase()
         };
+        // Like Calico: the endpoint's profile is the network's name (Docker knows it).
+        let profile = match &self.cfg.docker_socket {
+            Some(sock) => crate::docker::network_name(sock, &req.network_id).await.unwrap_or_else(|e| {
+                log!("CreateEndpoint: network {} name unknown ({e}); profile = its id", req.network_id);
+                String::new()
+            }),
+            None => String::new(),
+        };
         let ep = Endpoint {
             endpoint_id: req.endpoint_id.clone(),
             network_id: req.network_id.clone(),
@@ -424,6 +433,7 @@ impl Plugin {
             mac,
             host_interface: host_interface(&req.endpoint_id),
             container_interface: format!("{IF_PREFIX}0"),
+            profile,
         };
         self.update(|i| {
             let omit = i.st.networks.get(&req.network_id).map(|n| n.omit_mac).unwrap_or(false);

@@ -1,18 +1,22 @@
 //! Persistent plugin state.
 //!
-//! * `datastore.json` — the workload endpoints, keyed by Docker EndpointID, like the
-//!   endpoints Calico keeps in etcd. This file is part of the lab's contract: tests and
-//!   calico-medic read it as the "expected" state.
+//! * the workload endpoints, keyed by Docker EndpointID: in etcd at Calico v2.6's keys
+//!   (`--etcd-endpoint`, what the lab's setup runs; see `etcd.rs`), else in `datastore.json`
+//!   (protocol-only and self-test instances). Tests and calico-medic read them as the
+//!   "expected" state.
 //! * `state.json` — the lab's own bookkeeping (networks and their options, IPAM pools).
 //!
-//! Both are rewritten atomically (temp file + rename) after every change and reloaded on
-//! start, so the plugin survives a restart.
+//! Files are rewritten atomically (temp file + rename) after every change; etcd gets one
+//! PUT per new or changed endpoint and one DELETE per removed one. Everything is reloaded
+//! on start, so the plugin survives a restart.
 
+use crate::etcd::Etcd;
 use crate::ipam::Pool;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// One workload endpoint, as stored in `datastore.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -27,6 +31,9 @@ pub struct Endpoint {
     pub host_interface: String,
     /// always `cali0`
     pub container_interface: String,
+    /// Calico's profile: the network's name when Docker told it, else its id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub profile: String,
 }
 
 impl Endpoint {
@@ -61,11 +68,27 @@ pub struct LabState {
 
 pub struct Store {
     dir: PathBuf,
+    etcd: Option<Etcd>,
+    /// What etcd holds (as far as this plugin wrote it): saves send only the changes.
+    synced: Mutex<Datastore>,
 }
 
 impl Store {
     pub fn new(dir: impl Into<PathBuf>) -> Store {
-        Store { dir: dir.into() }
+        Store { dir: dir.into(), etcd: None, synced: Mutex::new(Datastore::new()) }
+    }
+
+    /// Endpoints in etcd; `state.json` still in `dir`.
+    pub fn with_etcd(dir: impl Into<PathBuf>, etcd: Etcd) -> Store {
+        Store { dir: dir.into(), etcd: Some(etcd), synced: Mutex::new(Datastore::new()) }
+    }
+
+    /// Where the endpoints live, for logs.
+    pub fn describe(&self) -> String {
+        match &self.etcd {
+            Some(e) => e.describe(),
+            None => self.dir.display().to_string(),
+        }
     }
 
     pub fn datastore_path(&self) -> PathBuf {
@@ -78,12 +101,54 @@ impl Store {
 
     pub fn load(&self) -> Result<(Datastore, LabState), String> {
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
-        Ok((load_json(&self.datastore_path())?, load_json(&self.state_path())?))
+        let st = load_json(&self.state_path())?;
+        let Some(etcd) = &self.etcd else { return Ok((load_json(&self.datastore_path())?, st)) };
+        let mut ds = etcd.load()?;
+        *self.synced.lock().unwrap() = ds.clone();
+        // A lab set up before the datastore moved to etcd: carry its endpoints over once.
+        let old_file = self.datastore_path();
+        if old_file.exists() {
+            let old: Datastore = load_json(&old_file)?;
+            for (id, ep) in old {
+                ds.entry(id).or_insert(ep);
+            }
+            self.sync(&ds)?;
+            let moved = old_file.with_extension("json.imported");
+            std::fs::rename(&old_file, &moved).map_err(|e| format!("renaming {}: {e}", old_file.display()))?;
+            crate::log!(
+                "imported {} into {}; the file is now {}",
+                old_file.display(),
+                etcd.describe(),
+                moved.display()
+            );
+        }
+        Ok((ds, st))
     }
 
     pub fn save(&self, ds: &Datastore, st: &LabState) -> Result<(), String> {
-        write_atomic(&self.datastore_path(), ds)?;
+        match &self.etcd {
+            Some(_) => self.sync(ds)?,
+            None => write_atomic(&self.datastore_path(), ds)?,
+        }
         write_atomic(&self.state_path(), st)
+    }
+
+    /// Sends etcd what changed since the last sync.
+    fn sync(&self, ds: &Datastore) -> Result<(), String> {
+        let Some(etcd) = &self.etcd else { return Ok(()) };
+        let mut synced = self.synced.lock().unwrap();
+        for (id, ep) in ds {
+            if synced.get(id) != Some(ep) {
+                etcd.put(ep)?;
+                synced.insert(id.clone(), ep.clone());
+            }
+        }
+        let gone: Vec<String> = synced.keys().filter(|id| !ds.contains_key(*id)).cloned().collect();
+        for id in gone {
+            etcd.delete(&id)?;
+            synced.remove(&id);
+        }
+        Ok(())
     }
 }
 
@@ -137,6 +202,7 @@ mod tests {
                 mac: "ee:ee:ee:ee:ee:ee".into(),
                 host_interface: "caliabc".into(),
                 container_interface: "cali0".into(),
+                profile: String::new(),
             },
         );
         st.networks.insert(

@@ -425,15 +425,15 @@ fn lab_normal_task_is_calico_shaped_and_reachable() {
     assert_eq!(n["IPAddress"], ip.as_str());
     assert_eq!(n["IPPrefixLen"], 32);
     assert_eq!(n["Gateway"], "169.254.1.1");
-    // datastore
+    // datastore: Calico v2.6's endpoint JSON in etcd (libnetwork-plugin's tests assert this shape)
     let ep = t.endpoint();
-    assert_eq!(ep["endpoint_id"], n["EndpointID"]);
-    assert_eq!(ep["network_id"], n["NetworkID"]);
-    assert_eq!(ep["ip"], format!("{ip}/32").as_str());
-    assert_eq!(ep["mac"], FIXED_MAC);
-    assert_eq!(ep["container_interface"], "cali0");
-    let host_if = ep["host_interface"].as_str().unwrap().to_string();
-    assert_eq!(host_if, format!("cali{}", &n["EndpointID"].as_str().unwrap()[..11]));
+    let endpoint_id = n["EndpointID"].as_str().unwrap().to_string();
+    let host_if = format!("cali{}", &endpoint_id[..11]);
+    assert_eq!(
+        ep,
+        serde_json::json!({"state": "active", "name": host_if, "active_instance_id": "", "mac": FIXED_MAC,
+                           "profile_ids": ["calico-lab"], "ipv4_nets": [format!("{ip}/32")], "ipv6_nets": []})
+    );
     // Felix's host side
     for (k, want) in [
         ("conf/{}/proxy_arp", "1"),
@@ -454,7 +454,6 @@ fn lab_normal_task_is_calico_shaped_and_reachable() {
     assert!(t.reachable(), "host cannot ping a normal task");
 
     // removal cleans the datastore and the host side
-    let endpoint_id = ep["endpoint_id"].as_str().unwrap().to_string();
     drop(t);
     let ds: Value = serde_json::from_str(&labctl_ok(&["datastore"])).unwrap();
     assert!(ds.get(&endpoint_id).is_none(), "endpoint left in the datastore");
@@ -558,7 +557,7 @@ fn lab_gateway_answers_arp_but_not_ping() {
     let Some(()) = lab() else { return };
     let t = Task::start(&[]);
     let pid = t.pid();
-    let host_if = t.endpoint()["host_interface"].as_str().unwrap().to_string();
+    let host_if = t.endpoint()["name"].as_str().unwrap().to_string();
     let _ = ns(&pid, &["neigh", "flush", "dev", "cali0"]);
     let ping = run("nsenter", &["-t", &pid, "-n", "ping", "-n", "-c1", "-W1", "169.254.1.1"]);
     assert!(!ping.status.success(), "169.254.1.1 must not answer ping");
@@ -651,7 +650,7 @@ fn lab_break_routes() {
 fn lab_break_delete_link() {
     let Some(()) = lab() else { return };
     let t = Task::start(&["--network", ST_NET, "--app", "break-delete-link"]);
-    let host_if = t.endpoint()["host_interface"].as_str().unwrap().to_string();
+    let host_if = t.endpoint()["name"].as_str().unwrap().to_string();
     assert!(t.reachable());
     t.brk("delete-link");
     let out = ns(&t.pid(), &["link", "show", "cali0"]);

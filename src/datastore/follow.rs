@@ -1,0 +1,150 @@
+//! Keeps a `Datastore`'s view current: a full read, then etcd's v2 watch from the
+//! index after it, event by event. A cleared index (etcd keeps the last 1000 events)
+//! means a full read; so does `full_read_interval` passing (the safety net). etcd
+//! unreachable: the view is marked down (passes fall back to the host's view), one
+//! warning per outage, and the watch resumes from the last index once etcd answers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::etcd::Watched;
+use super::{Datastore, FullRead};
+
+/// How long to wait before asking an unreachable etcd again.
+pub const RETRY: Duration = Duration::from_secs(1);
+
+/// Why a full read happened (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadReason {
+    Start,
+    IndexCleared,
+    Periodic,
+}
+
+impl ReadReason {
+    pub const ALL: [ReadReason; 3] = [ReadReason::Start, ReadReason::IndexCleared, ReadReason::Periodic];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadReason::Start => "start",
+            ReadReason::IndexCleared => "index_cleared",
+            ReadReason::Periodic => "periodic",
+        }
+    }
+}
+
+/// What the follower tells the agent.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// etcd answers (true) or not (false); sent on every transition.
+    Up(bool),
+    /// A full read replaced the view.
+    FullRead(ReadReason, FullRead),
+    /// A watch event changed these endpoints.
+    Watched(Vec<String>),
+}
+
+/// Follows the datastore until `shutdown` flips.
+pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut shutdown: watch::Receiver<bool>) {
+    let settings = ds.settings.clone();
+    let mut pending_read = Some(ReadReason::Start);
+    let mut down_since: Option<Instant> = None;
+    let mut next_full = Instant::now() + settings.full_read_interval;
+    // Marks an outage once; returns after the retry delay (false: shutting down).
+    macro_rules! outage {
+        ($e:expr) => {{
+            if down_since.is_none() {
+                warn!(
+                    "datastore: etcd unreachable ({}); using the host's view until it answers (retrying every {RETRY:?})",
+                    $e
+                );
+                down_since = Some(Instant::now());
+                ds.set_up(false);
+                let _ = tx.send(Change::Up(false));
+            } else {
+                debug!("datastore: still unreachable: {}", $e);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY) => {}
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        }};
+    }
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if let Some(reason) = pending_read {
+            let read = tokio::select! {
+                r = ds.full_read() => r,
+                _ = shutdown.changed() => return,
+            };
+            match read {
+                Ok(read) => {
+                    if let Some(since) = down_since.take() {
+                        info!("datastore: etcd at {} answers again after {:.1?}", ds.client.current(), since.elapsed());
+                        let _ = tx.send(Change::Up(true));
+                    } else if reason == ReadReason::Start {
+                        let _ = tx.send(Change::Up(true));
+                    }
+                    info!(
+                        "datastore: read {} endpoint(s) of {} from {} at index {} in {:.1?} ({})",
+                        read.endpoints,
+                        settings.hostname,
+                        ds.client.current(),
+                        read.index,
+                        read.took,
+                        reason.as_str()
+                    );
+                    let _ = tx.send(Change::FullRead(reason, read));
+                    pending_read = None;
+                    next_full = Instant::now() + settings.full_read_interval;
+                }
+                Err(e) => outage!(e),
+            }
+        }
+        let now = Instant::now();
+        if now >= next_full {
+            pending_read = Some(ReadReason::Periodic);
+            continue;
+        }
+        let wait = settings.watch_timeout.min(next_full - now);
+        let index = ds.view().index + 1;
+        let answered = |endpoint: &str| {
+            if let Some(since) = down_since.take() {
+                info!(
+                    "datastore: etcd at {endpoint} answers again after {:.1?}; resuming the watch at index {index}",
+                    since.elapsed()
+                );
+                ds.set_up(true);
+                let _ = tx.send(Change::Up(true));
+            }
+        };
+        let watched = tokio::select! {
+            w = ds.client.watch(&ds.dir, index, wait, answered) => w,
+            _ = shutdown.changed() => return,
+        };
+        match watched {
+            Ok(Watched::Event(ev)) => {
+                let ids = ds.apply(&ev);
+                debug!("datastore: {} {} (index {})", ev.action, ev.key, ev.modified_index);
+                if !ids.is_empty() {
+                    let _ = tx.send(Change::Watched(ids));
+                }
+            }
+            Ok(Watched::Cleared(current)) => {
+                info!(
+                    "datastore: etcd no longer has the events after index {} (now at {current}); reading everything again",
+                    index - 1
+                );
+                pending_read = Some(ReadReason::IndexCleared);
+            }
+            Ok(Watched::Quiet) => {}
+            Err(e) => outage!(e),
+        }
+    }
+}

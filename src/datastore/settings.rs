@@ -1,0 +1,171 @@
+//! Where Calico's datastore is: the `[calico]` section, else calicoctl's own config
+//! file (`/etc/calico/calicoctl.cfg`) when it exists, else nowhere (no datastore).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::calicoctl;
+use crate::config::Config;
+use crate::error::MedicError;
+
+/// A resolved datastore configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `scheme://host:port`, no trailing slash.
+    pub endpoints: Vec<String>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub username: Option<String>,
+    /// Never logged.
+    pub password: Option<String>,
+    pub hostname: String,
+    /// Where the endpoints came from (for logs): `[calico] etcd_endpoints` or a file.
+    pub origin: String,
+    pub call_timeout: Duration,
+    pub full_read_interval: Duration,
+    pub watch_timeout: Duration,
+}
+
+/// `host:port` → `http://host:port`; `http(s)://host:port[/]` kept without the slash.
+/// Anything with a path, query or another scheme is refused.
+pub fn normalise_endpoint(raw: &str) -> Result<String, String> {
+    let url = raw.trim();
+    if url.is_empty() {
+        return Err("an empty endpoint".into());
+    }
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) if s == "http" || s == "https" => (s, r),
+        Some((s, _)) => return Err(format!("{raw:?}: scheme {s:?} is not http or https")),
+        None => ("http", url),
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains(['/', '?', '#', ' ', '@']) {
+        return Err(format!("{raw:?} is not an etcd endpoint (want http(s)://host:port)"));
+    }
+    Ok(format!("{scheme}://{authority}"))
+}
+
+/// Calico's name for this host, as calico/node determines it: `NODENAME`, then
+/// `HOSTNAME`, then the kernel's host name.
+pub fn default_hostname() -> String {
+    for var in ["NODENAME", "HOSTNAME"] {
+        if let Ok(v) = std::env::var(var) {
+            if !v.trim().is_empty() {
+                return v.trim().to_string();
+            }
+        }
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.trim().is_empty()).then(|| s.trim().to_string())
+}
+
+impl Settings {
+    /// The datastore the configuration asks for, or `None`.
+    pub fn resolve(config: &Config) -> Result<Option<Settings>, MedicError> {
+        let c = &config.calico;
+        let hostname = non_empty(&c.hostname).unwrap_or_else(default_hostname);
+        let mut s = Settings {
+            endpoints: Vec::new(),
+            ca_file: non_empty(&c.etcd_ca_file),
+            cert_file: non_empty(&c.etcd_cert_file),
+            key_file: non_empty(&c.etcd_key_file),
+            username: None,
+            password: None,
+            hostname,
+            origin: "[calico] etcd_endpoints".into(),
+            call_timeout: config.call_deadline(),
+            full_read_interval: c.full_read_interval,
+            watch_timeout: c.watch_timeout,
+        };
+        if !c.etcd_endpoints.is_empty() {
+            s.endpoints = c
+                .etcd_endpoints
+                .iter()
+                .map(|e| normalise_endpoint(e))
+                .collect::<Result<_, _>>()
+                .map_err(|e| MedicError::Config(format!("calico.etcd_endpoints: {e}")))?;
+        } else if let Some(path) = non_empty(&c.calicoctl_config).filter(|p| Path::new(p).exists()) {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| MedicError::Config(format!("calico.calicoctl_config: reading {path}: {e}")))?;
+            let Some(api) = calicoctl::parse(&text).map_err(|e| MedicError::Config(format!("{path}: {e}")))? else {
+                tracing::info!("{path}: datastoreType is not etcdv2; no datastore is read");
+                return Ok(None);
+            };
+            s.endpoints = api.endpoints;
+            // The file's TLS settings apply unless [calico] names its own.
+            s.ca_file = s.ca_file.or(api.ca_file);
+            if s.cert_file.is_none() {
+                s.cert_file = api.cert_file;
+                s.key_file = api.key_file;
+            }
+            s.username = api.username;
+            s.password = api.password;
+            s.origin = path;
+        } else {
+            return Ok(None);
+        }
+        if s.hostname.is_empty() || s.hostname.contains('/') {
+            return Err(MedicError::Config(format!(
+                "calico.hostname: {:?} cannot name this host in etcd (set [calico] hostname)",
+                s.hostname
+            )));
+        }
+        if s.cert_file.is_some() != s.key_file.is_some() {
+            return Err(MedicError::Config(format!("{}: a client certificate needs a key file too", s.origin)));
+        }
+        Ok(Some(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_normalise() {
+        assert_eq!(normalise_endpoint("http://10.0.0.1:2379/").unwrap(), "http://10.0.0.1:2379");
+        assert_eq!(normalise_endpoint("192.168.56.103:2379").unwrap(), "http://192.168.56.103:2379");
+        assert_eq!(normalise_endpoint(" https://etcd:2379 ").unwrap(), "https://etcd:2379");
+        assert!(normalise_endpoint("etcd://x:1").is_err());
+        assert!(normalise_endpoint("http://x:1/v2/keys").is_err());
+        assert!(normalise_endpoint("http://user:pw@x:1").is_err());
+        assert!(normalise_endpoint("").is_err());
+    }
+
+    #[test]
+    fn no_endpoints_and_no_calicoctl_file_is_no_datastore() {
+        let mut c = Config::default();
+        c.calico.calicoctl_config = "/nonexistent/calicoctl.cfg".into();
+        assert_eq!(Settings::resolve(&c).unwrap(), None);
+    }
+
+    #[test]
+    fn config_wins_over_calicoctl_file_and_the_file_is_read_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("calicoctl.cfg");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: calicoApiConfig\nmetadata:\nspec:\n  datastoreType: \"etcdv2\"\n  etcdEndpoints: \"http://192.168.56.101:2379,192.168.56.103:2379\"\n  etcdCACertFile: /etc/calico/ca.pem\n",
+        )
+        .unwrap();
+        let mut c = Config::default();
+        c.calico.calicoctl_config = path.display().to_string();
+        c.calico.hostname = "node-1".into();
+        let s = Settings::resolve(&c).unwrap().unwrap();
+        assert_eq!(s.endpoints, vec!["http://192.168.56.101:2379", "http://192.168.56.103:2379"]);
+        assert_eq!(s.ca_file.as_deref(), Some("/etc/calico/ca.pem"));
+        assert_eq!(s.origin, path.display().to_string());
+        assert_eq!(s.hostname, "node-1");
+        c.calico.etcd_endpoints = vec!["http://127.0.0.1:2379".into()];
+        let s = Settings::resolve(&c).unwrap().unwrap();
+        assert_eq!(s.endpoints, vec!["http://127.0.0.1:2379"]);
+        assert_eq!(s.ca_file, None, "the file is not read when [calico] names endpoints");
+        c.calico.etcd_endpoints.clear();
+        c.calico.calicoctl_config = String::new();
+        assert_eq!(Settings::resolve(&c).unwrap(), None, "calicoctl_config = \"\" turns the file off");
+    }
+}
