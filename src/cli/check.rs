@@ -53,11 +53,13 @@ impl CheckCmd {
         }
         // The status is about what is shown.
         let mut status = print_reports(&shown, self.json);
+        // A datastore that could not be read: the endpoints were checked from the host's view only.
+        if medic.datastore().is_some_and(|ds| !ds.is_up()) {
+            failed = true;
+        }
         // Host-level datastore drift: only for a check of the whole host.
-        if let Some(ds) = medic.datastore().filter(|_| all && self.app.is_none()) {
-            if !ds.is_up() {
-                failed = true;
-            } else {
+        if let Some(ds) = medic.datastore().filter(|ds| ds.is_up() && all && self.app.is_none()) {
+            {
                 let held = medic.docker.calico_endpoint_ids().await?;
                 let view = ds.view();
                 let orphans = crate::datastore::orphans(&view.endpoints, &held);

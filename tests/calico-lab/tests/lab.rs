@@ -650,7 +650,8 @@ fn lab_break_routes() {
 fn lab_break_delete_link() {
     let Some(()) = lab() else { return };
     let t = Task::start(&["--network", ST_NET, "--app", "break-delete-link"]);
-    let host_if = t.endpoint()["name"].as_str().unwrap().to_string();
+    // the self-test plugin instance keeps its endpoints in datastore.json
+    let host_if = t.endpoint()["host_interface"].as_str().unwrap().to_string();
     assert!(t.reachable());
     t.brk("delete-link");
     let out = ns(&t.pid(), &["link", "show", "cali0"]);

@@ -1,0 +1,501 @@
+//! Calico's datastore, for real: the lab's plugin writes every endpoint to the lab's
+//! etcd (Debian's etcd-server 3.4, v2 API) at Calico v2.6's keys, and calico-medic
+//! reads, follows and diffs it. Destructive tests (stopping etcd, TLS) use an etcd of
+//! their own on their own ports and data directory, holding copies of the lab's keys,
+//! so the shared lab etcd stays up.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const LAB_ETCD: &str = "http://127.0.0.1:2379";
+
+fn docker_field(container: &str, template: &str) -> String {
+    docker_ok(&["inspect", "-f", template, container])
+}
+
+fn endpoint_id(task: &Task) -> String {
+    docker_field(&task.name, "{{range .NetworkSettings.Networks}}{{.EndpointID}}{{end}}")
+}
+
+fn container_id(task: &Task) -> String {
+    docker_field(&task.name, "{{.Id}}")
+}
+
+/// TLS material for curl (`--cacert`, `--cert`, `--key`).
+#[derive(Clone)]
+struct Tls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn curl(url: &str, extra: &[&str], tls: Option<&Tls>) -> (bool, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "5"]).args(extra).arg(url);
+    if let Some(t) = tls {
+        cmd.arg("--cacert").arg(&t.ca).arg("--cert").arg(&t.cert).arg("--key").arg(&t.key);
+    }
+    let out = cmd.output().expect("curl");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// The lab etcd's key and value for an endpoint id (the key names the plugin's host).
+fn lab_key(endpoint_id: &str) -> (String, String) {
+    let (ok, body) = curl(&format!("{LAB_ETCD}/v2/keys/calico/v1/host?recursive=true"), &[], None);
+    assert!(ok, "the lab's etcd does not answer on {LAB_ETCD} (tests/lab/setup.sh starts it)");
+    fn find(node: &Value, id: &str) -> Option<(String, String)> {
+        let key = node["key"].as_str().unwrap_or_default();
+        if key.ends_with(&format!("/endpoint/{id}")) {
+            return Some((key.to_string(), node["value"].as_str().unwrap_or_default().to_string()));
+        }
+        node["nodes"].as_array()?.iter().find_map(|n| find(n, id))
+    }
+    let v: Value = serde_json::from_str(&body).unwrap();
+    find(&v["node"], endpoint_id).unwrap_or_else(|| panic!("endpoint {endpoint_id} not in the lab's etcd: {body}"))
+}
+
+/// `/calico/v1/host/<hostname>/…` → hostname.
+fn host_of(key: &str) -> String {
+    key.split('/').nth(4).unwrap().to_string()
+}
+
+fn etcd_put(base: &str, key: &str, value: &str, tls: Option<&Tls>) {
+    let (ok, body) =
+        curl(&format!("{base}/v2/keys{key}"), &["-X", "PUT", "--data-urlencode", &format!("value={value}")], tls);
+    assert!(ok && body.contains("\"action\":\"set\""), "PUT {key}: {body}");
+}
+
+fn etcd_delete(base: &str, key: &str, tls: Option<&Tls>) {
+    let (ok, body) = curl(&format!("{base}/v2/keys{key}"), &["-X", "DELETE"], tls);
+    assert!(ok && body.contains("\"action\":\"delete\""), "DELETE {key}: {body}");
+}
+
+/// A test-owned etcd (v2 API) on free loopback ports, with its own data directory.
+struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client: u16,
+    peer: u16,
+    tls: Option<(Tls, PathBuf, PathBuf)>,
+}
+
+impl Etcd {
+    /// `tls`: (CA and client cert for curl, server cert, server key).
+    fn start(tls: Option<(Tls, PathBuf, PathBuf)>) -> Etcd {
+        let mut e =
+            Etcd { child: None, dir: tempfile::tempdir().unwrap(), client: free_port(), peer: free_port(), tls };
+        e.launch();
+        e
+    }
+
+    fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client)
+    }
+
+    fn curl_tls(&self) -> Option<&Tls> {
+        self.tls.as_ref().map(|(t, _, _)| t)
+    }
+
+    fn launch(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("etcd.log")).unwrap();
+        let mut cmd = Command::new("etcd");
+        cmd.args(["--name", "medic-test", "--enable-v2", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &self.url(), "--advertise-client-urls", &self.url()])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("medic-test={peer}")])
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some((t, cert, key)) = &self.tls {
+            cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
+            cmd.arg("--client-cert-auth").arg("--trusted-ca-file").arg(&t.ca);
+        }
+        self.child = Some(cmd.spawn().expect("start etcd (Debian's etcd-server)"));
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if curl(&format!("{}/v2/keys/", self.url()), &["-f"], self.curl_tls()).0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("test etcd did not come up: {}", std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap());
+    }
+
+    /// Stops it (SIGKILL: like a crash); the data stays for `launch`.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn put(&self, key: &str, value: &str) {
+        etcd_put(&self.url(), key, value, self.curl_tls());
+    }
+
+    fn delete(&self, key: &str) {
+        etcd_delete(&self.url(), key, self.curl_tls());
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A config file naming one etcd (and TLS files), this host's Calico name, and never
+/// reading /etc/calico/calicoctl.cfg.
+fn config(dir: &Path, etcd: &str, hostname: &str, tls: Option<&Tls>, extra: &str) -> PathBuf {
+    let mut text =
+        format!("[calico]\netcd_endpoints = [\"{etcd}\"]\nhostname = \"{hostname}\"\ncalicoctl_config = \"\"\n{extra}");
+    if let Some(t) = tls {
+        text.push_str(&format!(
+            "etcd_ca_file = \"{}\"\netcd_cert_file = \"{}\"\netcd_key_file = \"{}\"\n",
+            t.ca.display(),
+            t.cert.display(),
+            t.key.display()
+        ));
+    }
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn report_of<'a>(reports: &'a Value, container_name: &str) -> &'a Value {
+    reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["container_name"] == container_name)
+        .unwrap_or_else(|| panic!("no report for {container_name}: {reports}"))
+}
+
+fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if cond() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what}: not within {within:?}");
+}
+
+fn fault_series(container: &str, fault: &str) -> String {
+    format!("calico_medic_endpoint_fault{{container_id=\"{container}\",fault=\"{fault}\"}}")
+}
+
+/// Must show 1: a task with a user-given MAC keeps it in the datastore; its cali0 is
+/// repaired to the datastore's MAC and the report says `datastore`. A datastore MAC
+/// that disagrees with the host and Docker is reported, and still wins.
+#[test]
+fn datastore_mac_is_the_expected_mac() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let user_mac = "02:aa:bb:00:14:01";
+    let task = Task::start(&["--mac", user_mac, "--app", "ds-mac"]);
+    let (key, value) = lab_key(&endpoint_id(&task));
+    let stored: Value = serde_json::from_str(&value).unwrap();
+    assert_eq!(stored["mac"], user_mac, "the plugin stores the user's MAC, as Calico's does: {value}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), LAB_ETCD, &host_of(&key), None, "");
+    let cfg = cfg.to_str().unwrap();
+
+    // Felix is behind (no host ARP entry) and cali0 lost its MAC.
+    let ip = labctl_ok(&["ip", &task.name]);
+    let host_if: String = stored["name"].as_str().unwrap().to_string();
+    assert!(Command::new("ip").args(["neigh", "del", &ip, "dev", &host_if]).status().unwrap().success());
+    task.break_it("mac");
+    assert_ne!(task.mac(), user_mac);
+
+    let (code, reports, err) = medic_json(&["repair", "--config", cfg, "--container", &task.name]);
+    let r = report_of(&reports, &task.name);
+    // Felix's missing ARP entry is reported, not repaired: Felix owns the host side.
+    assert_eq!(code, 1, "{reports}\n{err}");
+    assert_eq!(r["remaining_faults"], serde_json::json!(["host_neigh_mismatch"]), "{r}");
+    assert_eq!(r["expected_mac"], user_mac);
+    assert_eq!(r["expected_mac_source"], "datastore", "{r}");
+    assert_eq!(r["observed_mac"], user_mac);
+    assert_eq!(task.mac(), user_mac);
+    assert!(task.wait_reachable(Duration::from_secs(3)).is_some(), "repaired task unreachable");
+    // Felix catches up.
+    let felix = ["neigh", "replace", &ip, "lladdr", user_mac, "dev", &host_if, "nud", "permanent"];
+    assert!(Command::new("ip").args(felix).status().unwrap().success());
+
+    // The datastore now says another MAC: reported against the host's and Docker's, and it wins.
+    let other = "02:aa:bb:00:14:02";
+    etcd_put(LAB_ETCD, &key, &value.replace(user_mac, other), None);
+    let (code, reports, _) = medic_json(&["check", "--config", cfg, "--container", &task.name]);
+    let r = report_of(&reports, &task.name);
+    assert_eq!(code, 1, "{r}");
+    assert_eq!(r["expected_mac"], other);
+    assert_eq!(r["expected_mac_source"], "datastore");
+    let faults = fault_codes(r);
+    assert!(
+        faults.contains(&"datastore_mac_mismatch".to_string()) && faults.contains(&"mac_mismatch".to_string()),
+        "{r}"
+    );
+    assert!(
+        r["mac_disagreements"].as_array().unwrap().iter().any(|d| d == &format!("docker_inspect={user_mac}")),
+        "{r}"
+    );
+    let detail = r["fault_details"].to_string();
+    let want = format!("datastore mac {other}, but host_neighbour={user_mac}, docker_inspect={user_mac}");
+    assert!(detail.contains(&want), "{detail}");
+    etcd_put(LAB_ETCD, &key, &value, None);
+    let (code, reports, _) = medic_json(&["check", "--config", cfg, "--container", &task.name]);
+    assert_eq!(code, 0, "the datastore agrees again: {reports}");
+}
+
+/// Must show 2: deleting a task's key → `datastore_endpoint_missing` through the watch
+/// within a second; a key with no container → an orphan in `check` and the metric.
+#[test]
+fn watch_reports_missing_endpoints_and_orphans() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let task = Task::start(&["--app", "ds-watch"]);
+    let (key, value) = lab_key(&endpoint_id(&task));
+    let host = host_of(&key);
+    let cid = container_id(&task);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), LAB_ETCD, &host, None, "");
+    let daemon = Daemon::start(&["--config", cfg.to_str().unwrap()]);
+    let missing = fault_series(&cid, "datastore_endpoint_missing");
+    wait_for("first pass over the task", Duration::from_secs(5), || {
+        daemon.metrics().contains(&format!("container_id=\"{cid}\""))
+    });
+    assert_eq!(daemon.metric("calico_medic_datastore_up"), Some(1.0), "{}", daemon.log_text());
+    assert_eq!(daemon.metric(&missing), None, "healthy before: {}", daemon.metrics());
+
+    etcd_delete(LAB_ETCD, &key, None);
+    let took = wait_for("datastore_endpoint_missing after the key's deletion", Duration::from_secs(1), || {
+        daemon.metric(&missing) == Some(1.0)
+    });
+    eprintln!("key deleted → datastore_endpoint_missing in the metrics: {took:?}");
+    etcd_put(LAB_ETCD, &key, &value, None);
+    wait_for("the fault clears when the key is back", Duration::from_secs(1), || daemon.metric(&missing).is_none());
+
+    // An endpoint key with no container (a crash leaked it).
+    let before = daemon.metric("calico_medic_datastore_orphans").unwrap();
+    let leaked_id = format!("{:064x}", rand_id());
+    let leaked_key = key.replace(&endpoint_id(&task), &leaked_id);
+    let leaked = value
+        .replace(&endpoint_id(&task)[..11], &leaked_id[..11])
+        .replace(&labctl_ok(&["ip", &task.name]), "10.65.127.250");
+    etcd_put(LAB_ETCD, &leaked_key, &leaked, None);
+    let orphan_guard = scopeguard(leaked_key.clone());
+    let took = wait_for("the orphan in calico_medic_datastore_orphans", Duration::from_secs(5), || {
+        daemon.metric("calico_medic_datastore_orphans") == Some(before + 1.0)
+    });
+    eprintln!("orphan key written → counted: {took:?} (grace 2 s)");
+    let log = daemon.log_text();
+    assert!(log.contains(&format!("orphan endpoint {leaked_key} (10.65.127.250/32")), "{log}");
+    let (code, out, err) = medic(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(out.contains(&format!("datastore: orphan endpoint {leaked_key}")), "check output:\n{out}\n{err}");
+    assert_ne!(code, 0, "an orphan makes the host faulty");
+    drop(orphan_guard);
+    wait_for("the orphan is gone", Duration::from_secs(5), || {
+        daemon.metric("calico_medic_datastore_orphans") == Some(before)
+    });
+}
+
+fn rand_id() -> u128 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    t ^ (u128::from(std::process::id()) << 64) | 0xdead_0000_0000_0000_0000
+}
+
+/// Deletes a lab etcd key on drop (a failing test leaves no orphan behind).
+struct KeyGuard(String);
+fn scopeguard(key: String) -> KeyGuard {
+    KeyGuard(key)
+}
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        let _ = curl(&format!("{LAB_ETCD}/v2/keys{}", self.0), &["-X", "DELETE"], None);
+    }
+}
+
+/// Must show 3: etcd stops; the agent keeps repairing omit-MAC tasks from the host's
+/// view with `datastore_up` 0 and one warning; etcd returns: `datastore_up` 1, the
+/// watch resumes and findings are fresh within seconds; an index older than etcd
+/// keeps (1000 events) makes a full read.
+#[test]
+fn outage_falls_back_to_the_host_and_recovers() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let mut etcd = Etcd::start(None);
+    let a = Task::start(&["--nomac", "--app", "ds-outage-a"]);
+    let (key_a, value_a) = lab_key(&endpoint_id(&a));
+    let host = host_of(&key_a);
+    etcd.put(&key_a, &value_a);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &etcd.url(), &host, None, "watch_timeout = \"1s\"\n");
+    let daemon = Daemon::start(&["--config", cfg.to_str().unwrap()]);
+    assert!(a.wait_reachable(Duration::from_secs(3)).is_some(), "{}", daemon.log_text());
+    wait_for("datastore_up 1", Duration::from_secs(3), || daemon.metric("calico_medic_datastore_up") == Some(1.0));
+
+    etcd.kill();
+    let took = wait_for("datastore_up 0 after etcd stopped", Duration::from_secs(5), || {
+        daemon.metric("calico_medic_datastore_up") == Some(0.0)
+    });
+    eprintln!("etcd killed → datastore_up 0: {took:?}");
+    // Work goes on from the host's view: a new omit-MAC task and a fresh break are repaired.
+    let b = Task::start(&["--nomac", "--app", "ds-outage-b"]);
+    assert!(b.wait_reachable(Duration::from_secs(3)).is_some(), "no repair during the outage: {}", daemon.log_text());
+    a.break_it("mac");
+    assert!(a.wait_reachable(Duration::from_secs(3)).is_some(), "no repair during the outage: {}", daemon.log_text());
+    std::thread::sleep(Duration::from_secs(2));
+    let log = daemon.log_text();
+    assert_eq!(log.matches("etcd unreachable").count(), 1, "one warning per outage:\n{log}");
+    let missing_b = fault_series(&container_id(&b), "datastore_endpoint_missing");
+    assert_eq!(daemon.metric(&missing_b), None, "no datastore findings while it is down");
+
+    etcd.launch();
+    let took = wait_for("datastore_up 1 after etcd returned", Duration::from_secs(5), || {
+        daemon.metric("calico_medic_datastore_up") == Some(1.0)
+    });
+    eprintln!("etcd back → datastore_up 1: {took:?}");
+    // b was never written to this etcd: the refreshed findings say so.
+    let took = wait_for("b's datastore_endpoint_missing after the return", Duration::from_secs(5), || {
+        daemon.metric(&missing_b) == Some(1.0)
+    });
+    eprintln!("etcd back → findings refreshed: {took:?}");
+    let log = daemon.log_text();
+    assert!(log.contains("answers again"), "{log}");
+    // The watch is live again.
+    let missing_a = fault_series(&container_id(&a), "datastore_endpoint_missing");
+    etcd.delete(&key_a);
+    wait_for("a's key deletion seen by the resumed watch", Duration::from_secs(1), || {
+        daemon.metric(&missing_a) == Some(1.0)
+    });
+    etcd.put(&key_a, &value_a);
+    wait_for("a's key back", Duration::from_secs(1), || daemon.metric(&missing_a).is_none());
+
+    // More than 1000 writes elsewhere while the watch is quiet: its index is cleared.
+    let cleared = "calico_medic_datastore_full_reads_total{reason=\"index_cleared\"}";
+    let cleared_before = daemon.metric(cleared).unwrap();
+    let urls: Vec<String> = (0..1100).map(|i| format!("{}/v2/keys/medic-test/noise/{i}", etcd.url())).collect();
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-X", "PUT", "-d", "value=x"])
+        .args(&urls)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let took = wait_for("a full read after the index was cleared", Duration::from_secs(5), || {
+        daemon.metric(cleared).unwrap_or(0.0) > cleared_before
+    });
+    eprintln!("1100 writes → index cleared → full read: {took:?} (watch_timeout 1 s)");
+    let log = daemon.log_text();
+    assert!(log.contains("no longer has the events after index"), "{log}");
+    // … and the watch goes on from the new index.
+    etcd.delete(&key_a);
+    wait_for("a's key deletion after the full read", Duration::from_secs(1), || daemon.metric(&missing_a) == Some(1.0));
+}
+
+/// Must show 4: TLS to etcd with a CA and a client certificate made here works; a
+/// wrong CA is a clear error (exit 2, the cause named), the check goes on from the host.
+#[test]
+fn tls_to_etcd_with_client_certificates() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let pki = tempfile::tempdir().unwrap();
+    let p = |name: &str| pki.path().join(name);
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(pki.path()).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    for ca in ["ca", "wrong-ca"] {
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={ca}"),
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+        ]);
+    }
+    std::fs::write(p("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").unwrap();
+    std::fs::write(p("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for (who, ext) in [("server", "server.ext"), ("client", "client.ext")] {
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={who}"),
+            "-keyout",
+            &format!("{who}.key"),
+            "-out",
+            &format!("{who}.csr"),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{who}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            ext,
+            "-out",
+            &format!("{who}.pem"),
+        ]);
+    }
+    let client = Tls { ca: p("ca.pem"), cert: p("client.pem"), key: p("client.key") };
+    let etcd = Etcd::start(Some((client.clone(), p("server.pem"), p("server.key"))));
+
+    let task = Task::start(&["--nomac", "--app", "ds-tls"]);
+    let (key, value) = lab_key(&endpoint_id(&task));
+    etcd.put(&key, &value);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &etcd.url(), &host_of(&key), Some(&client), "");
+    let (code, reports, err) = medic_json(&["check", "--config", cfg.to_str().unwrap(), "--container", &task.name]);
+    let r = report_of(&reports, &task.name);
+    assert!(!err.contains("datastore"), "{err}");
+    assert_eq!(r["expected_mac_source"], "datastore", "read over TLS: {r}");
+    assert_eq!(code, 1, "the omit-MAC task is faulty: {r}");
+    assert!(fault_codes(r) == vec!["mac_mismatch".to_string()], "{r}");
+
+    let wrong = Tls { ca: p("wrong-ca.pem"), ..client.clone() };
+    let cfg = config(dir.path(), &etcd.url(), &host_of(&key), Some(&wrong), "");
+    let (code, reports, err) = medic_json(&["check", "--config", cfg.to_str().unwrap(), "--container", &task.name]);
+    assert_eq!(code, 2, "a datastore that cannot be read is 'could not check': {err}");
+    assert!(
+        err.contains("datastore: ") && err.contains(&etcd.url()) && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    assert!(err.contains("from the host's view"), "{err}");
+    let r = report_of(&reports, &task.name);
+    assert_eq!(r["expected_mac_source"], "host_neighbour", "the host's view decides: {r}");
+    eprintln!("wrong CA: {}", err.trim());
+}
