@@ -30,6 +30,9 @@ NOMAC_SUBNET=10.65.128.0/17
 ETCD_URL=http://127.0.0.1:2379
 ETCD_PEER=http://127.0.0.1:2380
 ETCD_DATA=/var/lib/calico-lab/etcd
+# Calico's name for this host (as calico/node: NODENAME, HOSTNAME, the host name); the plugin's
+# keys use it and tests read it from $LAB_DIR/calico-hostname.
+CALICO_HOSTNAME=${NODENAME:-${HOSTNAME:-$(cat /proc/sys/kernel/hostname)}}
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -243,7 +246,8 @@ ensure_network() { # <name> <driver> <subnet> [extra args]
 
 # The main instance keeps its endpoints in etcd, like Calico; the self-test instance below in a
 # file (its endpoints are not this host's Calico workloads).
-ensure_plugin "$LAB_DIR" calico calico-ipam --etcd-endpoint "$ETCD_URL"
+echo "$CALICO_HOSTNAME" >"$LAB_DIR/calico-hostname"
+ensure_plugin "$LAB_DIR" calico calico-ipam --etcd-endpoint "$ETCD_URL" --calico-hostname "$CALICO_HOSTNAME"
 ensure_network "$NET" calico "$NET_SUBNET"
 ensure_network "$NOMAC_NET" calico "$NOMAC_SUBNET" -o calico-lab.omit-mac=true
 

@@ -86,7 +86,7 @@ if ((!keep_plugin)); then
     stop_plugin "$LAB_DIR" calico calico-ipam
     if [[ -e /sys/class/net/labgw0 ]]; then ip link del labgw0 && say "removed link labgw0 (169.254.1.1 sink)"; fi
     # The plugin's endpoints in the lab's etcd go with it (the etcd process and its data stay).
-    if curl -sf --max-time 2 -X DELETE "http://127.0.0.1:2379/v2/keys/calico/v1/host/$(hostname)/workload/libnetwork?recursive=true" >/dev/null 2>&1; then
+    if curl -sf --max-time 2 -X DELETE "http://127.0.0.1:2379/v2/keys/calico/v1/host/$(cat "$LAB_DIR/calico-hostname" 2>/dev/null || hostname)/workload/libnetwork?recursive=true" >/dev/null 2>&1; then
         say "removed this host's libnetwork endpoints from the lab's etcd"
     fi
 fi

@@ -181,7 +181,9 @@ start_task() { # <var> labctl-task-args...
     TASKS+=("$name")
     printf -v "$var" %s "$name"
 }
-printf 'resync_interval = "2s"\n' >"$T/medic.toml"
+# The agent reads the lab's etcd like a host's Calico datastore (datastore_* series and panels).
+printf 'resync_interval = "2s"\n[calico]\netcd_endpoints = ["http://127.0.0.1:2379"]\nhostname = "%s"\ncalicoctl_config = ""\n' \
+    "$(cat /run/calico-lab/calico-hostname)" >"$T/medic.toml"
 start_agent() { # <pid-var> <port> <log> [flags...]
     local var=$1 port=$2 log=$3; shift 3
     "$BIN" run --listen "127.0.0.1:$port" --config "$T/medic.toml" "$@" >"$log" 2>&1 &
@@ -289,7 +291,7 @@ start_task NOMAC --app e2e-nomac --nomac
 start_task HEALTHY --app e2e-ok
 start_task FELIX --app e2e-felix
 NOMAC_ID=$(cid "$NOMAC"); HEALTHY_ID=$(cid "$HEALTHY"); FELIX_ID=$(cid "$FELIX")
-FELIX_IF=$("$LABCTL" endpoint "$FELIX" | jq -r .host_interface)
+FELIX_IF=$("$LABCTL" endpoint "$FELIX" | jq -r '.host_interface // .name')
 [[ -n $FELIX_IF && -e /proc/sys/net/ipv4/conf/$FELIX_IF/proxy_arp ]] || fatal "no host veth for $FELIX"
 echo 0 >"/proc/sys/net/ipv4/conf/$FELIX_IF/proxy_arp"
 info "tasks: nomac=$NOMAC healthy=$HEALTHY felix-broken=$FELIX (proxy_arp=0 on $FELIX_IF)"

@@ -1,0 +1,150 @@
+//! Benchmark of issue 14 ("must show" 5), not a test: what a full read of Calico's
+//! datastore and the diff against the host cost, with N endpoints (default 500) in a
+//! real etcd (Debian's etcd-server 3.4, v2 API) that this program starts on free
+//! loopback ports with its own data directory.
+//!
+//!   cargo bench -p calico-medic --bench datastore -- [N] [ROUNDS]
+//!
+//! Prints, over ROUNDS (default 30) rounds: the full read (GET of the host's endpoint
+//! directory, parse into records) wall time and the agent's CPU time for it, the
+//! answer's size, and the diff (every endpoint's datastore findings + the host's
+//! orphans) time; median, p90, min and max. No root needed.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use calico_medic::config::Config;
+use calico_medic::datastore::{endpoint_dir, endpoint_findings, orphans, Datastore, Settings};
+use calico_medic::workload::{MacSource, CALICO_MAC};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn cpu_seconds() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+fn stats(label: &str, unit: &str, mut v: Vec<f64>) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pick = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "{label:<44} median {:>8.3} {unit}  p90 {:>8.3}  min {:>8.3}  max {:>8.3}  (n={})",
+        pick(0.5),
+        pick(0.9),
+        v[0],
+        v[v.len() - 1],
+        v.len()
+    );
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let n = args.first().copied().unwrap_or(500);
+    let rounds = args.get(1).copied().unwrap_or(30).max(1);
+    let data = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let mut etcd = Command::new("etcd")
+        .args(["--name", "bench", "--enable-v2", "--data-dir"])
+        .arg(data.path().join("data"))
+        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("bench={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd (apt install etcd-server)");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let result = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            if http.get(format!("{url}/v2/keys/")).send().await.is_ok() {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "etcd did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let host = "bench-host";
+        let dir = endpoint_dir(host);
+        let mut docker_ids = HashSet::new();
+        let t = Instant::now();
+        for i in 0..n {
+            let id = format!("{i:064x}");
+            let ip = Ipv4Addr::from(0x0a41_0000 + i as u32 + 1);
+            let value = format!(
+                r#"{{"state":"active","name":"cali{}","active_instance_id":"","mac":"ee:ee:ee:ee:ee:ee","profile_ids":["calico-lab"],"ipv4_nets":["{ip}/32"],"ipv6_nets":[]}}"#,
+                &id[..11]
+            );
+            let res = http
+                .put(format!("{url}/v2/keys{dir}/{id}"))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(format!("value={}", form_encode(&value)))
+                .send()
+                .await
+                .expect("PUT");
+            assert!(res.status().is_success(), "PUT {}", res.status());
+            // Every endpoint but the last has a container.
+            if i + 1 < n {
+                docker_ids.insert(id);
+            }
+        }
+        println!("wrote {n} endpoints to {url} in {:.2?}", t.elapsed());
+        let answer = http.get(format!("{url}/v2/keys{dir}?recursive=true")).send().await.unwrap().bytes().await.unwrap();
+        println!("answer of one full read: {} bytes ({} per endpoint)", answer.len(), answer.len() / n.max(1));
+
+        let mut config = Config::default();
+        config.calico.etcd_endpoints = vec![url.clone()];
+        config.calico.hostname = host.into();
+        config.calico.calicoctl_config = String::new();
+        let ds = Datastore::new(Settings::resolve(&config).unwrap().unwrap()).unwrap();
+        ds.full_read().await.unwrap(); // warm the connection
+        let (mut wall, mut cpu, mut diff) = (Vec::new(), Vec::new(), Vec::new());
+        let mut faults = 0;
+        let mut orphan_count = 0;
+        for _ in 0..rounds {
+            let (c0, t0) = (cpu_seconds(), Instant::now());
+            let read = ds.full_read().await.unwrap();
+            wall.push(t0.elapsed().as_secs_f64() * 1e3);
+            cpu.push((cpu_seconds() - c0) * 1e3);
+            assert_eq!(read.endpoints, n);
+            let t1 = Instant::now();
+            let view = ds.view();
+            faults = 0;
+            for (i, (id, rec)) in view.endpoints.iter().enumerate() {
+                let ip = rec.ipv4[0].0;
+                let sources = [(MacSource::HostNeighbour, Some(CALICO_MAC)), (MacSource::DockerInspect, None)];
+                let key = format!("{dir}/{id}");
+                faults += endpoint_findings(&ds.lookup(id), &key, ip, &sources).len();
+                std::hint::black_box(i);
+            }
+            orphan_count = orphans(&view.endpoints, &docker_ids).len();
+            diff.push(t1.elapsed().as_secs_f64() * 1e3);
+        }
+        assert_eq!((faults, orphan_count), (0, 1), "the bench's data has exactly one orphan and no findings");
+        println!("{n} endpoints, {rounds} rounds (debug builds are ~10x slower: use cargo bench):");
+        stats("full read (GET + parse), wall", "ms", wall);
+        stats("full read, agent CPU (user+sys)", "ms", cpu);
+        stats("diff (findings per endpoint + orphans)", "ms", diff);
+        Ok::<(), String>(())
+    });
+    let _ = etcd.kill();
+    let _ = etcd.wait();
+    result.unwrap();
+}
