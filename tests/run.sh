@@ -11,9 +11,9 @@ step() { printf '\n=== %s ===\n' "$*"; }
 
 [[ $(id -u) == 0 ]] || { echo "tests/run.sh must run as root (namespaces, Docker)" >&2; exit 1; }
 
-step "packages (Debian): Docker engine, busybox for the test image, iproute2, ping, Prometheus tools, systemd-analyze"
+step "packages (Debian): Docker engine, busybox for the test image, iproute2, ping, Prometheus tools, systemd-analyze, etcd"
 need=()
-for pkg in docker.io busybox-static iproute2 iputils-ping jq curl prometheus systemd util-linux procps; do
+for pkg in docker.io busybox-static iproute2 iputils-ping jq curl prometheus systemd util-linux procps etcd-server openssl; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -59,6 +59,9 @@ cargo test -p calico-medic --test daemon_ops
 
 step "end-to-end: cannot wedge (stalled Docker, connection flood, failing event stream, config bounds, netlink spray, tenant text)"
 cargo test -p calico-medic --test wedge
+
+step "end-to-end: Calico's datastore in etcd (datastore MAC, watch, orphans, outage and recovery, index cleared, TLS)"
+cargo test -p calico-medic --test lab_datastore
 
 # Engine matrix (issue 10): the full suites above ran on Debian 12's docker.io 20.10 with a
 # negotiated API (1.41). Engine 2, Debian 13's docker.io 26.1 (API 1.45), runs beside it
