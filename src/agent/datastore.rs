@@ -58,7 +58,9 @@ impl Agent {
         counter.abort();
     }
 
-    /// Queues the containers holding these endpoints.
+    /// Queues the containers holding these endpoints, and those in their first pass
+    /// (their endpoints are not known yet; a queued pass re-runs once it finishes),
+    /// so a pass that read the datastore just before the change is not the last word.
     fn recheck_endpoints(&self, ids: &[String]) {
         if ids.is_empty() {
             return;
@@ -67,7 +69,10 @@ impl Agent {
             let c = self.containers();
             c.by_id
                 .iter()
-                .filter(|(_, st)| st.endpoint_ids.iter().any(|e| ids.contains(e)))
+                .filter(|(_, st)| {
+                    st.endpoint_ids.iter().any(|e| ids.contains(e))
+                        || (st.endpoint_ids.is_empty() && !st.slot.is_idle())
+                })
                 .map(|(id, _)| id.clone())
                 .collect()
         };

@@ -148,7 +148,7 @@ impl EtcdClient {
             endpoints: s.endpoints.clone(),
             http,
             call_timeout: s.call_timeout,
-            auth: s.username.clone().map(|u| (u, s.password.clone().unwrap_or_default())),
+            auth: s.username.clone().map(|u| (u, s.password.as_ref().map(|p| p.0.clone()).unwrap_or_default())),
             preferred: AtomicUsize::new(0),
         })
     }

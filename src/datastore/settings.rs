@@ -8,6 +8,16 @@ use super::calicoctl;
 use crate::config::Config;
 use crate::error::MedicError;
 
+/// A password: its `Debug` never shows it, so no log line can.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// A resolved datastore configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -17,8 +27,7 @@ pub struct Settings {
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
     pub username: Option<String>,
-    /// Never logged.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub hostname: String,
     /// Where the endpoints came from (for logs): `[calico] etcd_endpoints` or a file.
     pub origin: String,
@@ -103,7 +112,7 @@ impl Settings {
                 s.key_file = api.key_file;
             }
             s.username = api.username;
-            s.password = api.password;
+            s.password = api.password.map(Secret);
             s.origin = path;
         } else {
             return Ok(None);
@@ -160,6 +169,7 @@ mod tests {
         assert_eq!(s.ca_file.as_deref(), Some("/etc/calico/ca.pem"));
         assert_eq!(s.origin, path.display().to_string());
         assert_eq!(s.hostname, "node-1");
+        assert_eq!(format!("{:?}", Secret("hunter2".into())), "Secret(***)");
         c.calico.etcd_endpoints = vec!["http://127.0.0.1:2379".into()];
         let s = Settings::resolve(&c).unwrap().unwrap();
         assert_eq!(s.endpoints, vec!["http://127.0.0.1:2379"]);
