@@ -70,6 +70,8 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .expect("etcd (apt install etcd-server)");
+    // The bench's own writer is a reqwest client too: one crypto provider for both.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let result = rt.block_on(async {
         let http = reqwest::Client::new();
