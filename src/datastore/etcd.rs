@@ -226,8 +226,12 @@ impl EtcdClient {
                 f(base);
             }
             let status = res.status();
-            let header_index =
+            let header_index: Option<u64> =
                 res.headers().get("X-Etcd-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            // etcd's index went back (a new or restored cluster): the view is from another history.
+            if let Some(current) = header_index.filter(|c| c + 1 < wait_index) {
+                return Ok(Watched::Cleared(current));
+            }
             let body = match tokio::time::timeout(timeout, res.bytes()).await {
                 Err(_) => return Ok(Watched::Quiet),
                 Ok(Err(e)) => {

@@ -136,6 +136,10 @@ pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut s
                     let _ = tx.send(Change::Watched(ids));
                 }
             }
+            Ok(Watched::Cleared(current)) if current < index => {
+                info!("datastore: etcd's index went back from {} to {current}; reading everything again", index - 1);
+                pending_read = Some(ReadReason::IndexCleared);
+            }
             Ok(Watched::Cleared(current)) => {
                 info!(
                     "datastore: etcd no longer has the events after index {} (now at {current}); reading everything again",
