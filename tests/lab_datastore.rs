@@ -256,6 +256,20 @@ fn datastore_mac_is_the_expected_mac() {
     etcd_put(LAB_ETCD, &key, &value, None);
     let (code, reports, _) = medic_json(&["check", "--config", cfg, "--container", &task.name]);
     assert_eq!(code, 0, "the datastore agrees again: {reports}");
+
+    // The same datastore found through calicoctl's v1 file, as the user's write-up has it.
+    let calicoctl = dir.path().join("calicoctl.cfg");
+    std::fs::write(
+        &calicoctl,
+        "apiVersion: v1\nkind: calicoApiConfig\nmetadata:\nspec:\n  datastoreType: \"etcdv2\"\n  etcdEndpoints: \"127.0.0.1:2379\"\n",
+    )
+    .unwrap();
+    let cfg2 = dir.path().join("calicoctl-only.toml");
+    let text = format!("[calico]\nhostname = \"{}\"\ncalicoctl_config = \"{}\"\n", host_of(&key), calicoctl.display());
+    std::fs::write(&cfg2, text).unwrap();
+    let (code, reports, err) = medic_json(&["check", "--config", cfg2.to_str().unwrap(), "--container", &task.name]);
+    assert_eq!(code, 0, "{reports}\n{err}");
+    assert_eq!(report_of(&reports, &task.name)["expected_mac_source"], "datastore");
 }
 
 /// Must show 2: deleting a task's key → `datastore_endpoint_missing` through the watch
