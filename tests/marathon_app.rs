@@ -144,7 +144,9 @@ fn the_marathon_app_runs_as_its_json_says_and_repairs_new_tasks() {
         assert_eq!(task.mac(), "ee:ee:ee:ee:ee:ee");
         latencies.push(after.unwrap());
     }
-    eprintln!("app container: /healthz 200 after {healthy:?}; omit-MAC task docker run returned → reachable: {latencies:?}");
+    eprintln!(
+        "app container: /healthz 200 after {healthy:?}; omit-MAC task docker run returned → reachable: {latencies:?}"
+    );
     let log = logs();
     assert!(log.contains("fault=mac_mismatch") && log.contains("app=/marathon-app-e2e"), "{log}");
     assert!(!log.contains("ERROR") && !log.contains("panicked"), "{log}");

@@ -12,7 +12,8 @@ use super::policy::Policy;
 /// The escalation settings in force (from `[marathon]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// Failed repair passes (a structural fault left after the pass) before a kill.
+    /// Failed repair passes (a structural fault left after the pass), counted at
+    /// most one per `RECHECK`, before a kill.
     pub escalate_after: u32,
     /// Unreachable with no structural fault for this long before a kill.
     pub unreachable_after: Duration,
@@ -125,6 +126,8 @@ pub enum KillOutcome {
 #[derive(Debug, Default)]
 struct TaskState {
     failed_passes: u32,
+    /// When the last failed pass was counted.
+    last_failed: f64,
     unreachable_since: Option<f64>,
     suppressed: Option<Reason>,
     in_flight: bool,
@@ -180,7 +183,12 @@ impl Escalator {
                 return Decision::Nothing;
             }
             EndpointState::Unrepaired => {
-                st.failed_passes = st.failed_passes.saturating_add(1);
+                // One break sets off a burst of passes (container and host watches):
+                // failed passes count only when about RECHECK apart.
+                if st.failed_passes == 0 || now - st.last_failed >= RECHECK.as_secs_f64() * 0.9 {
+                    st.failed_passes = st.failed_passes.saturating_add(1);
+                    st.last_failed = now;
+                }
                 st.unreachable_since = None;
             }
             EndpointState::Unreachable => {
@@ -409,6 +417,17 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_of_passes_counts_once() {
+        let (mut e, s) = (Escalator::default(), settings());
+        let v = view("c1", "shop_cart.a1", EndpointState::Unrepaired);
+        for i in 0..20 {
+            assert!(!is_kill(&e.after_pass(T0 + f64::from(i) * 0.05, &v, true, &s)), "pass {i}");
+        }
+        assert!(!is_kill(&e.after_pass(T0 + 1.0, &v, true, &s)));
+        assert!(is_kill(&e.after_pass(T0 + 2.0, &v, true, &s)));
+    }
+
+    #[test]
     fn a_repair_in_between_resets_the_count() {
         let (mut e, s) = (Escalator::default(), settings());
         let bad = view("c1", "shop_cart.a1", EndpointState::Unrepaired);
@@ -455,13 +474,13 @@ mod tests {
     #[test]
     fn young_tasks_wait_for_min_task_age() {
         let (mut e, s) = (Escalator::default(), settings());
-        let v = TaskView { started_unix: Some(T0 - 100.0), ..view("c1", "shop_cart.a1", EndpointState::Unrepaired) };
+        let v = TaskView { started_unix: Some(T0 - 102.0), ..view("c1", "shop_cart.a1", EndpointState::Unrepaired) };
         e.after_pass(T0, &v, true, &s);
-        e.after_pass(T0, &v, true, &s);
-        let d = e.after_pass(T0, &v, true, &s);
+        e.after_pass(T0 + 1.0, &v, true, &s);
+        let d = e.after_pass(T0 + 2.0, &v, true, &s);
         assert_eq!(
             d,
-            Decision::Suppressed { reason: Reason::TaskTooYoung, newly: true, again_in: Duration::from_secs(200) }
+            Decision::Suppressed { reason: Reason::TaskTooYoung, newly: true, again_in: Duration::from_secs(196) }
         );
         assert_eq!(e.suppressed_counts().iter().find(|(r, _)| *r == Reason::TaskTooYoung).unwrap().1, 1);
         assert!(is_kill(&e.after_pass(T0 + 200.0, &v, true, &s)));
@@ -514,8 +533,8 @@ mod tests {
         // Docker disconnected.
         let mut e = Escalator::default();
         let v = view("c1", "shop_cart.a1", EndpointState::Unrepaired);
-        for _ in 0..3 {
-            last = e.after_pass(T0, &v, false, &s);
+        for i in 0..3 {
+            last = e.after_pass(T0 + f64::from(i), &v, false, &s);
         }
         assert!(matches!(last, Decision::Suppressed { reason: Reason::DockerDown, newly: true, .. }));
         // Every endpoint's host side missing (two endpoints, both without).
@@ -523,26 +542,26 @@ mod tests {
         let v1 = TaskView { host_side_missing: 1, ..view("c1", "shop_cart.a1", EndpointState::Unrepaired) };
         let v2 = TaskView { host_side_missing: 1, failing: 0, ..view("c2", "shop_cart.a2", EndpointState::Other) };
         e.after_pass(T0, &v2, true, &s);
-        for _ in 0..3 {
-            last = e.after_pass(T0, &v1, true, &s);
+        for i in 0..3 {
+            last = e.after_pass(T0 + f64::from(i), &v1, true, &s);
         }
         assert!(matches!(last, Decision::Suppressed { reason: Reason::HostSideMissing, .. }), "{last:?}");
         // A single broken task among healthy ones (its host side gone with its cali0) is killed.
         let mut e = Escalator::default();
         e.after_pass(T0, &healthy, true, &s);
         let v = TaskView { host_side_missing: 1, ..view("c1", "shop_cart.a1", EndpointState::Unrepaired) };
-        for _ in 0..2 {
-            e.after_pass(T0, &v, true, &s);
+        for i in 0..2 {
+            e.after_pass(T0 + f64::from(i), &v, true, &s);
         }
-        assert!(is_kill(&e.after_pass(T0, &v, true, &s)));
+        assert!(is_kill(&e.after_pass(T0 + 2.0, &v, true, &s)));
     }
 
     #[test]
     fn failed_kills_back_off_and_never_overlap() {
         let (mut e, s) = (Escalator::default(), Settings { max_kills_per_hour: 100, ..settings() });
         let v = view("c1", "shop_cart.a1", EndpointState::Unrepaired);
-        for _ in 0..2 {
-            e.after_pass(T0, &v, true, &s);
+        for i in 0..2 {
+            e.after_pass(T0 - 2.0 + f64::from(i), &v, true, &s);
         }
         assert!(is_kill(&e.after_pass(T0, &v, true, &s)));
         assert_eq!(e.after_pass(T0 + 0.1, &v, true, &s), Decision::Nothing, "one request at a time");
