@@ -292,6 +292,7 @@ impl Agent {
     /// Container died: its namespace is gone; a pass already running must not
     /// publish what it saw.
     pub fn died(&self, container_id: &str) {
+        self.escalator.lock().unwrap().stopped(container_id);
         if let Some(st) = self.containers().by_id.get_mut(container_id) {
             st.slot.invalidate();
             st.endpoints = None;

@@ -143,6 +143,9 @@ pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
 /// How often a qualifying-but-not-yet task is looked at again.
 pub const RECHECK: Duration = Duration::from_secs(1);
+/// How often a task held back because the host looks broken is looked at again
+/// (a broken host may hold back many tasks: not a pass per task per second).
+pub const HOST_RECHECK: Duration = Duration::from_secs(10);
 
 /// Escalation state of the whole host.
 #[derive(Debug, Default)]
@@ -227,14 +230,14 @@ impl Escalator {
             return suppress(st, Reason::TaskTooYoung, s.min_task_age - age);
         }
         if !docker_up {
-            return suppress(st, Reason::DockerDown, RECHECK);
+            return suppress(st, Reason::DockerDown, HOST_RECHECK);
         }
         let (endpoints, failing, host_missing) = host;
         if endpoints >= 2 && host_missing == endpoints {
-            return suppress(st, Reason::HostSideMissing, RECHECK);
+            return suppress(st, Reason::HostSideMissing, HOST_RECHECK);
         }
         if failing >= s.host_breaker_min && failing as f64 > s.host_breaker_share * endpoints as f64 {
-            return suppress(st, Reason::HostBreaker, RECHECK);
+            return suppress(st, Reason::HostBreaker, HOST_RECHECK);
         }
         if now < st.next_attempt {
             return Decision::Wait(secs(st.next_attempt - now));
@@ -283,6 +286,16 @@ impl Escalator {
                 st.next_attempt = now + delay.as_secs_f64();
                 Some(delay)
             }
+        }
+    }
+
+    /// The container stopped: its endpoints no longer count for the host (a killed
+    /// task's container may stay until Mesos removes it, hours later). What was
+    /// decided about its task stays.
+    pub fn stopped(&mut self, container_id: &str) {
+        self.host.remove(container_id);
+        if let Some(st) = self.by_container.get_mut(container_id) {
+            st.suppressed = None;
         }
     }
 
@@ -576,6 +589,24 @@ mod tests {
             assert_eq!(e.after_pass(T0 + 4.0 + f64::from(i) * 100.0, &v, true, &s), Decision::Nothing);
         }
         assert_eq!(retry_delay(30), RETRY_MAX);
+    }
+
+    #[test]
+    fn stopped_containers_leave_the_host_view() {
+        let s = settings();
+        let mut e = Escalator::default();
+        e.after_pass(T0, &view("ok", "shop_cart.ok", EndpointState::Healthy), true, &s);
+        // Three killed tasks whose containers stopped but are not removed yet.
+        for i in 0..3 {
+            let (c, t) = (format!("old{i}"), format!("shop_cart.old{i}"));
+            e.after_pass(T0, &view(&c, &t, EndpointState::Unrepaired), true, &s);
+            e.stopped(&c);
+        }
+        let v = view("c1", "shop_cart.a1", EndpointState::Unrepaired);
+        for i in 0..2 {
+            e.after_pass(T0 + f64::from(i), &v, true, &s);
+        }
+        assert!(is_kill(&e.after_pass(T0 + 2.0, &v, true, &s)), "no breaker from stopped containers");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::MarathonConfig;
 use crate::medic::Mode;
 
 /// The label (as exported to the task) that carries an app's policy.
@@ -60,6 +61,12 @@ impl Policy {
             Policy::Escalate if !escalation_enabled => (Policy::Repair, note),
             p => (p, note),
         }
+    }
+
+    /// A task's policy from its Docker env (`KEY=VALUE` entries) under `[marathon]`:
+    /// what every path that may write (a pass, a pre-start repair) asks first.
+    pub fn of_task(env: &[String], marathon: &MarathonConfig) -> (Policy, Option<String>) {
+        Policy::resolve(policy_label(env).as_deref(), marathon.default_policy, marathon.enabled)
     }
 
     /// The one place that decides what a pass may do under this policy: `off`

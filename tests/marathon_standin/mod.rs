@@ -9,6 +9,7 @@
 //!   `WWW-Authenticate` when the credentials (basic, or DC/OS `token=…`) are wrong.
 //! - `deployable` trait: 409 `{"message":"App is locked by one or more deployments. …",
 //!   "deployments":[{"id":…}]}`.
+//! - 403 `{"message":"Not Authorized to perform this action!"}` (DC/OS: authenticated, not allowed).
 //! - 503 `{"message":"Could not determine the current leader"}` (no leader elected).
 //! - `GET /v2/info`, `GET /ping`.
 //!
@@ -208,6 +209,9 @@ fn respond(mut conn: TcpStream, req: &Request, answer: Answer) {
             r#"{"message":"Invalid username or password."}"#.to_string(),
             "WWW-Authenticate: Basic realm=\"Mesosphere\"\r\n",
         ),
+        Answer::Status(403) => {
+            (403, "Forbidden", r#"{"message":"Not Authorized to perform this action!"}"#.to_string(), "")
+        }
         Answer::Status(404) => (404, "Not Found", format!(r#"{{"message":"Task '{task}' does not exist"}}"#), ""),
         Answer::Status(409) => (
             409,
