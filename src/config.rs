@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::MedicError;
+use crate::marathon::Policy;
 use crate::probe::ProbeTarget;
 use crate::workload::MacAddr;
 
@@ -47,6 +48,7 @@ pub struct Config {
     pub probe: ProbeConfig,
     /// Calico's datastore (etcd v2); see `crate::datastore`.
     pub calico: CalicoConfig,
+    pub marathon: MarathonConfig,
 }
 
 /// Where Calico's datastore is. Empty `etcd_endpoints` and no `calicoctl_config`
@@ -120,6 +122,128 @@ pub struct ProbeConfig {
     pub targets: Vec<ProbeTarget>,
 }
 
+/// `[marathon]`: per-app policy default and escalation of unrepairable tasks to
+/// Marathon (off unless `enabled`). Empty strings mean "not set".
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MarathonConfig {
+    /// Ask Marathon to replace tasks (with policy `escalate`) that cannot be repaired.
+    pub enabled: bool,
+    /// Marathon base URLs (an HA set), tried in order.
+    pub urls: Vec<String>,
+    /// Basic auth: user name, and the file holding the password.
+    pub user: String,
+    pub password_file: String,
+    /// DC/OS: a file holding the token sent as `Authorization: token=…`.
+    pub token_file: String,
+    /// PEM bundle of the CAs that sign Marathon's certificate (only these are trusted).
+    pub ca_file: String,
+    /// Failed repair passes (a container-side fault still there) before a kill.
+    pub escalate_after: u32,
+    /// Unreachable with no structural fault for this long before a kill.
+    #[serde(deserialize_with = "de_duration")]
+    pub unreachable_after: Duration,
+    /// Kills this host may ask for within any hour.
+    pub max_kills_per_hour: u32,
+    /// Tasks younger than this (Docker's start time) are never killed.
+    #[serde(deserialize_with = "de_duration")]
+    pub min_task_age: Duration,
+    /// Decide and count kills, send nothing.
+    pub dry_run: bool,
+    /// Host breaker: more than this share of the host's endpoints failing at once
+    /// (and at least host_breaker_min of them) means the host is broken: no kills.
+    pub host_breaker_share: f64,
+    pub host_breaker_min: u32,
+    /// Deadline of each request to one Marathon URL.
+    #[serde(deserialize_with = "de_duration")]
+    pub request_timeout: Duration,
+    /// Policy of tasks without a valid `CALICO_MEDIC` label.
+    pub default_policy: Policy,
+}
+
+impl Default for MarathonConfig {
+    fn default() -> Self {
+        MarathonConfig {
+            enabled: false,
+            urls: Vec::new(),
+            user: String::new(),
+            password_file: String::new(),
+            token_file: String::new(),
+            ca_file: String::new(),
+            escalate_after: 3,
+            unreachable_after: Duration::from_secs(300),
+            max_kills_per_hour: 5,
+            min_task_age: Duration::from_secs(300),
+            dry_run: false,
+            host_breaker_share: 0.5,
+            host_breaker_min: 3,
+            request_timeout: Duration::from_secs(5),
+            default_policy: Policy::Repair,
+        }
+    }
+}
+
+impl MarathonConfig {
+    /// The escalation core's settings; `dry_run` adds the daemon's own dry run.
+    pub fn settings(&self, dry_run: bool) -> crate::marathon::Settings {
+        crate::marathon::Settings {
+            escalate_after: self.escalate_after,
+            unreachable_after: self.unreachable_after,
+            max_kills_per_hour: self.max_kills_per_hour,
+            min_task_age: self.min_task_age,
+            dry_run: self.dry_run || dry_run,
+            host_breaker_share: self.host_breaker_share,
+            host_breaker_min: self.host_breaker_min as usize,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        count("marathon.escalate_after", u64::from(self.escalate_after), 1, 1000)?;
+        count("marathon.max_kills_per_hour", u64::from(self.max_kills_per_hour), 0, 1000)?;
+        count("marathon.host_breaker_min", u64::from(self.host_breaker_min), 1, 100_000)?;
+        let s = Duration::from_secs;
+        within("marathon.unreachable_after", self.unreachable_after, s(1), s(86_400))?;
+        within("marathon.min_task_age", self.min_task_age, Duration::ZERO, s(7 * 86_400))?;
+        within("marathon.request_timeout", self.request_timeout, Duration::from_millis(100), s(60))?;
+        if !(self.host_breaker_share > 0.0 && self.host_breaker_share <= 1.0) {
+            return Err(format!(
+                "marathon.host_breaker_share: {} is out of range (must be > 0 and <= 1)",
+                self.host_breaker_share
+            ));
+        }
+        for url in &self.urls {
+            check_marathon_url(url).map_err(|why| format!("marathon.urls: {why}"))?;
+        }
+        if self.enabled && self.urls.is_empty() {
+            return Err("marathon.enabled: escalation needs at least one URL in marathon.urls".into());
+        }
+        if self.user.is_empty() != self.password_file.is_empty() {
+            return Err("marathon.password_file: basic auth needs both user and password_file".into());
+        }
+        if !self.user.is_empty() && !self.token_file.is_empty() {
+            return Err("marathon.token_file: use either user/password_file or token_file, not both".into());
+        }
+        Ok(())
+    }
+}
+
+/// An absolute http(s) URL with a host, without credentials, query or fragment
+/// (credentials in a URL would end up in logs).
+fn check_marathon_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("credentials in a URL are not allowed (use user/password_file or token_file)".into());
+    }
+    if authority.is_empty() || url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{url:?} is not a base URL (scheme://host[:port][/path], no query)"));
+    }
+    Ok(())
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -140,6 +264,7 @@ impl Default for Config {
             backoff: BackoffConfig::default(),
             probe: ProbeConfig::default(),
             calico: CalicoConfig::default(),
+            marathon: MarathonConfig::default(),
         }
     }
 }
@@ -231,7 +356,7 @@ impl Config {
         if self.backoff.max < self.backoff.initial {
             return Err("backoff.max: must be at least backoff.initial".into());
         }
-        Ok(())
+        self.marathon.validate()
     }
 
     /// The per-call deadline in force: `call_timeout`, never longer than the pass's.
@@ -410,6 +535,34 @@ mod tests {
     }
 
     #[test]
+    fn marathon_section_is_checked() {
+        let c = Config::from_toml(
+            "[marathon]\nenabled = true\nurls = [\"http://m1:8080\", \"https://master/marathon/\"]\nuser = \"ops\"\npassword_file = \"/etc/pw\"\nmin_task_age = \"0s\"\ndefault_policy = \"escalate\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.marathon.urls.len(), 2);
+        assert_eq!(c.marathon.default_policy, Policy::Escalate);
+        for (text, key) in [
+            ("[marathon]\nenabled = true\n", "marathon.enabled"),
+            ("[marathon]\nurls = [\"http://ops:hunter2@m1:8080\"]\n", "marathon.urls"),
+            ("[marathon]\nurls = [\"m1:8080\"]\n", "marathon.urls"),
+            ("[marathon]\nurls = [\"http://m1/?x=1\"]\n", "marathon.urls"),
+            ("[marathon]\nuser = \"ops\"\n", "marathon.password_file"),
+            ("[marathon]\nuser = \"o\"\npassword_file = \"p\"\ntoken_file = \"t\"\n", "marathon.token_file"),
+            ("[marathon]\nhost_breaker_share = 0.0\n", "marathon.host_breaker_share"),
+            ("[marathon]\nhost_breaker_share = 1.5\n", "marathon.host_breaker_share"),
+            ("[marathon]\nescalate_after = 0\n", "marathon.escalate_after"),
+            ("[marathon]\nrequest_timeout = \"10m\"\n", "marathon.request_timeout"),
+            ("[marathon]\ndefault_policy = \"kill\"\n", "marathon.default_policy"),
+        ] {
+            let e = Config::from_toml(text, "cfg.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?} → {e}");
+            assert!(!e.contains("hunter2"), "no credentials in errors: {e}");
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
@@ -436,12 +589,12 @@ mod tests {
         assert_eq!(parsed.docker_host.take().as_deref(), Some("unix:///var/run/docker.sock"));
         assert_eq!(parsed, Config::default());
         // Every key the parser accepts (it lists them for an unknown key) is in the example.
-        for header in ["", "[backoff]\n", "[probe]\n", "[calico]\n"] {
+        for header in ["", "[backoff]\n", "[probe]\n", "[calico]\n", "[marathon]\n"] {
             let err = Config::from_toml(&format!("{header}zz_unknown = 1\n"), "t").unwrap_err().to_string();
             let known = err.rsplit_once("zz_unknown`").map(|(_, rest)| rest).unwrap_or_default();
             let keys: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
             assert!(!keys.is_empty(), "no key list in: {err}");
-            for key in keys.into_iter().filter(|k| !["backoff", "probe", "calico"].contains(k)) {
+            for key in keys.into_iter().filter(|k| !["backoff", "probe", "calico", "marathon"].contains(k)) {
                 assert!(
                     uncommented.lines().any(|l| l.starts_with(&format!("{key} = "))),
                     "unit/config.toml does not document {header:?} {key}"

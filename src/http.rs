@@ -89,6 +89,11 @@ impl Health {
     }
 
     /// The first full resync after start is done.
+    /// The Docker event stream is connected.
+    pub fn docker_connected(&self) -> bool {
+        self.docker_connected.load(Ordering::SeqCst)
+    }
+
     pub fn set_resynced(&self) {
         self.resynced.store(true, Ordering::SeqCst);
     }

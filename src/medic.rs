@@ -13,6 +13,7 @@ use crate::datastore::{endpoint_findings, Datastore, Lookup};
 use crate::diagnose::{diagnose_container, diagnose_host, Fault, FaultKind};
 use crate::docker::DockerClient;
 use crate::error::MedicError;
+use crate::marathon::{MarathonClient, Policy};
 use crate::netlink::Netlink;
 use crate::netns::{NsIdentity, TargetNetns};
 use crate::observe::{observe_container, observe_host, ContainerSide};
@@ -38,9 +39,12 @@ pub enum Mode {
 pub struct ContainerOutcome {
     pub workload: Workload,
     pub reports: Vec<EndpointReport>,
-    /// The namespace handle, for callers that subscribe to it (the daemon's watches).
+    /// The namespace handle, for callers that subscribe to it (the daemon's watches);
+    /// none when the task's policy is `off` (its namespace is never opened).
     /// Drop it promptly: an open handle keeps the namespace alive.
-    pub netns: TargetNetns,
+    pub netns: Option<TargetNetns>,
+    /// The task's policy (from its app's label, or the default).
+    pub policy: Policy,
 }
 
 impl Mode {
@@ -57,6 +61,8 @@ impl Mode {
 pub struct Medic {
     pub docker: Arc<DockerClient>,
     pub config: Config,
+    /// Marathon's REST API, when escalation is enabled.
+    pub marathon: Option<Arc<MarathonClient>>,
     host_ns: NsIdentity,
     host: Netlink,
     /// Calico's datastore, when configured: first MAC source after `expected_mac`,
@@ -69,7 +75,8 @@ impl Medic {
     pub fn new(docker: Arc<DockerClient>, config: Config) -> Result<Medic, MedicError> {
         let host_ns = NsIdentity::current_thread().map_err(|e| MedicError::netns_io("reading own namespace", e))?;
         let host = Netlink::host()?.with_timeout(config.call_deadline());
-        Ok(Medic { docker, config, host_ns, host, datastore: None })
+        let marathon = MarathonClient::from_config(&config.marathon)?.map(Arc::new);
+        Ok(Medic { docker, config, marathon, host_ns, host, datastore: None })
     }
 
     pub fn with_datastore(mut self, datastore: Option<Arc<Datastore>>) -> Medic {
@@ -107,6 +114,26 @@ impl Medic {
 
     async fn pass(&self, target: &str, mode: Mode, interrupt: Option<&Notify>) -> Result<ContainerOutcome, MedicError> {
         let workload = self.docker.workload(target).await?;
+        let m = &self.config.marathon;
+        let (policy, policy_note) = Policy::resolve(workload.policy_label.as_deref(), m.default_policy, m.enabled);
+        let stamp = |mut r: EndpointReport| {
+            r.policy = policy;
+            r.policy_note.clone_from(&policy_note);
+            r
+        };
+        let Some(mode) = policy.limit(mode) else {
+            // Policy off: the namespace is not even opened; reported as not checked.
+            let reports = workload
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let mut r = EndpointReport::new(&workload, &e.network, &e.endpoint_id, e.ip);
+                    r.healthy = true;
+                    stamp(r)
+                })
+                .collect();
+            return Ok(ContainerOutcome { workload, reports, netns: None, policy });
+        };
         let ns = TargetNetns::open_pid(workload.pid, self.host_ns)?;
         // The fd is open: if the container still has the same PID and start time,
         // the namespace we hold is this container's and not a reused PID's.
@@ -128,9 +155,9 @@ impl Medic {
                     None => probe.await,
                 }
             }
-            reports.push(report);
+            reports.push(stamp(report));
         }
-        Ok(ContainerOutcome { workload, reports, netns: ns })
+        Ok(ContainerOutcome { workload, reports, netns: Some(ns), policy })
     }
 
     /// Host → workload ICMP, plus configured probes from inside the namespace. A

@@ -11,6 +11,7 @@ use prometheus::{
 
 use crate::diagnose::FaultKind;
 use crate::error::MedicError;
+use crate::marathon::{Policy, Reason};
 use crate::netlink::watch::ChangeKind;
 use crate::report::EndpointReport;
 
@@ -36,6 +37,9 @@ pub struct Metrics {
     watches: IntGauge,
     watch_events: IntCounterVec,
     watch_overflows: IntCounter,
+    escalations: IntCounterVec,
+    escalation_suppressed: IntGaugeVec,
+    policy_containers: IntGaugeVec,
     /// container_id → label sets of its per-container series.
     series: Mutex<HashMap<String, ContainerSeries>>,
     /// Registered only when a datastore is configured (no `datastore_up 0` without one).
@@ -209,6 +213,33 @@ impl Metrics {
         }
         let watch_overflows =
             counter(&r, "watch_overflows_total", "Netlink socket overflows (ENOBUFS) that forced a re-check.");
+        let escalations = counter_vec(
+            &r,
+            "escalations_total",
+            "Requests to Marathon to replace an unrepairable task, by result (killed includes already gone; suppressed counts each time a task is newly held back).",
+            &["result"],
+        );
+        for result in ["killed", "dry_run", "suppressed", "failed"] {
+            escalations.with_label_values(&[result]);
+        }
+        let escalation_suppressed = gauge_vec(
+            &r,
+            "escalation_suppressed",
+            "Tasks that qualify for a kill but are held back now, by reason (host_breaker, rate_limit, ...).",
+            &["reason"],
+        );
+        for reason in Reason::ALL {
+            escalation_suppressed.with_label_values(&[reason.as_str()]).set(0);
+        }
+        let policy_containers = gauge_vec(
+            &r,
+            "policy_containers",
+            "Calico containers by policy (the app's CALICO_MEDIC label, or the default).",
+            &["policy"],
+        );
+        for p in Policy::ALL {
+            policy_containers.with_label_values(&[p.as_str()]).set(0);
+        }
         let build_info = gauge_vec(&r, "build_info", "Build information.", &["version"]);
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         #[cfg(target_os = "linux")]
@@ -233,6 +264,9 @@ impl Metrics {
             watches,
             watch_events,
             watch_overflows,
+            escalations,
+            escalation_suppressed,
+            policy_containers,
             series: Mutex::new(HashMap::new()),
             datastore: OnceLock::new(),
         }
@@ -429,6 +463,23 @@ impl Metrics {
 
     pub fn set_watches(&self, open: usize) {
         self.watches.set(open as i64);
+    }
+
+    /// One escalation result: `killed`, `dry_run`, `suppressed` or `failed`.
+    pub fn escalation(&self, result: &str) {
+        self.escalations.with_label_values(&[result]).inc();
+    }
+
+    pub fn set_escalation_suppressed(&self, counts: &[(Reason, usize)]) {
+        for (reason, n) in counts {
+            self.escalation_suppressed.with_label_values(&[reason.as_str()]).set(*n as i64);
+        }
+    }
+
+    pub fn set_policy_counts(&self, counts: &[(Policy, usize)]) {
+        for (policy, n) in counts {
+            self.policy_containers.with_label_values(&[policy.as_str()]).set(*n as i64);
+        }
     }
 
     pub fn set_endpoint_states(&self, healthy: i64, unhealthy: i64, unknown: i64) {

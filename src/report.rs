@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use crate::diagnose::{Fault, FaultKind};
+use crate::marathon::Policy;
 use crate::repair::ActionResult;
 use crate::workload::{Escaped, MacAddr, MacSource, Workload};
 
@@ -14,6 +15,11 @@ pub struct EndpointReport {
     pub container_name: String,
     pub marathon_app_id: Option<String>,
     pub mesos_task_id: Option<String>,
+    /// What calico-medic may do to this task (its app's `CALICO_MEDIC` label, or the default).
+    pub policy: Policy,
+    /// Why the label was not used (a value that is not a policy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_note: Option<String>,
     pub network: String,
     pub endpoint_id: String,
     pub interface: String,
@@ -58,6 +64,8 @@ impl EndpointReport {
             container_name: workload.container_name.clone(),
             marathon_app_id: workload.marathon_app_id.clone(),
             mesos_task_id: workload.mesos_task_id.clone(),
+            policy: Policy::default(),
+            policy_note: None,
             network: network.to_string(),
             endpoint_id: endpoint_id.to_string(),
             interface: String::new(),
@@ -129,13 +137,19 @@ pub fn render_table(reports: &[EndpointReport]) -> String {
             }
             _ => "-".into(),
         };
-        let state = if let Some(e) = &r.error {
+        let state = if r.policy == Policy::Off {
+            "not checked (policy off)".to_string()
+        } else if let Some(e) = &r.error {
             format!("error: {e}")
         } else if r.healthy {
             "healthy".into()
         } else {
             let rest: Vec<&str> = r.remaining_faults.iter().map(|f| f.as_str()).collect();
             format!("UNHEALTHY ({})", rest.join(","))
+        };
+        let state = match r.policy {
+            Policy::Report | Policy::Escalate => format!("{state} [{}]", r.policy),
+            _ => state,
         };
         // Tenant text: control characters escaped, so no ESC sequence reaches the terminal.
         rows.push([
@@ -175,6 +189,7 @@ mod tests {
             container_name: "mesos-\x1b]0;pwned\x07".into(),
             marathon_app_id: Some(app.into()),
             mesos_task_id: Some("t\r1".into()),
+            policy_label: None,
             pid: 1,
             started_at: String::new(),
             endpoints: Vec::new(),

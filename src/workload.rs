@@ -66,6 +66,8 @@ pub struct Workload {
     pub container_name: String,
     pub marathon_app_id: Option<String>,
     pub mesos_task_id: Option<String>,
+    /// The app's `CALICO_MEDIC` label as Marathon exported it to the task's env.
+    pub policy_label: Option<String>,
     /// Init PID and start time: together they name one start of the container,
     /// so a stale or reused PID can be detected before its namespace is touched.
     pub pid: u32,

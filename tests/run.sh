@@ -66,6 +66,9 @@ cargo test -p calico-medic --test wedge
 step "end-to-end: Calico's datastore in etcd (datastore MAC, watch, orphans, outage and recovery, index cleared, TLS)"
 cargo test -p calico-medic --test lab_datastore
 
+step "end-to-end: Marathon (escalation to a Marathon REST stand-in, per-app policy labels, the Marathon app container as its JSON says)"
+cargo test -p calico-medic --test marathon_client --test lab_marathon --test marathon_app
+
 # Engine matrix (issue 10): the full suites above ran on Debian 12's docker.io 20.10 with a
 # negotiated API (1.41). Engine 2, Debian 13's docker.io 26.1 (API 1.45), runs beside it
 # (tests/lab/engine26.sh); the one-off, daemon and live-watch suites run on it, and the one-off

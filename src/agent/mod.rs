@@ -9,6 +9,7 @@
 
 mod backoff;
 mod datastore;
+mod escalation;
 mod events;
 mod queue;
 mod watches;
@@ -28,6 +29,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::error::MedicError;
 use crate::http::Health;
+use crate::marathon::{Escalator, Policy};
 use crate::medic::{ContainerOutcome, Medic, Mode};
 use crate::metrics::Metrics;
 use crate::netlink::watch::Watch;
@@ -70,6 +72,8 @@ struct ContainerState {
     interrupt: Arc<Notify>,
     /// Docker endpoint ids of its calico endpoints (datastore changes find it by these).
     endpoint_ids: Vec<String>,
+    /// Its policy as of its last pass (the per-policy gauge).
+    policy: Option<Policy>,
 }
 
 /// Everything the agent knows per container, plus the host side's shared pieces.
@@ -121,6 +125,9 @@ pub struct Agent {
     /// Passes allowed at once; `max_concurrent_checks`, resizable on reload.
     permits: Arc<Semaphore>,
     permit_limit: AtomicUsize,
+    /// Escalation of unrepairable tasks to Marathon (its own lock; never held
+    /// together with `containers`).
+    escalator: Mutex<Escalator>,
     me: Weak<Agent>,
 }
 
@@ -188,6 +195,7 @@ impl Agent {
             watches_enabled: AtomicBool::new(watches_enabled),
             permits: Arc::new(Semaphore::new(limit)),
             permit_limit: AtomicUsize::new(limit),
+            escalator: Mutex::new(Escalator::default()),
             me: me.clone(),
         })
     }
@@ -282,6 +290,7 @@ impl Agent {
                 c.unmap_host_links(&st.host_ifindexes);
             }
         }
+        self.escalator.lock().unwrap().forget(container_id);
         self.metrics.forget_container(container_id);
         self.refresh_gauges();
     }
@@ -289,6 +298,7 @@ impl Agent {
     /// Container died: its namespace is gone; a pass already running must not
     /// publish what it saw.
     pub fn died(&self, container_id: &str) {
+        self.escalator.lock().unwrap().stopped(container_id);
         if let Some(st) = self.containers().by_id.get_mut(container_id) {
             st.slot.invalidate();
             st.endpoints = None;
@@ -303,6 +313,7 @@ impl Agent {
         let (healthy, unhealthy, unknown, watches) = self.containers().gauges();
         self.metrics.set_endpoint_states(healthy as i64, unhealthy as i64, unknown as i64);
         self.metrics.set_watches(watches);
+        self.refresh_policy_gauges();
     }
 
     fn schedule(&self, id: &str, delay: Duration, trigger: Trigger) {
@@ -386,6 +397,7 @@ impl Agent {
             if current {
                 match &outcome {
                     Ok(out) => {
+                        st.policy = Some(out.policy);
                         recheck_after = self.account(st, out, mode, kind, &medic.config);
                         let pid = out.workload.pid;
                         if self.watches_enabled.load(Ordering::SeqCst)
@@ -413,12 +425,17 @@ impl Agent {
             return;
         }
         match &outcome {
+            // Policy off: not checked, so in no per-container series.
+            Ok(out) if out.policy == Policy::Off => self.metrics.forget_container(id),
             Ok(out) => self.metrics.record_reports(id, &out.reports),
             Err(e) if e.is_container_gone() => self.metrics.forget_container(id),
             Err(_) => {}
         }
         if let (Some(pid), Ok(out)) = (new_watch_needed, &outcome) {
             self.attach_watch(id, pid, out);
+        }
+        if let Ok(out) = &outcome {
+            self.escalate_after_pass(id, out, mode, &medic);
         }
         drop(outcome); // closes the namespace handle
         self.refresh_gauges();
@@ -456,6 +473,13 @@ impl Agent {
         kind: PassKind,
         cfg: &Config,
     ) -> Option<Duration> {
+        if out.policy == Policy::Off {
+            // Not checked: counted only by policy.
+            st.endpoints = Some((0, 0));
+            st.calico_hint = false;
+            st.pending_event = None;
+            return None;
+        }
         let wrote = out.reports.iter().flat_map(|r| &r.actions).any(|a| a.result == ActionOutcome::Success);
         let healthy = out.reports.iter().filter(|r| r.healthy).count();
         let all_healthy = healthy == out.reports.len();

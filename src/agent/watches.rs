@@ -72,9 +72,11 @@ impl Agent {
 
     /// Opens the live subscription for this start of the container.
     pub(super) fn attach_watch(&self, id: &str, pid: u32, out: &ContainerOutcome) {
+        // Policy off: the namespace was never opened, and is not watched.
+        let Some(netns) = &out.netns else { return };
         let me = self.me.clone();
         let owner = id.to_string();
-        match watch_netns(&out.netns, move |event| {
+        match watch_netns(netns, move |event| {
             if let Some(agent) = me.upgrade() {
                 agent.on_watch_event(&owner, event);
             }

@@ -151,6 +151,7 @@ mod tests {
             container_name: "n".into(),
             marathon_app_id: app.map(str::to_string),
             mesos_task_id: None,
+            policy_label: None,
             pid: 1,
             started_at: String::new(),
             endpoints: Vec::new(),

@@ -1,0 +1,444 @@
+//! Marathon on the lab (issue 13): escalation of unrepairable tasks to a Marathon
+//! stand-in (tests/marathon_standin: Marathon's documented REST contract, recording
+//! every request), and per-app policy from Marathon app labels, with the real
+//! daemon and real Docker containers.
+
+mod common;
+mod marathon_standin;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use marathon_standin::{basic, Answer, Standin};
+
+const USER: &str = "medic-ops";
+const PASSWORD: &str = "pw-Zq8v!c4l1c0-m3d1c";
+const TOKEN: &str = "tok-eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2Vu";
+
+/// A Marathon task as Marathon's Docker containerizer starts it: env (incl. the
+/// app's labels as Marathon exports them) and the `MESOS_TASK_ID` label. Returns
+/// the task and its Mesos task id.
+fn marathon_task(app: &str, net: &str, policy: Option<&str>) -> (Task, String) {
+    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap().trim().to_string();
+    let name = format!("mesos-{uuid}");
+    let task_id = format!("{}.{uuid}", app.trim_start_matches('/').replace('/', "_"));
+    let mut envs = vec![
+        format!("MESOS_TASK_ID={task_id}"),
+        format!("MARATHON_APP_ID={app}"),
+        "MARATHON_APP_VERSION=2017-01-01T00:00:00.000Z".to_string(),
+        format!("MESOS_CONTAINER_NAME={name}"),
+        "HOST=agent-1".to_string(),
+        "PORT0=31000".to_string(),
+    ];
+    match policy {
+        Some(p) => {
+            envs.push("MARATHON_APP_LABELS=HAPROXY_GROUP CALICO_MEDIC".to_string());
+            envs.push("MARATHON_APP_LABEL_HAPROXY_GROUP=external".to_string());
+            envs.push(format!("MARATHON_APP_LABEL_CALICO_MEDIC={p}"));
+        }
+        None => envs.push("MARATHON_APP_LABELS=".to_string()),
+    }
+    let label = format!("MESOS_TASK_ID={task_id}");
+    let mut args = vec!["run", "-d", "--name", &name, "--network", net, "--label", "calico-lab=1", "--label", &label];
+    for e in &envs {
+        args.extend(["-e", e.as_str()]);
+    }
+    args.extend(["calico-lab/busybox:latest", "/bin/sleep", "1000000"]);
+    let out = docker(&args);
+    let task = Task { name };
+    assert!(out.status.success(), "docker run on {net}: {}", String::from_utf8_lossy(&out.stderr));
+    wait_host_programmed(&task.ip_on(net));
+    (task, task_id)
+}
+
+fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+/// A config file with `[marathon]` = `marathon` (and the password and token files).
+struct Setup {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(marathon: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let (pw, tok) = (dir.path().join("password"), dir.path().join("token"));
+        std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+        std::fs::write(&tok, format!("{TOKEN}\n")).unwrap();
+        let text =
+            marathon.replace("@PASSWORD_FILE@", pw.to_str().unwrap()).replace("@TOKEN_FILE@", tok.to_str().unwrap());
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, format!("[marathon]\n{text}")).unwrap();
+        Setup { _dir: dir, config }
+    }
+
+    fn path(&self) -> &Path {
+        &self.config
+    }
+}
+
+/// `calico-medic run --config …` with every log line (debug included), so the
+/// credential check sees everything the agent could say.
+fn daemon(config: &Path) -> Daemon {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = std::env::temp_dir().join(format!("calico-medic-marathon-{}.log", addr.replace([':', '.'], "_")));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(medic_bin())
+        .args(["run", "--listen", &addr, "--config", config.to_str().unwrap()])
+        .env("CALICO_MEDIC_LOG", "debug,bollard=info")
+        .stderr(file)
+        .spawn()
+        .expect("start daemon");
+    let d = Daemon { child, addr, log };
+    assert!(
+        wait_until(Duration::from_secs(20), || matches!(http_get(&d.addr, "/readyz"), Some((200, _)))),
+        "daemon not ready; log:\n{}",
+        d.log_text()
+    );
+    d
+}
+
+fn escalations(d: &Daemon, result: &str) -> f64 {
+    d.metric(&format!("calico_medic_escalations_total{{result=\"{result}\"}}")).unwrap_or(-1.0)
+}
+
+fn suppressed(d: &Daemon, reason: &str) -> f64 {
+    d.metric(&format!("calico_medic_escalation_suppressed{{reason=\"{reason}\"}}")).unwrap_or(-1.0)
+}
+
+/// No credential, in any spelling, in the daemon's log, its metrics, or a `check`
+/// report run with the same config.
+fn assert_no_credentials(d: &Daemon, config: &Path) {
+    let secrets =
+        [PASSWORD.to_string(), TOKEN.to_string(), basic(USER, PASSWORD), basic(USER, PASSWORD)[6..].to_string()];
+    let (_, check_out, check_err) = medic(&["check", "--json", "--config", config.to_str().unwrap()]);
+    for (what, text) in [("log", d.log_text()), ("metrics", d.metrics()), ("check report", check_out + &check_err)] {
+        for s in &secrets {
+            assert!(!text.contains(s.as_str()), "credential {s:?} found in the {what}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn unrepairable_task_is_killed_exactly_once_repairable_one_never() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let marathon = Standin::start(Some(basic(USER, PASSWORD)));
+    let setup = Setup::new(&format!(
+        "enabled = true\nurls = [\"{}\"]\nuser = \"{USER}\"\npassword_file = \"@PASSWORD_FILE@\"\nescalate_after = 2\nmin_task_age = \"0s\"\nhost_breaker_share = 1.0\n",
+        marathon.url
+    ));
+    let d = daemon(setup.path());
+    let (gone, gone_id) = marathon_task("/medic-e2e/gone", "calico-lab", Some("escalate"));
+    let (fixable, _) = marathon_task("/medic-e2e/fixable", "calico-lab-nomac", Some("escalate"));
+    assert!(fixable.wait_reachable(Duration::from_secs(3)).is_some(), "omit-MAC task repaired; log:\n{}", d.log_text());
+    let broke = Instant::now();
+    gone.break_it("delete-link");
+    assert!(
+        wait_until(Duration::from_secs(10), || !marathon.kills_of("/medic-e2e/gone").is_empty()),
+        "no kill; requests {:?}; log:\n{}",
+        marathon.requests(),
+        d.log_text()
+    );
+    let after = broke.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let kills = marathon.kills_of("/medic-e2e/gone");
+    assert_eq!(kills.len(), 1, "exactly one kill: {kills:?}");
+    assert_eq!(kills[0].target, format!("/v2/apps/medic-e2e/gone/tasks/{gone_id}?scale=false"));
+    assert_eq!(kills[0].authorization.as_deref(), Some(basic(USER, PASSWORD).as_str()));
+    assert!(marathon.kills_of("/medic-e2e/fixable").is_empty(), "a repairable task is never killed");
+    assert_eq!(marathon.deletes().len(), 1, "{:?}", marathon.requests());
+    assert_eq!(escalations(&d, "killed"), 1.0);
+    assert_eq!(escalations(&d, "failed"), 0.0);
+    assert_eq!(d.metric("calico_medic_policy_containers{policy=\"escalate\"}"), Some(2.0));
+    let log = d.log_text();
+    assert!(log.contains(&format!("Marathon at {} is replacing task {gone_id}", marathon.url)), "{log}");
+    eprintln!("cali0 deleted → DELETE sent after {after:?} (escalate_after = 2 passes)");
+    assert_no_credentials(&d, setup.path());
+}
+
+#[test]
+fn young_task_is_not_killed() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let marathon = Standin::start(None);
+    let setup = Setup::new(&format!(
+        "enabled = true\nurls = [\"{}\"]\nescalate_after = 2\nmin_task_age = \"1h\"\nhost_breaker_share = 1.0\n",
+        marathon.url
+    ));
+    let d = daemon(setup.path());
+    let (young, _) = marathon_task("/medic-e2e/young", "calico-lab", Some("escalate"));
+    young.break_it("delete-link");
+    assert!(
+        wait_until(Duration::from_secs(8), || suppressed(&d, "task_too_young") == 1.0),
+        "suppressed as too young; metrics:\n{}",
+        d.metrics()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(marathon.deletes().is_empty(), "{:?}", marathon.requests());
+    assert_eq!(escalations(&d, "suppressed"), 1.0, "counted once, not per pass");
+    assert_eq!(escalations(&d, "killed"), 0.0);
+}
+
+#[test]
+fn kills_per_hour_hold_under_ten_broken_tasks() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let marathon = Standin::start(None);
+    let setup = Setup::new(&format!(
+        "enabled = true\nurls = [\"{}\"]\nescalate_after = 2\nmin_task_age = \"0s\"\nmax_kills_per_hour = 3\nhost_breaker_share = 1.0\n",
+        marathon.url
+    ));
+    let d = daemon(setup.path());
+    // A healthy neighbour: with every endpoint's host side gone the host would look broken.
+    let (_healthy, _) = marathon_task("/medic-e2e/neighbour", "calico-lab", Some("escalate"));
+    let tasks: Vec<(Task, String)> =
+        (0..10).map(|i| marathon_task(&format!("/medic-e2e/rate{i}"), "calico-lab", Some("escalate"))).collect();
+    for (t, _) in &tasks {
+        t.break_it("delete-link");
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || suppressed(&d, "rate_limit") == 7.0),
+        "7 held back by the budget; metrics:\n{}",
+        d.metrics()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let deletes = marathon.deletes();
+    assert_eq!(deletes.len(), 3, "max_kills_per_hour = 3: {deletes:?}");
+    let mut targets: Vec<&str> = deletes.iter().map(|r| r.path()).collect();
+    targets.dedup();
+    assert_eq!(targets.len(), 3, "three different tasks");
+    assert_eq!(escalations(&d, "killed"), 3.0);
+    assert_eq!(suppressed(&d, "rate_limit"), 7.0);
+}
+
+#[test]
+fn host_breaker_suppresses_kills_when_most_endpoints_fail() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let marathon = Standin::start(None);
+    let setup = Setup::new(&format!(
+        "enabled = true\nurls = [\"{}\"]\nescalate_after = 3\nmin_task_age = \"0s\"\nmax_kills_per_hour = 100\nhost_breaker_share = 0.5\nhost_breaker_min = 3\n",
+        marathon.url
+    ));
+    // Other calico containers on the lab count as this host's endpoints too.
+    let others = docker_ok(&["ps", "-q", "--filter", "label=calico-lab=1"]).lines().count();
+    let d = daemon(setup.path());
+    let (_healthy, _) = marathon_task("/medic-e2e/healthy", "calico-lab", Some("escalate"));
+    let broken: Vec<(Task, String)> = (0..(others + 3).min(12))
+        .map(|i| marathon_task(&format!("/medic-e2e/host{i}"), "calico-lab", Some("escalate")))
+        .collect();
+    d.settle();
+    for (t, _) in &broken {
+        t.break_it("delete-link");
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || suppressed(&d, "host_breaker") == broken.len() as f64),
+        "every broken task held back by the breaker ({} broken, {others} other lab containers); metrics:\n{}",
+        broken.len(),
+        d.metrics()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(marathon.deletes().is_empty(), "no kill on a broken host: {:?}", marathon.requests());
+    assert_eq!(escalations(&d, "suppressed"), broken.len() as f64);
+    assert!(d.log_text().contains("escalation suppressed: reason=host_breaker"));
+}
+
+#[test]
+fn dry_run_sends_nothing_and_counts() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let marathon = Standin::start(None);
+    let setup = Setup::new(&format!(
+        "enabled = true\ndry_run = true\nurls = [\"{}\"]\nescalate_after = 2\nmin_task_age = \"0s\"\nhost_breaker_share = 1.0\n",
+        marathon.url
+    ));
+    let d = daemon(setup.path());
+    let (t, id) = marathon_task("/medic-e2e/dry", "calico-lab", Some("escalate"));
+    t.break_it("delete-link");
+    assert!(wait_until(Duration::from_secs(8), || escalations(&d, "dry_run") == 1.0), "{}", d.metrics());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(escalations(&d, "dry_run"), 1.0, "decided once");
+    assert!(marathon.requests().is_empty(), "dry run sends nothing: {:?}", marathon.requests());
+    assert!(d.log_text().contains(&format!("escalation (dry run): would ask Marathon to replace task {id}")));
+}
+
+/// 401, 404, 409 and a timeout from one Marathon: each the right result, retries
+/// spaced by backoff, no task killed twice, the daemon alive throughout.
+#[test]
+fn marathon_errors_are_counted_retried_and_never_repeat_a_kill() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let marathon = Standin::start(Some(basic(USER, PASSWORD)));
+    marathon.script("/medic-e2e/e401", &[Answer::Status(401), Answer::Status(401), Answer::Status(401)]);
+    marathon.script("/medic-e2e/e404", &[Answer::Status(404)]);
+    marathon.script("/medic-e2e/e409", &[Answer::Status(409)]);
+    marathon.script("/medic-e2e/slow", &[Answer::Delay(Duration::from_millis(1500), Box::new(Answer::Marathon))]);
+    let setup = Setup::new(&format!(
+        "enabled = true\nurls = [\"{}\"]\nuser = \"{USER}\"\npassword_file = \"@PASSWORD_FILE@\"\nescalate_after = 2\nmin_task_age = \"0s\"\nhost_breaker_share = 1.0\nmax_kills_per_hour = 100\nrequest_timeout = \"500ms\"\n",
+        marathon.url
+    ));
+    let d = daemon(setup.path());
+    let (_healthy, _) = marathon_task("/medic-e2e/neighbour", "calico-lab", Some("escalate"));
+    let apps = ["/medic-e2e/e401", "/medic-e2e/e404", "/medic-e2e/e409", "/medic-e2e/slow"];
+    let tasks: Vec<(Task, String)> = apps.iter().map(|a| marathon_task(a, "calico-lab", Some("escalate"))).collect();
+    for (t, _) in &tasks {
+        t.break_it("delete-link");
+    }
+    // 401 ×3 (1 s, 2 s apart), then the stand-in's default (a kill).
+    assert!(
+        wait_until(Duration::from_secs(20), || marathon.kills_of("/medic-e2e/e401").len() == 4),
+        "{:?}\n{}",
+        marathon.requests(),
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let k401 = marathon.kills_of("/medic-e2e/e401");
+    assert_eq!(k401.len(), 4, "after the kill went through, never again: {k401:?}");
+    let gaps: Vec<Duration> = k401.windows(2).map(|w| w[1].at - w[0].at).collect();
+    assert!(gaps[0] >= Duration::from_millis(950) && gaps[1] >= Duration::from_millis(1950), "backoff: {gaps:?}");
+    assert_eq!(marathon.kills_of("/medic-e2e/e404").len(), 1, "404 = already gone = done");
+    assert_eq!(marathon.kills_of("/medic-e2e/e409").len(), 2, "409 (deployment lock) retried once, never forced");
+    assert_eq!(marathon.kills_of("/medic-e2e/slow").len(), 2, "a timeout is retried");
+    for r in marathon.deletes() {
+        assert!(r.query() == "scale=false", "never scale, never force: {}", r.target);
+    }
+    // killed: e401 (4th), e404 (gone), e409 (2nd), slow (2nd); failed: 3 + 1 + 1.
+    assert_eq!(escalations(&d, "killed"), 4.0, "{}", d.metrics());
+    assert_eq!(escalations(&d, "failed"), 5.0, "{}", d.metrics());
+    assert!(matches!(http_get(&d.addr, "/healthz"), Some((200, _))), "alive");
+    let log = d.log_text();
+    for why in
+        ["not authorized (401 Unauthorized)", "app locked by a deployment (409 Conflict)", "no answer within 500ms"]
+    {
+        assert!(log.contains(why), "{why:?} in:\n{log}");
+    }
+    assert!(log.contains("says task") && log.contains("is already gone"), "{log}");
+    assert_no_credentials(&d, setup.path());
+}
+
+/// HA Marathon: the first URL answers 503 (no leader), the second does not answer
+/// at all, the third kills. Token auth (DC/OS). Then Marathon unreachable altogether.
+#[test]
+fn failover_to_the_next_url_and_unreachable_marathon() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let no_leader = Standin::start(Some(format!("token={TOKEN}")));
+    no_leader.set_default(Answer::Status(503));
+    let leader = Standin::start(Some(format!("token={TOKEN}")));
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let setup = Setup::new(&format!(
+        "enabled = true\nurls = [\"{}\", \"{closed}\", \"{}\"]\ntoken_file = \"@TOKEN_FILE@\"\nescalate_after = 2\nmin_task_age = \"0s\"\nhost_breaker_share = 1.0\nrequest_timeout = \"500ms\"\n",
+        no_leader.url, leader.url
+    ));
+    let d = daemon(setup.path());
+    let (t, id) = marathon_task("/medic-e2e/ha", "calico-lab", Some("escalate"));
+    t.break_it("delete-link");
+    assert!(wait_until(Duration::from_secs(10), || leader.deletes().len() == 1), "{}", d.log_text());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(no_leader.deletes().len(), 1);
+    assert_eq!(leader.deletes().len(), 1, "one kill");
+    assert_eq!(leader.deletes()[0].target, format!("/v2/apps/medic-e2e/ha/tasks/{id}?scale=false"));
+    assert_eq!(leader.deletes()[0].authorization.as_deref(), Some(format!("token={TOKEN}").as_str()));
+    assert_eq!(escalations(&d, "killed"), 1.0);
+    assert_eq!(escalations(&d, "failed"), 0.0);
+    assert_no_credentials(&d, setup.path());
+    drop(d);
+    drop(t);
+
+    // Nothing answers: failed, retried with backoff, no crash.
+    let setup = Setup::new(&format!(
+        "enabled = true\nurls = [\"{closed}\"]\nescalate_after = 2\nmin_task_age = \"0s\"\nhost_breaker_share = 1.0\n"
+    ));
+    let d = daemon(setup.path());
+    let (t, _) = marathon_task("/medic-e2e/down", "calico-lab", Some("escalate"));
+    t.break_it("delete-link");
+    assert!(wait_until(Duration::from_secs(10), || escalations(&d, "failed") >= 2.0), "{}", d.log_text());
+    assert_eq!(escalations(&d, "killed"), 0.0);
+    assert!(matches!(http_get(&d.addr, "/healthz"), Some((200, _))), "alive");
+    assert!(d.log_text().contains("connection failed"), "{}", d.log_text());
+}
+
+/// Labels: `off` → not checked, not touched, not in metrics; `report` → faults
+/// reported, nothing written; `repair` (and no label) → repaired as always.
+#[test]
+fn policy_labels_off_report_repair() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let setup = Setup::new("");
+    let d = daemon(setup.path());
+    let (off, _) = marathon_task("/medic-e2e/off", "calico-lab-nomac", Some("off"));
+    let (report, _) = marathon_task("/medic-e2e/report", "calico-lab-nomac", Some("report"));
+    let (repair, _) = marathon_task("/medic-e2e/repair", "calico-lab-nomac", Some("repair"));
+    let (unlabelled, _) = marathon_task("/medic-e2e/plain", "calico-lab-nomac", None);
+    let off_before = off.netns_snapshot();
+    assert!(repair.wait_reachable(Duration::from_secs(3)).is_some(), "repair: {}", d.log_text());
+    assert!(unlabelled.wait_reachable(Duration::from_secs(3)).is_some(), "no label = repair");
+    d.settle();
+    std::thread::sleep(Duration::from_millis(500));
+    // off: untouched and invisible.
+    assert_eq!(off.netns_snapshot(), off_before, "off: namespace unchanged");
+    assert!(!off.reachable());
+    let off_id = docker_ok(&["inspect", "-f", "{{.Id}}", &off.name]);
+    let metrics = d.metrics();
+    assert!(!metrics.contains(&off_id) && !metrics.contains(&off.name), "off: in no metric series");
+    assert!(d.metric("calico_medic_policy_containers{policy=\"off\"}").unwrap() >= 1.0, "{metrics}");
+    assert!(!d.log_text().contains(&off.name), "off: not even a log line");
+    // report: faults shown, nothing written.
+    assert!(!report.reachable(), "report: not repaired");
+    assert_ne!(report.mac(), "ee:ee:ee:ee:ee:ee");
+    let report_id = docker_ok(&["inspect", "-f", "{{.Id}}", &report.name]);
+    assert_eq!(
+        d.metric(&format!("calico_medic_endpoint_fault{{container_id=\"{report_id}\",fault=\"mac_mismatch\"}}")),
+        Some(1.0)
+    );
+    assert!(d.metric("calico_medic_policy_containers{policy=\"report\"}").unwrap() >= 1.0);
+    let log = d.log_text();
+    assert!(!log.lines().any(|l| l.contains(&report.name) && l.contains("repair")), "report: no repair line:\n{log}");
+    // check shows the policy (JSON and table).
+    let (_, json, _) = medic_json(&["check", "--container", &off.name, "--container", &report.name]);
+    assert_eq!(json[0]["policy"], "off");
+    assert_eq!(json[0]["faults"].as_array().unwrap().len(), 0, "off: not checked");
+    assert_eq!(json[1]["policy"], "report");
+    assert_eq!(fault_codes(&json[1]), vec!["mac_mismatch".to_string()]);
+    let (_, table, _) = medic(&["check", "--container", &off.name, "--container", &report.name]);
+    assert!(
+        table.contains("not checked (policy off)") && table.contains("UNHEALTHY (mac_mismatch) [report]"),
+        "{table}"
+    );
+    // A one-off repair honours the label too.
+    let (code, json, _) = medic_json(&["repair", "--container", &report.name]);
+    assert_eq!(code, 1, "faults remain");
+    assert!(json[0]["actions"].as_array().unwrap().is_empty(), "report: nothing written by repair either");
+    assert!(!report.reachable());
+    let (_, json, _) = medic_json(&["repair", "--container", &off.name]);
+    assert_eq!(json[0]["policy"], "off");
+    assert_eq!(off.netns_snapshot(), off_before);
+}
