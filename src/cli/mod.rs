@@ -118,8 +118,7 @@ fn init_logging(format: LogFormat, verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CALICO_MEDIC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("calico_medic={default},warn")));
+    let filter = tracing_subscriber::EnvFilter::new(log_directives(std::env::var("CALICO_MEDIC_LOG").ok(), default));
     let tty = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     let _ = match (format, tty) {
@@ -127,6 +126,17 @@ fn init_logging(format: LogFormat, verbose: u8) {
         (LogFormat::Text, true) => builder.with_ansi(true).try_init(),
         (LogFormat::Text, false) => builder.with_ansi(false).without_time().try_init(),
     };
+}
+
+/// The log filter: `CALICO_MEDIC_LOG` or the default. bollard logs every response
+/// body at debug — `docker inspect` carries each task's environment, apps' secrets
+/// included — so bollard stays at info unless the operator names it explicitly.
+fn log_directives(env: Option<String>, default: &str) -> String {
+    match env.filter(|s| !s.trim().is_empty()) {
+        Some(s) if s.contains("bollard") => s,
+        Some(s) => format!("{s},bollard=info"),
+        None => format!("calico_medic={default},warn"),
+    }
 }
 
 pub(crate) fn fail(reason: &str) -> ExitCode {
@@ -181,5 +191,18 @@ impl ConfigArg {
             }
         }
         Ok(medic.with_datastore(datastore))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_directives;
+
+    #[test]
+    fn bollard_never_logs_bodies_unless_named() {
+        assert_eq!(log_directives(None, "info"), "calico_medic=info,warn");
+        assert_eq!(log_directives(Some(" ".into()), "debug"), "calico_medic=debug,warn");
+        assert_eq!(log_directives(Some("debug".into()), "info"), "debug,bollard=info");
+        assert_eq!(log_directives(Some("debug,bollard=trace".into()), "info"), "debug,bollard=trace");
     }
 }
