@@ -45,6 +45,30 @@ pub struct Config {
     pub watch: bool,
     pub backoff: BackoffConfig,
     pub probe: ProbeConfig,
+    pub prestart: PrestartConfig,
+}
+
+/// Repair before `start` (needs `watch`): follow a new calico sandbox from the
+/// moment its veth moves in, and fix the MAC once Docker has configured it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrestartConfig {
+    pub enabled: bool,
+    /// Where the engines keep sandbox namespace files (`<exec-root>/netns`).
+    pub sandbox_dirs: Vec<std::path::PathBuf>,
+    /// How long a new endpoint is followed before it is left to the post-start pass.
+    #[serde(deserialize_with = "de_duration")]
+    pub follow: Duration,
+}
+
+impl Default for PrestartConfig {
+    fn default() -> Self {
+        PrestartConfig {
+            enabled: true,
+            sandbox_dirs: vec!["/run/docker/netns".into()],
+            follow: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -98,6 +122,7 @@ impl Default for Config {
             watch: true,
             backoff: BackoffConfig::default(),
             probe: ProbeConfig::default(),
+            prestart: PrestartConfig::default(),
         }
     }
 }
@@ -173,6 +198,10 @@ impl Config {
         within("backoff.settle", self.backoff.settle, ms(1), s(3_600))?;
         within("probe.interval", self.probe.interval, s(1), s(86_400))?;
         within("probe.timeout", self.probe.timeout, ms(1), s(30))?;
+        within("prestart.follow", self.prestart.follow, ms(10), s(60))?;
+        if self.prestart.sandbox_dirs.iter().any(|d| !d.is_absolute()) {
+            return Err("prestart.sandbox_dirs: every directory must be an absolute path".into());
+        }
         if self.backoff.max < self.backoff.initial {
             return Err("backoff.max: must be at least backoff.initial".into());
         }

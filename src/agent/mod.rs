@@ -9,6 +9,7 @@
 
 mod backoff;
 mod events;
+mod prestart;
 mod queue;
 mod watches;
 
@@ -76,6 +77,8 @@ struct Containers {
     /// Host `cali…` ifindex → container id.
     host_links: HashMap<u32, String>,
     host_watch: Option<Watch>,
+    /// New endpoints followed before their task starts.
+    sandboxes: prestart::Sandboxes,
 }
 
 impl Containers {
@@ -364,7 +367,10 @@ impl Agent {
             let (medic, target) = (medic.clone(), id.to_string());
             async move { medic.run_interruptible(&target, mode, Some(&interrupt)).await }
         };
-        let outcome = run_guarded(pass, deadline, id).await;
+        let mut outcome = run_guarded(pass, deadline, id).await;
+        if let Ok(out) = &mut outcome {
+            self.note_prestart(out);
+        }
         // A pass that ran out of time or panicked is no sign of progress.
         done.progress = !matches!(outcome, Err(MedicError::Timeout { .. } | MedicError::Panic(..)));
         let mut recheck_after = None;
@@ -452,12 +458,23 @@ impl Agent {
         let wrote = out.reports.iter().flat_map(|r| &r.actions).any(|a| a.result == ActionOutcome::Success);
         let healthy = out.reports.iter().filter(|r| r.healthy).count();
         let all_healthy = healthy == out.reports.len();
+        let first_after_start = st.endpoints.is_none();
         st.endpoints = Some((healthy, out.reports.len()));
         st.calico_hint = false;
         if all_healthy {
             if let Some(ts) = st.pending_event.take() {
                 if wrote {
                     self.metrics.repaired_after(unix_now() - ts);
+                }
+                let mac_fixed = |r: &crate::report::EndpointReport| {
+                    r.actions.iter().any(|a| {
+                        a.fault == crate::diagnose::FaultKind::MacMismatch && a.result == ActionOutcome::Success
+                    })
+                };
+                if first_after_start {
+                    for _ in out.reports.iter().filter(|r| mac_fixed(r)) {
+                        self.metrics.repaired_at_start(crate::metrics::StartPath::AfterStart, unix_now() - ts);
+                    }
                 }
             }
         }

@@ -339,6 +339,45 @@ impl Netlink {
         Ok(found)
     }
 
+    /// A link by index; `None` when it does not exist (any more).
+    async fn link_by_index_raw(&self, index: u32) -> Result<Option<LinkState>, MedicError> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(Some(link_state(&msg))),
+            Ok(None) => Ok(None),
+            Err(e) if netlink_errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(MedicError::netlink(format!("reading link #{index}"), e)),
+        }
+    }
+
+    /// Every IPv4 neighbour entry on link `index` (a dump filtered here: works on every kernel).
+    async fn neighbours_on_raw(&self, index: u32) -> Result<Vec<(Ipv4Addr, NeighbourEntry)>, MedicError> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNeighbour(msg));
+        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let mut handle = self.handle.clone();
+        let context = || format!("listing neighbours on link #{index}");
+        let mut responses = handle.request(req).map_err(|e| MedicError::netlink(context(), e))?;
+        let mut found = Vec::new();
+        while let Some(resp) = responses.next().await {
+            match resp.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
+                    if let Some((i, dst, entry)) = neighbour_entry(&n) {
+                        if i == index {
+                            found.push((dst, entry));
+                        }
+                    }
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(MedicError::netlink(context(), rtnetlink::Error::NetlinkError(e)));
+                }
+                _ => {}
+            }
+        }
+        Ok(found)
+    }
+
     /// `ip link set <index> address <mac>`.
     async fn set_mac_raw(&self, index: u32, mac: MacAddr, context: &str) -> Result<(), MedicError> {
         let msg = LinkUnspec::new_with_index(index).address(mac.0.to_vec()).build();
@@ -437,6 +476,16 @@ impl Netlink {
     /// The neighbour entry for `ip` on link `index` (single get or dump, per kernel).
     pub async fn neighbour(&self, index: u32, ip: Ipv4Addr) -> Result<Option<NeighbourEntry>, MedicError> {
         self.within(|| format!("asking neighbour {ip}"), self.neighbour_raw(index, ip)).await
+    }
+
+    /// A link by index; `None` when it does not exist.
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<LinkState>, MedicError> {
+        self.within(|| format!("reading link #{index}"), self.link_by_index_raw(index)).await
+    }
+
+    /// Every IPv4 neighbour entry on link `index`.
+    pub async fn neighbours_on(&self, index: u32) -> Result<Vec<(Ipv4Addr, NeighbourEntry)>, MedicError> {
+        self.within(|| format!("listing neighbours on link #{index}"), self.neighbours_on_raw(index)).await
     }
 
     /// `ip link set <index> address <mac>`.

@@ -1,0 +1,436 @@
+//! Repair before start. Docker configures a new sandbox (moves the plugin's veth in,
+//! renames it `cali0`, sets its MAC and /32, adds the two routes) 30–50 ms before it
+//! starts the task; the task's first instruction runs only at `start`, and `docker
+//! inspect` blocks until then. So this path works from the kernel alone:
+//!
+//! 1. the host watch reports a link or neighbour change on an unknown host link;
+//! 2. a follower reads that link: a calico host veth (`cali` + 11 id characters) whose
+//!    peer has left the host namespace, with Felix's PERMANENT neighbour entry (the
+//!    workload IP and the MAC the host will send to);
+//! 3. it finds the sandbox among the engines' namespace files (newest first; the one
+//!    holding the veth's peer with the workload IP) and subscribes inside it;
+//! 4. once Docker has finished (`cali0` up with its /32 and both routes) and the MAC is
+//!    the only fault, it asks `may_write_before_start`, repairs the MAC through the
+//!    one pipeline (`endpoint_pass`) and records the result for the endpoint's host
+//!    interface; the post-start pass confirms it and reports `repaired_before_start`.
+//!
+//! Nothing Docker writes later is written here (no link, address or route: only the
+//! MAC, after Docker's last write). An endpoint whose expected MAC has no
+//! endpoint-specific source yet, or whose sandbox is not complete within
+//! `prestart.follow`, is left to the post-start pass.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use super::Agent;
+use crate::diagnose::{diagnose_container, FaultKind};
+use crate::error::MedicError;
+use crate::medic::{endpoint_pass, Mode};
+use crate::metrics::StartPath;
+use crate::netlink::watch::{watch_netns, ChangeKind};
+use crate::netlink::Netlink;
+use crate::netns::{container_in_netns, sandbox_files, NsIdentity, SandboxFile, TargetNetns};
+use crate::observe::observe_container;
+use crate::workload::{mac_candidates, Expected, Identity, MacAddr, MacSource};
+
+/// Finished entries kept this long (an ifindex is not reused sooner in practice).
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// Namespace files tried per attempt to find a sandbox (newest first).
+const MAX_SANDBOX_TRIES: usize = 32;
+/// Newest PIDs looked at to name the container of a sandbox.
+const MAX_PIDS_SCANNED: usize = 512;
+/// After the veth moved, how often the follower looks for the sandbox file when no
+/// notification comes (the file can be mounted a moment after the move).
+const LOCATE_RETRY: Duration = Duration::from_millis(10);
+
+/// What the pre-start path knows (one field of the agent's `Containers`).
+#[derive(Default)]
+pub(super) struct Sandboxes {
+    /// Host ifindex → its follower (woken by every host notification for that link).
+    followed: HashMap<u32, (Followed, Instant)>,
+    /// Host interface name → what the pre-start path did, until the post-start pass reads it.
+    results: HashMap<String, (PrestartResult, Instant)>,
+    /// Namespaces known to hold a configured endpoint: never searched again.
+    claimed: HashSet<NsIdentity>,
+}
+
+enum Followed {
+    Active(Arc<Notify>),
+    Finished,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct PrestartResult {
+    pub repaired: bool,
+    pub container: Option<String>,
+}
+
+impl Sandboxes {
+    fn prune(&mut self, now: Instant) {
+        self.followed.retain(|_, (f, at)| matches!(f, Followed::Active(_)) || now.duration_since(*at) < FORGET_AFTER);
+        self.results.retain(|_, (_, at)| now.duration_since(*at) < FORGET_AFTER);
+    }
+
+    /// A namespace the post-start pass opened: it holds a configured endpoint.
+    pub(super) fn claim(&mut self, ns: NsIdentity) {
+        self.claimed.insert(ns);
+    }
+
+    /// The pre-start result for a host interface, consumed by the post-start pass.
+    pub(super) fn take_result(&mut self, host_interface: &str) -> Option<PrestartResult> {
+        self.results.remove(host_interface).map(|(r, _)| r)
+    }
+}
+
+/// The host side of a new endpoint, once Docker moved its peer into the sandbox.
+#[derive(Debug, Clone)]
+struct HostFacts {
+    index: u32,
+    name: String,
+    peer_index: Option<u32>,
+    ip: std::net::Ipv4Addr,
+    neighbour_mac: MacAddr,
+}
+
+enum HostStep {
+    /// Not a calico host veth, or gone: nothing to follow.
+    Ignore,
+    /// Not ready yet (peer still on the host, or no neighbour entry yet).
+    Wait,
+    Ready(HostFacts),
+}
+
+/// `cali` + the first 11 characters of the endpoint id, as the libnetwork plugin names it.
+pub fn is_calico_host_veth(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix).is_some_and(|id| id.len() == 11 && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Pure: what the sandbox's state means for the pre-start path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxState {
+    /// Docker is still configuring it (link not renamed yet, no address, a route missing…).
+    Configuring,
+    /// Configured and healthy: nothing to do.
+    Healthy,
+    /// Configured; the MAC is the only fault.
+    MacOnly,
+}
+
+/// Configured means: the link carries the plugin's name and every fault Docker would
+/// still fix itself is gone. Only then is the MAC the last word, and ours to fix.
+pub fn sandbox_state(link_name: Option<&str>, stem: &str, faults: &[FaultKind]) -> SandboxState {
+    let named = link_name.is_some_and(|n| n.starts_with(stem));
+    if !named || faults.iter().any(|f| *f != FaultKind::MacMismatch) {
+        SandboxState::Configuring
+    } else if faults.is_empty() {
+        SandboxState::Healthy
+    } else {
+        SandboxState::MacOnly
+    }
+}
+
+/// What `may_write_before_start` is asked about.
+#[derive(Debug, Clone)]
+pub struct SandboxFacts<'a> {
+    /// The container, when its `runc init` could be found in the sandbox.
+    pub container: Option<&'a str>,
+    pub host_interface: &'a str,
+    pub mac_source: MacSource,
+}
+
+impl Agent {
+    /// A host notification about a link that belongs to no known container: maybe a
+    /// new calico endpoint. Starts (or wakes) its follower. Cheap: runs in the watch reader.
+    pub(super) fn prestart_notice(&self, ifindex: u32, kind: ChangeKind) {
+        if !matches!(kind, ChangeKind::Link | ChangeKind::Neighbour) || !self.medic().config.prestart.enabled {
+            return;
+        }
+        let now = Instant::now();
+        let notify = {
+            let mut c = self.containers();
+            if c.sandboxes.followed.len() > 1024 {
+                c.sandboxes.prune(now);
+            }
+            match c.sandboxes.followed.get(&ifindex) {
+                Some((Followed::Active(n), _)) => {
+                    n.notify_one();
+                    return;
+                }
+                Some((Followed::Finished, _)) => return,
+                None => {
+                    let n = Arc::new(Notify::new());
+                    c.sandboxes.followed.insert(ifindex, (Followed::Active(n.clone()), now));
+                    n
+                }
+            }
+        };
+        let Some(agent) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            let outcome = agent.follow(ifindex, &notify).await;
+            if let Err(e) = &outcome {
+                debug!("pre-start: host link #{ifindex}: {e}");
+            }
+            if let Some((f, at)) = agent.containers().sandboxes.followed.get_mut(&ifindex) {
+                *f = Followed::Finished;
+                *at = Instant::now();
+            }
+        });
+    }
+
+    /// THE decision whether the agent may write into a sandbox before its task starts.
+    /// Every pre-start write goes through here (per-app policy plugs in here too).
+    pub(super) fn may_write_before_start(&self, facts: &SandboxFacts) -> Result<(), &'static str> {
+        if self.dry_run.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("dry run");
+        }
+        if !self.medic().config.prestart.enabled {
+            return Err("prestart.enabled is off");
+        }
+        // Only a source that speaks for this endpoint: a user's --mac-address is what
+        // Felix programs (and what the datastore holds); the Calico default is a guess.
+        if !matches!(facts.mac_source, MacSource::Config | MacSource::HostNeighbour) {
+            return Err("no endpoint-specific source for the expected MAC");
+        }
+        if let Some(id) = facts.container {
+            if self.containers().by_id.get(id).is_some_and(|st| st.endpoints.is_some()) {
+                return Err("already checked after start");
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows one host link until its sandbox is configured (or it turns out not to
+    /// be a calico endpoint, or `prestart.follow` runs out).
+    async fn follow(&self, ifindex: u32, notify: &Notify) -> Result<(), MedicError> {
+        let medic = self.medic();
+        let cfg = &medic.config;
+        let deadline = tokio::time::Instant::now() + cfg.prestart.follow;
+        let host = Netlink::host()?.with_timeout(cfg.call_deadline());
+        let host_ns = NsIdentity::current_thread().map_err(|e| MedicError::netns_io("reading own namespace", e))?;
+        let mut counted = false;
+        let left = |agent: &Agent, counted: bool, why: &str| {
+            if counted {
+                agent.metrics.prestart_outcome("left_to_post_start");
+                debug!("pre-start: host link #{ifindex}: left to the post-start pass ({why})");
+            }
+        };
+        // 1. The host side: a calico veth whose peer moved, with Felix's neighbour entry.
+        let (facts, moved_at, ns, file) = loop {
+            match host_step(&host, ifindex, &cfg.host_interface_prefix).await? {
+                HostStep::Ignore => {
+                    left(self, counted, "host link gone");
+                    return Ok(());
+                }
+                HostStep::Wait => counted = true,
+                HostStep::Ready(facts) => {
+                    counted = true;
+                    let moved_at = Instant::now();
+                    if let Some((ns, file)) = self.locate(&facts, host_ns, &cfg.prestart.sandbox_dirs).await {
+                        break (facts, moved_at, ns, file);
+                    }
+                    // The move is done; the file may be mounted a moment later.
+                    if tokio::time::Instant::now() + LOCATE_RETRY >= deadline {
+                        left(self, counted, "no sandbox file holds its peer (prestart.sandbox_dirs?)");
+                        return Ok(());
+                    }
+                    tokio::time::sleep(LOCATE_RETRY).await;
+                    continue;
+                }
+            }
+            if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
+                left(self, counted, "host side not ready in time");
+                return Ok(());
+            }
+        };
+        self.containers().sandboxes.claim(ns.identity());
+        // 2. Inside the sandbox: wait for Docker's last write, then fix the MAC.
+        let stem = cfg.container_interface.trim_end_matches(|c: char| c.is_ascii_digit()).to_string();
+        let candidates = mac_candidates(cfg.expected_mac, Some(facts.neighbour_mac), None);
+        let mut expected = Expected::resolve(
+            &cfg.container_interface,
+            facts.name.clone(),
+            facts.ip,
+            cfg.gateway,
+            &candidates,
+        );
+        expected.peer_index = facts.peer_index;
+        expected.only_endpoint = false;
+        let changed = Arc::new(Notify::new());
+        let _watch = {
+            let changed = changed.clone();
+            watch_netns(&ns, move |_| changed.notify_one())?
+        };
+        let nl = Netlink::in_netns(&ns)?.with_timeout(cfg.call_deadline());
+        loop {
+            let side = observe_container(&nl, &expected).await?;
+            let faults: Vec<FaultKind> = diagnose_container(&expected, &side).iter().map(|f| f.kind).collect();
+            match sandbox_state(side.link.as_ref().map(|l| l.name.as_str()), &stem, &faults) {
+                SandboxState::Configuring => {}
+                SandboxState::Healthy => {
+                    self.metrics.prestart_outcome("healthy");
+                    self.record(&facts.name, PrestartResult { repaired: false, container: None });
+                    debug!("pre-start: {} in {} is healthy before start", facts.name, file.path.display());
+                    return Ok(());
+                }
+                SandboxState::MacOnly => break,
+            }
+            if tokio::time::timeout_at(deadline, changed.notified()).await.is_err() {
+                left(self, true, "sandbox not configured in time");
+                return Ok(());
+            }
+        }
+        let container = container_in_netns(ns.identity(), MAX_PIDS_SCANNED);
+        let facts_for_policy = SandboxFacts {
+            container: container.as_deref(),
+            host_interface: &facts.name,
+            mac_source: expected.mac_source,
+        };
+        if let Err(why) = self.may_write_before_start(&facts_for_policy) {
+            self.metrics.prestart_outcome("not_allowed");
+            info!("pre-start: not repairing {} before start: {why}", facts_for_policy.host_interface);
+            return Ok(());
+        }
+        let who = Identity::named(&container.clone().unwrap_or_else(|| format!("sandbox {}", file.path.display())));
+        let pass = endpoint_pass(&nl, &expected, &[], Mode::Repair, &who).await?;
+        let verified = pass.remaining.is_empty();
+        let seconds = moved_at.elapsed().as_secs_f64();
+        if verified {
+            self.metrics.prestart_outcome("repaired");
+            self.metrics.repaired_at_start(StartPath::BeforeStart, seconds);
+            self.record(&facts.name, PrestartResult { repaired: true, container: container.clone() });
+            info!(
+                container = %who.container,
+                host_interface = facts.name.as_str(),
+                ip = %facts.ip,
+                mac = %expected.mac,
+                mac_source = expected.mac_source.as_str(),
+                latency_ms = seconds * 1000.0,
+                repaired_before_start = true,
+                "repaired before start: {} ms after the veth moved into {}",
+                (seconds * 1000.0).round(),
+                file.path.display()
+            );
+        } else {
+            self.metrics.prestart_outcome("failed");
+            warn!("pre-start: {} still faulty after repair; the post-start pass takes over", facts.name);
+        }
+        Ok(())
+    }
+
+    fn record(&self, host_interface: &str, result: PrestartResult) {
+        self.containers().sandboxes.results.insert(host_interface.to_string(), (result, Instant::now()));
+    }
+
+    /// The sandbox holding the veth's peer: the newest namespace files first, skipping
+    /// namespaces that already hold a configured endpoint.
+    async fn locate(
+        &self,
+        facts: &HostFacts,
+        host_ns: NsIdentity,
+        dirs: &[std::path::PathBuf],
+    ) -> Option<(TargetNetns, SandboxFile)> {
+        let files = sandbox_files(dirs);
+        let candidates: Vec<SandboxFile> = {
+            let mut c = self.containers();
+            let present: HashSet<NsIdentity> = files.iter().map(|f| f.identity).collect();
+            c.sandboxes.claimed.retain(|i| present.contains(i));
+            let claimed = &c.sandboxes.claimed;
+            files.into_iter().filter(|f| !claimed.contains(&f.identity)).take(MAX_SANDBOX_TRIES).collect()
+        };
+        for file in candidates {
+            let Ok(ns) = TargetNetns::open(&file.path, host_ns) else { continue };
+            let Ok(nl) = Netlink::in_netns(&ns) else { continue };
+            let (Ok(links), Ok(addrs)) = (nl.links().await, nl.ipv4_addresses().await) else { continue };
+            let holds_peer = links.iter().any(|l| {
+                let by_index = facts.peer_index == Some(l.index) && l.peer_index == Some(facts.index);
+                let by_address = l.name.starts_with("cali") && addrs.iter().any(|&(i, a, _)| i == l.index && a == facts.ip);
+                by_index || by_address
+            });
+            if holds_peer {
+                return Some((ns, file));
+            }
+        }
+        None
+    }
+
+    /// After a post-start pass: attach what the pre-start path did to each endpoint's
+    /// report, and remember the namespace as configured.
+    pub(super) fn note_prestart(&self, out: &mut crate::medic::ContainerOutcome) {
+        let mut c = self.containers();
+        c.sandboxes.claim(out.netns.identity());
+        for r in &mut out.reports {
+            if let Some(res) = c.sandboxes.take_result(&r.host_interface) {
+                r.repaired_before_start = res.repaired;
+                if res.repaired {
+                    info!(
+                        container = %crate::workload::Escaped(&r.container_name),
+                        container_id = r.container_id.as_str(),
+                        host_interface = r.host_interface.as_str(),
+                        healthy = r.healthy,
+                        repaired_before_start = true,
+                        "confirmed after start: repaired before start"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Reads a host link: a calico veth whose peer left the host, with one PERMANENT
+/// neighbour entry (Felix's)?
+async fn host_step(host: &Netlink, ifindex: u32, prefix: &str) -> Result<HostStep, MedicError> {
+    let Some(link) = host.link_by_index(ifindex).await? else { return Ok(HostStep::Ignore) };
+    if !is_calico_host_veth(&link.name, prefix) {
+        return Ok(HostStep::Ignore);
+    }
+    if let Some(peer) = link.peer_index {
+        if let Some(p) = host.link_by_index(peer).await? {
+            if p.peer_index == Some(ifindex) {
+                return Ok(HostStep::Wait); // Docker has not moved it yet
+            }
+        }
+    }
+    let permanent: Vec<_> = host.neighbours_on(ifindex).await?.into_iter().filter(|(_, n)| n.permanent).collect();
+    let [(ip, n)] = permanent.as_slice() else { return Ok(HostStep::Wait) };
+    Ok(HostStep::Ready(HostFacts {
+        index: ifindex,
+        name: link.name,
+        peer_index: link.peer_index,
+        ip: *ip,
+        neighbour_mac: n.mac,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use FaultKind::*;
+
+    #[test]
+    fn only_the_plugins_host_veths_are_followed() {
+        assert!(is_calico_host_veth("cali0c7897dea75", "cali"));
+        assert!(!is_calico_host_veth("cali0", "cali"), "a container-side name");
+        assert!(!is_calico_host_veth("veth1a2b3c4", "cali"), "a bridge task's veth");
+        assert!(!is_calico_host_veth("cali0c7897dea75x", "cali"));
+        assert!(!is_calico_host_veth("calico-lab0", "cali"));
+    }
+
+    /// The MAC is written only after Docker's last write: while any other fault is
+    /// left (Docker still renaming, addressing, routing), the sandbox is Configuring.
+    #[test]
+    fn the_mac_is_ours_only_once_docker_is_done() {
+        let s = |name: Option<&str>, f: &[FaultKind]| sandbox_state(name, "cali", f);
+        assert_eq!(s(Some("temp0c7897dea75"), &[MacMismatch, AddressMissing]), SandboxState::Configuring);
+        assert_eq!(s(Some("temp0c7897dea75"), &[MacMismatch]), SandboxState::Configuring, "not renamed yet");
+        assert_eq!(s(Some("cali0"), &[MacMismatch, GatewayRouteMissing, DefaultRouteMissing]), SandboxState::Configuring);
+        assert_eq!(s(Some("cali0"), &[MacMismatch, DefaultRouteMissing]), SandboxState::Configuring);
+        assert_eq!(s(Some("cali0"), &[MacMismatch, LinkDown]), SandboxState::Configuring);
+        assert_eq!(s(None, &[LinkMissing]), SandboxState::Configuring);
+        assert_eq!(s(Some("cali0"), &[MacMismatch]), SandboxState::MacOnly);
+        assert_eq!(s(Some("cali0"), &[]), SandboxState::Healthy);
+    }
+}
