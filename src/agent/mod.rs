@@ -68,6 +68,8 @@ struct ContainerState {
     host_ifindexes: Vec<u32>,
     /// Fired when its namespace changes during a pass: cuts that pass's probes short.
     interrupt: Arc<Notify>,
+    /// Docker's timestamp of its last start event (unix seconds).
+    started_at: Option<f64>,
 }
 
 /// Everything the agent knows per container, plus the host side's shared pieces.
@@ -251,7 +253,10 @@ impl Agent {
                 Trigger::DockerEvent { unix_seconds } | Trigger::Watch { unix_seconds } => {
                     st.pending_event = Some(st.pending_event.map_or(unix_seconds, |p| p.min(unix_seconds)));
                 }
-                Trigger::Started { unix_seconds } => st.pending_event = Some(unix_seconds),
+                Trigger::Started { unix_seconds } => {
+                    st.pending_event = Some(unix_seconds);
+                    st.started_at = Some(unix_seconds);
+                }
                 Trigger::Recheck => st.backoff.recheck_fired(),
                 Trigger::Resync | Trigger::Probe => {}
             }
@@ -315,6 +320,7 @@ impl Agent {
     pub async fn run_workers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut rx = self.queue_rx.lock().unwrap().take().expect("workers started once");
         self.start_host_watch();
+        self.prestart_warm();
         let mut inflight = JoinSet::new();
         loop {
             tokio::select! {
