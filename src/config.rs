@@ -63,11 +63,7 @@ pub struct PrestartConfig {
 
 impl Default for PrestartConfig {
     fn default() -> Self {
-        PrestartConfig {
-            enabled: true,
-            sandbox_dirs: vec!["/run/docker/netns".into()],
-            follow: Duration::from_secs(5),
-        }
+        PrestartConfig { enabled: true, sandbox_dirs: vec!["/run/docker/netns".into()], follow: Duration::from_secs(5) }
     }
 }
 

@@ -121,10 +121,10 @@ impl TargetNetns {
 pub struct SandboxFile {
     pub path: PathBuf,
     pub identity: NsIdentity,
-    pub modified: std::time::SystemTime,
 }
 
-/// The namespace files in `dirs`, newest first. A file whose namespace is not
+/// The namespace files in `dirs` (in no particular order: an nsfs file's times are
+/// its inode's, which the kernel may re-create at any open). A file whose namespace is not
 /// mounted yet (an empty placeholder on tmpfs, not nsfs) is left out; so is a
 /// missing directory (an engine that is not installed).
 pub fn sandbox_files(dirs: &[PathBuf]) -> Vec<SandboxFile> {
@@ -140,11 +140,9 @@ pub fn sandbox_files(dirs: &[PathBuf]) -> Vec<SandboxFile> {
             if !is_nsfs(&path) {
                 continue;
             }
-            let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-            out.push(SandboxFile { path, identity: NsIdentity { dev: meta.dev(), ino: meta.ino() }, modified });
+            out.push(SandboxFile { path, identity: NsIdentity { dev: meta.dev(), ino: meta.ino() } });
         }
     }
-    out.sort_by(|a, b| b.modified.cmp(&a.modified));
     out
 }
 
@@ -157,7 +155,8 @@ fn is_nsfs(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
     // SAFETY: statfs(2) on a valid C string into a zeroed plain-data struct.
     let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statfs(c.as_ptr(), &mut buf) } == 0) && matches!(buf.f_type as libc::c_long, NSFS_MAGIC | PROC_SUPER_MAGIC)
+    (unsafe { libc::statfs(c.as_ptr(), &mut buf) } == 0)
+        && matches!(buf.f_type as libc::c_long, NSFS_MAGIC | PROC_SUPER_MAGIC)
 }
 
 /// The Docker container whose processes live in namespace `ns`, read from the

@@ -145,8 +145,11 @@ fn omit_mac_tasks_see_the_calico_mac_as_their_first_act() {
     let printed: Vec<String> = started.0.iter().map(|id| first_line_of_logs(id)).collect();
     let right = printed.iter().filter(|m| *m == "ee:ee:ee:ee:ee:ee").count();
     let wrong: Vec<&String> = printed.iter().filter(|m| *m != "ee:ee:ee:ee:ee:ee").collect();
-    let unreachable: Vec<String> =
-        ips(&started.0).into_iter().filter(|(_, ip)| !reachable(ip)).map(|(id, ip)| format!("{ip} ({id:.12})")).collect();
+    let unreachable: Vec<String> = ips(&started.0)
+        .into_iter()
+        .filter(|(_, ip)| !reachable(ip))
+        .map(|(id, ip)| format!("{ip} ({id:.12})"))
+        .collect();
     let m = d.metrics();
     let before = metric_sum(&m, "calico_medic_start_repairs_total{path=\"before_start\"}");
     let after = metric_sum(&m, "calico_medic_start_repairs_total{path=\"after_start\"}");

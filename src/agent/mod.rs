@@ -320,7 +320,7 @@ impl Agent {
     pub async fn run_workers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut rx = self.queue_rx.lock().unwrap().take().expect("workers started once");
         self.start_host_watch();
-        self.prestart_warm();
+        self.start_prestart();
         let mut inflight = JoinSet::new();
         loop {
             tokio::select! {
@@ -339,6 +339,7 @@ impl Agent {
         if !inflight.is_empty() {
             info!("shutting down: waiting for {} in-flight pass(es)", inflight.len());
         }
+        self.stop_prestart();
         while inflight.join_next().await.is_some() {}
         // Close every subscription (and with it every namespace reference).
         let mut c = self.containers();

@@ -29,9 +29,9 @@ use tracing::{debug, info, warn};
 use super::{unix_now, Agent};
 use crate::diagnose::{diagnose_container, FaultKind};
 use crate::error::MedicError;
-use crate::medic::{endpoint_pass, Mode};
+use crate::medic::{endpoint_pass_from, Mode};
 use crate::metrics::StartPath;
-use crate::netlink::watch::{watch_netns, ChangeKind};
+use crate::netlink::watch::{watch_host, watch_netns, Change, ChangeKind, WatchEvent};
 use crate::netlink::Netlink;
 use crate::netns::{container_in_netns, sandbox_files, NsIdentity, SandboxFile, TargetNetns};
 use crate::observe::observe_container;
@@ -62,6 +62,8 @@ pub(super) struct Sandboxes {
     nsids: HashMap<NsIdentity, i32>,
     /// The followers' own runtime thread (see `follower_runtime`).
     runtime: Option<tokio::runtime::Handle>,
+    /// The followers' own host subscription (read on their runtime).
+    host_watch: Option<crate::netlink::watch::Watch>,
 }
 
 /// Followers race Docker's last 30–50 ms before `start`: they run on their own
@@ -181,7 +183,7 @@ pub struct SandboxFacts<'a> {
 
 impl Agent {
     /// A host notification about a link that belongs to no known container: maybe a
-    /// new calico endpoint. Starts (or wakes) its follower. Cheap: runs in the watch reader.
+    /// new calico endpoint. Starts (or wakes) its follower. Cheap: runs in the reader.
     pub(super) fn prestart_notice(&self, ifindex: u32, kind: ChangeKind) {
         if !matches!(kind, ChangeKind::Link | ChangeKind::Neighbour) || !self.medic().config.prestart.enabled {
             return;
@@ -189,16 +191,10 @@ impl Agent {
         let now = Instant::now();
         let (notify, runtime) = {
             let mut c = self.containers();
-            if c.sandboxes.runtime.is_none() {
-                match follower_runtime() {
-                    Ok(h) => c.sandboxes.runtime = Some(h),
-                    Err(e) => {
-                        warn!("pre-start: cannot start the follower thread: {e}");
-                        return;
-                    }
-                }
+            let Some(runtime) = c.sandboxes.runtime.clone() else { return };
+            if c.host_links.contains_key(&ifindex) {
+                return; // a known container's endpoint: the live watches cover it
             }
-            let runtime = c.sandboxes.runtime.clone().expect("set above");
             if c.sandboxes.followed.len() > 1024 {
                 c.sandboxes.prune(now);
             }
@@ -228,14 +224,48 @@ impl Agent {
         });
     }
 
-    /// Lists the sandbox files present at start-up, so that files created later sort newer.
-    pub(super) fn prestart_warm(&self) {
+    /// Starts the pre-start path: the followers' thread, their own host subscription,
+    /// and a first listing of the sandbox files (so files created later sort newer).
+    pub(super) fn start_prestart(&self) {
+        if !self.medic().config.prestart.enabled {
+            return;
+        }
+        let runtime = match follower_runtime() {
+            Ok(h) => h,
+            Err(e) => {
+                warn!("pre-start path unavailable (follower thread: {e}); new tasks are repaired after start");
+                return;
+            }
+        };
+        let me = self.me.clone();
+        let watch = {
+            let _on_followers = runtime.enter();
+            watch_host(move |event| {
+                let Some(agent) = me.upgrade() else { return };
+                if let WatchEvent::Changed(Change { kind, ifindex: Some(index) }) = event {
+                    agent.prestart_notice(index, kind);
+                }
+            })
+        };
         let files = sandbox_files(&self.medic().config.prestart.sandbox_dirs);
         let now = Instant::now() - Duration::from_secs(1);
         let mut c = self.containers();
+        match watch {
+            Ok(w) => c.sandboxes.host_watch = Some(w),
+            Err(e) => {
+                warn!("pre-start path unavailable (host subscription: {e}); new tasks are repaired after start");
+                return;
+            }
+        }
+        c.sandboxes.runtime = Some(runtime);
         for f in files {
             c.sandboxes.first_seen.entry(f.identity).or_insert(now);
         }
+    }
+
+    /// Stops the pre-start path (shutdown): no new follower starts.
+    pub(super) fn stop_prestart(&self) {
+        self.containers().sandboxes.host_watch = None;
     }
 
     /// THE decision whether the agent may write into a sandbox before its task starts.
@@ -313,13 +343,8 @@ impl Agent {
         // 2. Inside the sandbox: wait for Docker's last write, then fix the MAC.
         let stem = cfg.container_interface.trim_end_matches(|c: char| c.is_ascii_digit()).to_string();
         let candidates = mac_candidates(cfg.expected_mac, Some(facts.neighbour_mac), None);
-        let mut expected = Expected::resolve(
-            &cfg.container_interface,
-            facts.name.clone(),
-            facts.ip,
-            cfg.gateway,
-            &candidates,
-        );
+        let mut expected =
+            Expected::resolve(&cfg.container_interface, facts.name.clone(), facts.ip, cfg.gateway, &candidates);
         expected.peer_index = facts.peer_index;
         expected.only_endpoint = false;
         let changed = Arc::new(Notify::new());
@@ -328,10 +353,11 @@ impl Agent {
             watch_netns(&ns, move |_| changed.notify_one())?
         };
         let nl = Netlink::in_netns(&ns)?.with_timeout(cfg.call_deadline());
-        loop {
+        let (side, faults) = loop {
             let side = observe_container(&nl, &expected).await?;
-            let faults: Vec<FaultKind> = diagnose_container(&expected, &side).iter().map(|f| f.kind).collect();
-            match sandbox_state(side.link.as_ref().map(|l| l.name.as_str()), &stem, &faults) {
+            let faults = diagnose_container(&expected, &side);
+            let kinds: Vec<FaultKind> = faults.iter().map(|f| f.kind).collect();
+            match sandbox_state(side.link.as_ref().map(|l| l.name.as_str()), &stem, &kinds) {
                 SandboxState::Configuring => {}
                 SandboxState::Healthy => {
                     self.metrics.prestart_outcome("healthy");
@@ -342,13 +368,13 @@ impl Agent {
                     debug!("pre-start: {} in {} is healthy before start", facts.name, file.path.display());
                     return Ok(());
                 }
-                SandboxState::MacOnly => break,
+                SandboxState::MacOnly => break (side, faults),
             }
             if tokio::time::timeout_at(deadline, changed.notified()).await.is_err() {
                 left(self, true, "sandbox not configured in time");
                 return Ok(());
             }
-        }
+        };
         let configured = moved_at.elapsed();
         let container = naming.await.ok().flatten();
         let named = moved_at.elapsed();
@@ -363,18 +389,24 @@ impl Agent {
             return Ok(());
         }
         let who = Identity::named(&container.clone().unwrap_or_else(|| format!("sandbox {}", file.path.display())));
-        let pass = endpoint_pass(&nl, &expected, &[], Mode::Repair, &who).await?;
+        let pass = endpoint_pass_from(&nl, &expected, &[], Mode::Repair, &who, side, faults).await?;
         let verified = pass.remaining.is_empty();
         debug!(
-            "pre-start timings after the move: located {located:?}, configured {configured:?}, named {named:?}, repaired {:?}",
-            moved_at.elapsed()
+            "pre-start timings after the move: located {located:?}, configured {configured:?}, named {named:?}, repaired {:?} ({})",
+            moved_at.elapsed(),
+            who.container
         );
         let seconds = moved_at.elapsed().as_secs_f64();
         if verified {
             self.metrics.prestart_outcome("repaired");
             self.record(
                 &facts.name,
-                PrestartResult { repaired: true, container: container.clone(), repaired_at: unix_now(), latency: seconds },
+                PrestartResult {
+                    repaired: true,
+                    container: container.clone(),
+                    repaired_at: unix_now(),
+                    latency: seconds,
+                },
             );
             info!(
                 container = %who.container,
@@ -426,7 +458,7 @@ impl Agent {
                 .filter(|f| !sb.claimed.contains(&f.identity))
                 .map(|f| (sb.first_seen[&f.identity], f))
                 .collect();
-            fresh.sort_by(|a, b| b.0.cmp(&a.0));
+            fresh.sort_by_key(|(seen, _)| std::cmp::Reverse(*seen));
             fresh.into_iter().take(MAX_SANDBOX_TRIES).map(|(_, f)| f).collect()
         };
         for file in candidates {
@@ -441,7 +473,8 @@ impl Agent {
             let (Ok(links), Ok(addrs)) = (nl.links().await, nl.ipv4_addresses().await) else { continue };
             let holds_peer = links.iter().any(|l| {
                 let by_index = facts.peer_index == Some(l.index) && l.peer_index == Some(facts.index);
-                let by_address = l.name.starts_with("cali") && addrs.iter().any(|&(i, a, _)| i == l.index && a == facts.ip);
+                let by_address =
+                    l.name.starts_with("cali") && addrs.iter().any(|&(i, a, _)| i == l.index && a == facts.ip);
                 by_index || by_address
             });
             if holds_peer {
@@ -475,9 +508,10 @@ impl Agent {
         c.sandboxes.claim(out.netns.identity());
         for r in &mut out.reports {
             let Some(res) = c.sandboxes.take_result(&r.host_interface) else { continue };
-            let post_start_also_wrote = r.actions.iter().any(|a| {
-                a.fault == FaultKind::MacMismatch && a.result == crate::repair::ActionOutcome::Success
-            });
+            let post_start_also_wrote = r
+                .actions
+                .iter()
+                .any(|a| a.fault == FaultKind::MacMismatch && a.result == crate::repair::ActionOutcome::Success);
             if !res.repaired || post_start_also_wrote {
                 continue; // (a MAC the post-start pass wrote is counted as after_start there)
             }
@@ -545,7 +579,10 @@ mod tests {
         let s = |name: Option<&str>, f: &[FaultKind]| sandbox_state(name, "cali", f);
         assert_eq!(s(Some("temp0c7897dea75"), &[MacMismatch, AddressMissing]), SandboxState::Configuring);
         assert_eq!(s(Some("temp0c7897dea75"), &[MacMismatch]), SandboxState::Configuring, "not renamed yet");
-        assert_eq!(s(Some("cali0"), &[MacMismatch, GatewayRouteMissing, DefaultRouteMissing]), SandboxState::Configuring);
+        assert_eq!(
+            s(Some("cali0"), &[MacMismatch, GatewayRouteMissing, DefaultRouteMissing]),
+            SandboxState::Configuring
+        );
         assert_eq!(s(Some("cali0"), &[MacMismatch, DefaultRouteMissing]), SandboxState::Configuring);
         assert_eq!(s(Some("cali0"), &[MacMismatch, LinkDown]), SandboxState::Configuring);
         assert_eq!(s(None, &[LinkMissing]), SandboxState::Configuring);

@@ -50,11 +50,8 @@ impl Agent {
             match event {
                 WatchEvent::Changed(change) => {
                     let owner = change.ifindex.and_then(|i| agent.containers().host_links.get(&i).cloned());
-                    match (owner, change.ifindex) {
-                        (Some(id), _) => agent.on_change(&id, change.kind),
-                        // A link no container owns yet: maybe a new endpoint, before its start.
-                        (None, Some(index)) => agent.prestart_notice(index, change.kind),
-                        (None, None) => {}
+                    if let Some(id) = owner {
+                        agent.on_change(&id, change.kind);
                     }
                 }
                 WatchEvent::Overflow => {

@@ -16,10 +16,10 @@ use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_R
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
+use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
 };
-use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 use serde::Serialize;
@@ -367,8 +367,7 @@ impl Netlink {
         let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
         req.header.flags = NLM_F_REQUEST;
         let mut handle = self.handle.clone();
-        let mut responses =
-            handle.request(req).map_err(|e| MedicError::netlink("asking a namespace's id", e))?;
+        let mut responses = handle.request(req).map_err(|e| MedicError::netlink("asking a namespace's id", e))?;
         while let Some(resp) = responses.next().await {
             match resp.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(m)) => {
