@@ -406,12 +406,12 @@ mod tests {
         assert_eq!(parsed.docker_host.take().as_deref(), Some("unix:///var/run/docker.sock"));
         assert_eq!(parsed, Config::default());
         // Every key the parser accepts (it lists them for an unknown key) is in the example.
-        for header in ["", "[backoff]\n", "[probe]\n"] {
+        for header in ["", "[backoff]\n", "[probe]\n", "[prestart]\n"] {
             let err = Config::from_toml(&format!("{header}zz_unknown = 1\n"), "t").unwrap_err().to_string();
             let known = err.rsplit_once("zz_unknown`").map(|(_, rest)| rest).unwrap_or_default();
             let keys: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
             assert!(!keys.is_empty(), "no key list in: {err}");
-            for key in keys.into_iter().filter(|k| !["backoff", "probe"].contains(k)) {
+            for key in keys.into_iter().filter(|k| !["backoff", "probe", "prestart"].contains(k)) {
                 assert!(
                     uncommented.lines().any(|l| l.starts_with(&format!("{key} = "))),
                     "unit/config.toml does not document {header:?} {key}"
