@@ -480,7 +480,9 @@ impl Agent {
                 };
                 if first_after_start {
                     for _ in out.reports.iter().filter(|r| mac_fixed(r)) {
-                        self.metrics.repaired_at_start(crate::metrics::StartPath::AfterStart, unix_now() - ts);
+                        let latency = unix_now() - ts;
+                        self.metrics.repaired_at_start(crate::metrics::StartPath::AfterStart, latency);
+                        debug!(latency_ms = latency * 1000.0, "{}: repaired after start", out.workload.identity());
                     }
                 }
             }

@@ -525,6 +525,7 @@ impl Agent {
                 host_interface = r.host_interface.as_str(),
                 healthy = r.healthy,
                 repaired_before_start = before,
+                before_start_event_ms = started.map(|start| (start - res.repaired_at) * 1000.0),
                 "confirmed after start: {}",
                 if before { "repaired before start" } else { "repaired in the sandbox, but after Docker's start" }
             );
