@@ -213,6 +213,7 @@ impl Agent {
         self.dry_run.store(dry_run, Ordering::SeqCst);
         self.set_concurrency(limit);
         self.set_watches_enabled(watch);
+        self.reconfigure_prestart();
     }
 
     /// Grows or shrinks the worker limit; a shrink takes effect as passes finish.

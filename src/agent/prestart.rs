@@ -230,7 +230,8 @@ impl Agent {
         if !self.medic().config.prestart.enabled {
             return;
         }
-        let runtime = match follower_runtime() {
+        let existing = self.containers().sandboxes.runtime.clone();
+        let runtime = match existing.map_or_else(follower_runtime, Ok) {
             Ok(h) => h,
             Err(e) => {
                 warn!("pre-start path unavailable (follower thread: {e}); new tasks are repaired after start");
@@ -260,6 +261,20 @@ impl Agent {
         c.sandboxes.runtime = Some(runtime);
         for f in files {
             c.sandboxes.first_seen.entry(f.identity).or_insert(now);
+        }
+    }
+
+    /// SIGHUP: `prestart.enabled` turned on starts the path, turned off stops it
+    /// (`sandbox_dirs` and `follow` are read afresh by every follower).
+    pub(super) fn reconfigure_prestart(&self) {
+        let running = self.containers().sandboxes.host_watch.is_some();
+        match (self.medic().config.prestart.enabled, running) {
+            (true, false) => self.start_prestart(),
+            (false, true) => {
+                info!("pre-start path disabled: new tasks are repaired after start");
+                self.stop_prestart();
+            }
+            _ => {}
         }
     }
 
@@ -319,13 +334,17 @@ impl Agent {
                     if let Some((ns, file)) = self.locate(&host, &facts, host_ns, &cfg.prestart.sandbox_dirs).await {
                         break (facts, moved_at, ns, file);
                     }
-                    // The move is done; the file may be mounted a moment later.
-                    if tokio::time::Instant::now() + LOCATE_RETRY >= deadline {
-                        left(self, counted, "no sandbox file holds its peer (prestart.sandbox_dirs?)");
-                        return Ok(());
+                    // Known moved (the kernel reports the peer): the file may be mounted a
+                    // moment later, look again shortly. Otherwise (3.10: no peer index) the
+                    // move itself is not visible: the next host notification (carrier) brings it.
+                    if facts.peer_index.is_some() {
+                        if tokio::time::Instant::now() + LOCATE_RETRY >= deadline {
+                            left(self, counted, "no sandbox file holds its peer (prestart.sandbox_dirs?)");
+                            return Ok(());
+                        }
+                        tokio::time::sleep(LOCATE_RETRY).await;
+                        continue;
                     }
-                    tokio::time::sleep(LOCATE_RETRY).await;
-                    continue;
                 }
             }
             if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
@@ -536,7 +555,14 @@ impl Agent {
 /// Reads a host link: a calico veth whose peer left the host, with one PERMANENT
 /// neighbour entry (Felix's)?
 async fn host_step(host: &Netlink, ifindex: u32, prefix: &str) -> Result<HostStep, MedicError> {
-    let Some((link, peer_nsid)) = host.link_and_peer_netnsid(ifindex).await? else { return Ok(HostStep::Ignore) };
+    let Some((mut link, mut peer_nsid)) = host.link_and_peer_netnsid(ifindex).await? else {
+        return Ok(HostStep::Ignore);
+    };
+    if crate::netlink::compat::emulated_kernel().is_some_and(|v| v < (4, 1)) {
+        // As on 3.10: no namespace ids (4.0), no veth peer index (4.1): found by address.
+        peer_nsid = None;
+        link.peer_index = None;
+    }
     if !is_calico_host_veth(&link.name, prefix) {
         return Ok(HostStep::Ignore);
     }

@@ -2,7 +2,7 @@
 //! Prints figures, asserts nothing. Root and the lab (`tests/lab/setup.sh`) needed.
 //!
 //!     cargo bench -p calico-medic --bench start -- storm     [--tasks 100] [--clients 8] [--runs 3]
-//!     cargo bench -p calico-medic --bench start -- footprint [--tasks 500] [--idle 60] [--runs 3] [--probe-interval 30s]
+//!     cargo bench -p calico-medic --bench start -- footprint [--tasks 500] [--idle 60] [--runs 3] [--probe-interval 30s[,1h…]]
 //!     cargo bench -p calico-medic --bench start -- latency   [--tasks 40] [--runs 3]
 //!
 //! - storm (b): N omit-MAC tasks (`calico-lab-nomac`) started by C docker clients at once, as
@@ -247,59 +247,63 @@ fn footprint(a: &Args) {
     let t0 = Instant::now();
     start_many(n, a.clients, "calico-lab", "exec sleep 1000000", &mut started);
     println!("footprint: {n} calico tasks started in {:.0} s (Docker {})", t0.elapsed().as_secs_f64(), engine());
-    let hz = 100.0; // USER_HZ
-    let (mut cpus, mut rsss, mut scrapes_p50, mut scrapes_max) = (vec![], vec![], vec![], vec![]);
-    for run in 1..=a.runs {
-        let cfg = config(&format!("[probe]\ninterval = \"{}\"\n", a.probe_interval));
-        let d = Daemon::start(&["--config", cfg.path().to_str().unwrap()]);
-        let pid = d.child.id();
-        // Settled: every task checked once and watched (the first resync queues all of them).
-        let settle_from = Instant::now();
-        while d.metric("calico_medic_endpoints{state=\"healthy\"}").unwrap_or(0.0) < n as f64
-            && settle_from.elapsed() < Duration::from_secs(300)
-        {
-            std::thread::sleep(Duration::from_millis(200));
+    for interval in a.probe_interval.split(',') {
+        let (mut cpus, mut rsss, mut scrapes_p50, mut scrapes_max) = (vec![], vec![], vec![], vec![]);
+        for run in 1..=a.runs {
+            let (cpu, rss, p50, max) = footprint_run(n, interval, a.idle, run);
+            cpus.push(cpu);
+            rsss.push(rss);
+            scrapes_p50.push(p50);
+            scrapes_max.push(max);
         }
-        let settled = settle_from.elapsed();
-        std::thread::sleep(Duration::from_secs(5));
-        let c0 = cpu_ticks(pid);
-        std::thread::sleep(Duration::from_secs(a.idle));
-        let c1 = cpu_ticks(pid);
-        let cpu = (c1 - c0) as f64 / hz / a.idle as f64 * 100.0;
-        let rss = rss_kib(pid) as f64 / 1024.0;
-        let mut scrapes: Vec<f64> = (0..20)
-            .map(|_| {
-                let t = Instant::now();
-                let body = d.metrics();
-                assert!(body.contains("calico_medic_endpoints"), "scrape failed");
-                t.elapsed().as_secs_f64() * 1000.0
-            })
-            .collect();
-        scrapes.sort_by(f64::total_cmp);
-        let watches = d.metric("calico_medic_watches ").unwrap_or(f64::NAN);
         println!(
-            "footprint run {run}: {n} watched endpoints ({watches} watches; settled in {:.1} s), probe interval {}: \
-             idle CPU {cpu:.2}% of one core over {} s, RSS {rss:.1} MiB, /metrics scrape median {:.2} ms max {:.2} ms (20 scrapes)",
-            settled.as_secs_f64(),
-            a.probe_interval,
-            a.idle,
-            percentile(&scrapes, 0.5),
-            scrapes[scrapes.len() - 1],
+            "footprint over {} runs ({n} endpoints, probe interval {interval}): idle CPU {}, RSS {}, scrape median {} (max {})",
+            a.runs,
+            spread(&cpus, "%"),
+            spread(&rsss, " MiB"),
+            spread(&scrapes_p50, " ms"),
+            spread(&scrapes_max, " ms"),
         );
-        cpus.push(cpu);
-        rsss.push(rss);
-        scrapes_p50.push(percentile(&scrapes, 0.5));
-        scrapes_max.push(scrapes[scrapes.len() - 1]);
     }
+}
+
+/// One daemon over `n` running tasks: (CPU % of a core, RSS MiB, scrape median ms, scrape max ms).
+fn footprint_run(n: usize, interval: &str, idle: u64, run: usize) -> (f64, f64, f64, f64) {
+    let hz = 100.0; // USER_HZ
+    let cfg = config(&format!("[probe]\ninterval = \"{interval}\"\n"));
+    let d = Daemon::start(&["--config", cfg.path().to_str().unwrap()]);
+    let pid = d.child.id();
+    // Settled: every task checked once and watched (the first resync queues all of them).
+    let settle_from = Instant::now();
+    while d.metric("calico_medic_endpoints{state=\"healthy\"}").unwrap_or(0.0) < n as f64
+        && settle_from.elapsed() < Duration::from_secs(300)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let settled = settle_from.elapsed();
+    std::thread::sleep(Duration::from_secs(5));
+    let c0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(idle));
+    let c1 = cpu_ticks(pid);
+    let cpu = (c1 - c0) as f64 / hz / idle as f64 * 100.0;
+    let rss = rss_kib(pid) as f64 / 1024.0;
+    let mut scrapes: Vec<f64> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            let body = d.metrics();
+            assert!(body.contains("calico_medic_endpoints"), "scrape failed");
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    scrapes.sort_by(f64::total_cmp);
+    let watches = d.metric("calico_medic_watches ").unwrap_or(f64::NAN);
+    let (p50, max) = (percentile(&scrapes, 0.5), scrapes[scrapes.len() - 1]);
     println!(
-        "footprint over {} runs ({n} endpoints, probe interval {}): idle CPU {}, RSS {}, scrape median {} (max {})",
-        a.runs,
-        a.probe_interval,
-        spread(&cpus, "%"),
-        spread(&rsss, " MiB"),
-        spread(&scrapes_p50, " ms"),
-        spread(&scrapes_max, " ms"),
+        "footprint run {run}: {n} watched endpoints ({watches} watches; settled in {:.1} s), probe interval {interval}: \
+         idle CPU {cpu:.2}% of one core over {idle} s, RSS {rss:.1} MiB, /metrics scrape median {p50:.2} ms max {max:.2} ms (20 scrapes)",
+        settled.as_secs_f64(),
     );
+    (cpu, rss, p50, max)
 }
 
 /// Values of `field=` in the daemon's log lines that contain `marker`.
