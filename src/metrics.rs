@@ -434,6 +434,14 @@ impl Metrics {
         self.start.latency.with_label_values(&[path.as_str()]).observe(seconds.max(0.0));
     }
 
+    /// Repair actions taken outside a container pass (the pre-start path), counted in
+    /// `repairs_total` like every other repair.
+    pub fn count_actions(&self, actions: &[crate::repair::ActionResult]) {
+        for a in actions {
+            self.repairs.with_label_values(&[a.fault.as_str(), a.result.as_str()]).inc();
+        }
+    }
+
     /// One new endpoint's pre-start outcome (one of `PRESTART_OUTCOMES`).
     pub fn prestart_outcome(&self, outcome: &'static str) {
         debug_assert!(PRESTART_OUTCOMES.contains(&outcome));

@@ -62,6 +62,7 @@ cargo test -p calico-medic --test wedge
 
 step "end-to-end: repair before start (100 omit-MAC tasks see ee:ee:ee:ee:ee:ee as their first act; docker run not slowed; bridge/none untouched; --mac-address kept)"
 cargo test -p calico-medic --test lab_prestart -- --nocapture
+CALICO_MEDIC_EMULATE_KERNEL=3.10 cargo test -p calico-medic --test lab_prestart -- --nocapture omit_mac
 
 # Engine matrix (issue 10): the full suites above ran on Debian 12's docker.io 20.10 with a
 # negotiated API (1.41). Engine 2, Debian 13's docker.io 26.1 (API 1.45), runs beside it

@@ -35,7 +35,7 @@ use crate::netlink::watch::{watch_host, watch_netns, Change, ChangeKind, WatchEv
 use crate::netlink::Netlink;
 use crate::netns::{container_in_netns, sandbox_files, NsIdentity, SandboxFile, TargetNetns};
 use crate::observe::observe_container;
-use crate::workload::{mac_candidates, Expected, Identity, MacAddr, MacSource};
+use crate::workload::{mac_candidates, Escaped, Expected, Identity, MacAddr, MacSource};
 
 /// Finished entries kept this long (an ifindex is not reused sooner in practice).
 const FORGET_AFTER: Duration = Duration::from_secs(600);
@@ -409,6 +409,7 @@ impl Agent {
         }
         let who = Identity::named(&container.clone().unwrap_or_else(|| format!("sandbox {}", file.path.display())));
         let pass = endpoint_pass_from(&nl, &expected, &[], Mode::Repair, &who, side, faults).await?;
+        self.metrics.count_actions(&pass.actions);
         let verified = pass.remaining.is_empty();
         debug!(
             "pre-start timings after the move: located {located:?}, configured {configured:?}, named {named:?}, repaired {:?} ({})",
@@ -418,6 +419,8 @@ impl Agent {
         let seconds = moved_at.elapsed().as_secs_f64();
         if verified {
             self.metrics.prestart_outcome("repaired");
+            // From the netlink notification (the veth's move) to the verified repair.
+            self.metrics.repaired_after(seconds);
             self.record(
                 &facts.name,
                 PrestartResult {
@@ -538,9 +541,14 @@ impl Agent {
             r.repaired_before_start = before;
             let path = if before { StartPath::BeforeStart } else { StartPath::AfterStart };
             self.metrics.repaired_at_start(path, res.latency);
+            let who = out.workload.identity();
+            let (app, task) = (who.app.as_deref().map(Escaped), who.task.as_deref().map(Escaped));
             info!(
-                container = %crate::workload::Escaped(&r.container_name),
+                container = %Escaped(&who.container),
+                app = app.as_ref().map(tracing::field::display),
+                task = task.as_ref().map(tracing::field::display),
                 container_id = r.container_id.as_str(),
+                fault = %FaultKind::MacMismatch,
                 host_interface = r.host_interface.as_str(),
                 healthy = r.healthy,
                 repaired_before_start = before,
