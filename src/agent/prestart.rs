@@ -130,16 +130,25 @@ enum HostStep {
     Ready(HostFacts),
 }
 
-/// Nice value of the follower thread (and the threads it starts): on a host busy
-/// starting tasks, a follower must get the CPU within Docker's 30–50 ms; it needs a
-/// few milliseconds of it per new endpoint.
+/// The follower thread (and the threads it starts) runs SCHED_RR at the lowest
+/// real-time priority: on a host busy starting tasks, a follower must get the CPU
+/// within Docker's 30–50 ms, and it needs only a few milliseconds of it per new
+/// endpoint; every wait in it is bounded (`prestart.follow`), and the kernel's RT
+/// throttling caps it anyway. Without CAP_SYS_NICE: nice −10, else as it is.
+const FOLLOWER_RT_PRIORITY: libc::c_int = 1;
 const FOLLOWER_NICE: libc::c_int = -10;
 
 fn raise_priority() {
+    let param = libc::sched_param { sched_priority: FOLLOWER_RT_PRIORITY };
+    // SAFETY: sched_setscheduler(2) with pid 0 = the calling thread only.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) } == 0 {
+        return;
+    }
+    let rt_error = std::io::Error::last_os_error();
     let tid = nix::unistd::gettid().as_raw() as libc::id_t;
     // SAFETY: setpriority(2) on this thread only; failure (no CAP_SYS_NICE) is harmless.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, FOLLOWER_NICE) } != 0 {
-        debug!("pre-start: follower keeps its priority: {}", std::io::Error::last_os_error());
+        debug!("pre-start: follower keeps its priority: {rt_error}; {}", std::io::Error::last_os_error());
     }
 }
 
@@ -461,7 +470,9 @@ impl Agent {
         host_ns: NsIdentity,
         dirs: &[std::path::PathBuf],
     ) -> Option<(TargetNetns, SandboxFile)> {
+        let t0 = Instant::now();
         let files = sandbox_files(dirs);
+        let listed = (files.len(), t0.elapsed());
         let candidates: Vec<SandboxFile> = {
             let mut c = self.containers();
             let sb = &mut c.sandboxes;
@@ -483,9 +494,11 @@ impl Agent {
             fresh.sort_by_key(|(seen, _)| std::cmp::Reverse(*seen));
             fresh.into_iter().take(MAX_SANDBOX_TRIES).map(|(_, f)| f).collect()
         };
-        for file in candidates {
+        let mut asked = 0;
+        for (tried, file) in candidates.into_iter().enumerate() {
             // Where the kernel names the peer's namespace, only that namespace is opened.
             if let Some(want) = facts.peer_nsid {
+                asked += 1;
                 if self.nsid(host, &file).await != Some(want) {
                     continue;
                 }
@@ -500,6 +513,13 @@ impl Agent {
                 by_index || by_address
             });
             if holds_peer {
+                debug!(
+                    "pre-start: located {} after {tried} other candidates ({asked} namespace ids asked; {} files listed in {:?}) in {:?}",
+                    file.path.display(),
+                    listed.0,
+                    listed.1,
+                    t0.elapsed()
+                );
                 return Some((ns, file));
             }
         }
@@ -523,9 +543,13 @@ impl Agent {
 
     /// After a post-start pass: attach what the pre-start path did to each endpoint's
     /// report, and remember the namespace as configured. A repair counts as before
-    /// start when it was verified before Docker's own `start` timestamp.
+    /// start when it was verified before Docker's `start` event (its timestamp); a pass
+    /// that ran before the event arrived counts it as before start.
     pub(super) fn note_prestart(&self, out: &mut crate::medic::ContainerOutcome) {
         let mut c = self.containers();
+        // Docker's start event (its own timestamp). Not State.StartedAt: that is taken
+        // before the task's first instruction runs (measured: repairs verified after it
+        // were still seen by the task's first act).
         let started = c.by_id.get(&out.workload.container_id).and_then(|st| st.started_at);
         c.sandboxes.claim(out.netns.identity());
         for r in &mut out.reports {
