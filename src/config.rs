@@ -49,6 +49,7 @@ pub struct Config {
     /// Calico's datastore (etcd v2); see `crate::datastore`.
     pub calico: CalicoConfig,
     pub marathon: MarathonConfig,
+    pub prestart: PrestartConfig,
 }
 
 /// Where Calico's datastore is. Empty `etcd_endpoints` and no `calicoctl_config`
@@ -87,6 +88,25 @@ impl Default for CalicoConfig {
             full_read_interval: Duration::from_secs(300),
             watch_timeout: Duration::from_secs(60),
         }
+    }
+}
+
+/// Repair before `start` (needs `watch`): follow a new calico sandbox from the
+/// moment its veth moves in, and fix the MAC once Docker has configured it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrestartConfig {
+    pub enabled: bool,
+    /// Where the engines keep sandbox namespace files (`<exec-root>/netns`).
+    pub sandbox_dirs: Vec<std::path::PathBuf>,
+    /// How long a new endpoint is followed before it is left to the post-start pass.
+    #[serde(deserialize_with = "de_duration")]
+    pub follow: Duration,
+}
+
+impl Default for PrestartConfig {
+    fn default() -> Self {
+        PrestartConfig { enabled: true, sandbox_dirs: vec!["/run/docker/netns".into()], follow: Duration::from_secs(5) }
     }
 }
 
@@ -265,6 +285,7 @@ impl Default for Config {
             probe: ProbeConfig::default(),
             calico: CalicoConfig::default(),
             marathon: MarathonConfig::default(),
+            prestart: PrestartConfig::default(),
         }
     }
 }
@@ -352,6 +373,10 @@ impl Config {
         }
         if self.calico.hostname.contains('/') {
             return Err("calico.hostname: must not contain '/' (it is part of an etcd key)".into());
+        }
+        within("prestart.follow", self.prestart.follow, ms(10), s(60))?;
+        if self.prestart.sandbox_dirs.iter().any(|d| !d.is_absolute()) {
+            return Err("prestart.sandbox_dirs: every directory must be an absolute path".into());
         }
         if self.backoff.max < self.backoff.initial {
             return Err("backoff.max: must be at least backoff.initial".into());
@@ -589,12 +614,13 @@ mod tests {
         assert_eq!(parsed.docker_host.take().as_deref(), Some("unix:///var/run/docker.sock"));
         assert_eq!(parsed, Config::default());
         // Every key the parser accepts (it lists them for an unknown key) is in the example.
-        for header in ["", "[backoff]\n", "[probe]\n", "[calico]\n", "[marathon]\n"] {
+        for header in ["", "[backoff]\n", "[probe]\n", "[calico]\n", "[marathon]\n", "[prestart]\n"] {
             let err = Config::from_toml(&format!("{header}zz_unknown = 1\n"), "t").unwrap_err().to_string();
             let known = err.rsplit_once("zz_unknown`").map(|(_, rest)| rest).unwrap_or_default();
             let keys: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
             assert!(!keys.is_empty(), "no key list in: {err}");
-            for key in keys.into_iter().filter(|k| !["backoff", "probe", "calico", "marathon"].contains(k)) {
+            for key in keys.into_iter().filter(|k| !["backoff", "probe", "calico", "marathon", "prestart"].contains(k))
+            {
                 assert!(
                     uncommented.lines().any(|l| l.starts_with(&format!("{key} = "))),
                     "unit/config.toml does not document {header:?} {key}"

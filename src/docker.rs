@@ -242,6 +242,13 @@ impl DockerClient {
         self.within(|| format!("inspect {id_or_name}"), inspect).await
     }
 
+    /// Docker's data root (`DockerRootDir` of `/info`): where it keeps each container's record.
+    pub async fn root_dir(&self) -> Result<Option<std::path::PathBuf>, MedicError> {
+        let info = async { self.docker.info().await.map_err(|e| self.map_err(e, "info")) };
+        let info = self.within(|| "info".into(), info).await?;
+        Ok(info.docker_root_dir.filter(|d| d.starts_with('/')).map(Into::into))
+    }
+
     async fn refresh_networks(&self) -> Result<(), MedicError> {
         let list = async {
             self.docker
@@ -538,5 +545,46 @@ mod tests {
             let msg = parse_api_version(Some(old)).unwrap_err().to_string();
             assert!(msg.contains("DOCKER_API_VERSION") && msg.contains("1.24 and newer"), "{old}: {msg}");
         }
+    }
+}
+
+/// The environment a created container will run with, from Docker's own record of it
+/// (`<root>/containers/<id>/config.v2.json`, written at create, the same shape from
+/// Docker 1.10 to 26). Before `start` this is the only way to learn it: `inspect`
+/// waits behind start's lock on the container until the task runs.
+pub fn created_env(root: &std::path::Path, id: &str) -> std::io::Result<Vec<String>> {
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a container id"));
+    }
+    let raw = std::fs::read(root.join("containers").join(id).join("config.v2.json"))?;
+    env_of_config_v2(&raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// `Config.Env` of a `config.v2.json` (absent = no environment).
+fn env_of_config_v2(raw: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Record {
+        #[serde(rename = "Config")]
+        config: Option<RecordConfig>,
+    }
+    #[derive(serde::Deserialize)]
+    struct RecordConfig {
+        #[serde(rename = "Env")]
+        env: Option<Vec<String>>,
+    }
+    let record: Record = serde_json::from_slice(raw)?;
+    Ok(record.config.and_then(|c| c.env).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod created_env_tests {
+    use super::{created_env, env_of_config_v2};
+
+    #[test]
+    fn reads_config_env_and_refuses_non_ids() {
+        let raw = br#"{"ID":"x","Config":{"Hostname":"h","Env":["MARATHON_APP_LABELS=CALICO_MEDIC","MARATHON_APP_LABEL_CALICO_MEDIC=off"]},"State":{}}"#;
+        assert_eq!(env_of_config_v2(raw).unwrap()[1], "MARATHON_APP_LABEL_CALICO_MEDIC=off");
+        assert!(env_of_config_v2(br#"{"Config":{}}"#).unwrap().is_empty());
+        assert!(created_env(std::path::Path::new("/var/lib/docker"), "../../etc/passwd").is_err());
     }
 }

@@ -340,6 +340,26 @@ pub async fn endpoint_pass(
         Ok::<_, MedicError>((side, faults))
     };
     let (before, faults) = observe().await?;
+    endpoint_pass_from(nl, expected, host_faults, mode, who, before, faults).await
+}
+
+/// `endpoint_pass` from an observation just made (the pre-start path has one in hand
+/// when Docker's last write lands: no second look before the write).
+pub async fn endpoint_pass_from(
+    nl: &Netlink,
+    expected: &Expected,
+    host_faults: &[Fault],
+    mode: Mode,
+    who: &Identity,
+    before: ContainerSide,
+    faults: Vec<Fault>,
+) -> Result<EndpointPass, MedicError> {
+    let observe = || async {
+        let side = observe_container(nl, expected).await?;
+        let mut faults = diagnose_container(expected, &side);
+        faults.extend(host_faults.iter().cloned());
+        Ok::<_, MedicError>((side, faults))
+    };
     let interface = before.link.as_ref().map(|l| l.name.clone()).unwrap_or_else(|| expected.interface.clone());
     let link_index = before.link.as_ref().map(|l| l.index);
     let planned = plan(&faults, expected, &interface);

@@ -40,6 +40,7 @@ pub struct Metrics {
     escalations: IntCounterVec,
     escalation_suppressed: IntGaugeVec,
     policy_containers: IntGaugeVec,
+    start: StartMetrics,
     /// container_id → label sets of its per-container series.
     series: Mutex<HashMap<String, ContainerSeries>>,
     /// Registered only when a datastore is configured (no `datastore_up 0` without one).
@@ -244,6 +245,7 @@ impl Metrics {
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("unique metric");
+        let start = StartMetrics::register(&r);
         Metrics {
             registry: r,
             endpoint_healthy,
@@ -267,6 +269,7 @@ impl Metrics {
             escalations,
             escalation_suppressed,
             policy_containers,
+            start,
             series: Mutex::new(HashMap::new()),
             datastore: OnceLock::new(),
         }
@@ -486,6 +489,92 @@ impl Metrics {
         self.endpoints.with_label_values(&["healthy"]).set(healthy);
         self.endpoints.with_label_values(&["unhealthy"]).set(unhealthy);
         self.endpoints.with_label_values(&["unknown"]).set(unknown);
+    }
+}
+
+/// Which path put a new endpoint right: before `start` (pre-start path) or after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPath {
+    BeforeStart,
+    AfterStart,
+}
+
+impl StartPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartPath::BeforeStart => "before_start",
+            StartPath::AfterStart => "after_start",
+        }
+    }
+}
+
+/// What the pre-start path did with one new endpoint (bounded label set).
+pub const PRESTART_OUTCOMES: [&str; 5] = ["repaired", "healthy", "left_to_post_start", "not_allowed", "failed"];
+
+/// New endpoints repaired at start, by path, and the pre-start path's outcomes.
+struct StartMetrics {
+    repairs: IntCounterVec,
+    latency: HistogramVec,
+    outcomes: IntCounterVec,
+}
+
+impl StartMetrics {
+    fn register(r: &Registry) -> StartMetrics {
+        let repairs = counter_vec(
+            r,
+            "start_repairs_total",
+            "New endpoints whose MAC was repaired at start, by path: before_start (before the task's first instruction) or after_start.",
+            &["path"],
+        );
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "start_repair_latency_seconds",
+                "New endpoints: from the trigger (before_start: the veth moved into the sandbox; after_start: Docker's start event) to the verified repair.",
+            )
+            .namespace(NS)
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
+                1.0, 2.5, 5.0,
+            ]),
+            &["path"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(latency.clone())).expect("unique metric");
+        let outcomes = counter_vec(
+            r,
+            "prestart_outcomes_total",
+            "New calico endpoints followed before start, by what the pre-start path did.",
+            &["outcome"],
+        );
+        for path in [StartPath::BeforeStart, StartPath::AfterStart] {
+            repairs.with_label_values(&[path.as_str()]);
+        }
+        for o in PRESTART_OUTCOMES {
+            outcomes.with_label_values(&[o]);
+        }
+        StartMetrics { repairs, latency, outcomes }
+    }
+}
+
+impl Metrics {
+    /// A new endpoint's MAC was repaired (and verified) by `path`, `seconds` after its trigger.
+    pub fn repaired_at_start(&self, path: StartPath, seconds: f64) {
+        self.start.repairs.with_label_values(&[path.as_str()]).inc();
+        self.start.latency.with_label_values(&[path.as_str()]).observe(seconds.max(0.0));
+    }
+
+    /// Repair actions taken outside a container pass (the pre-start path), counted in
+    /// `repairs_total` like every other repair.
+    pub fn count_actions(&self, actions: &[crate::repair::ActionResult]) {
+        for a in actions {
+            self.repairs.with_label_values(&[a.fault.as_str(), a.result.as_str()]).inc();
+        }
+    }
+
+    /// One new endpoint's pre-start outcome (one of `PRESTART_OUTCOMES`).
+    pub fn prestart_outcome(&self, outcome: &'static str) {
+        debug_assert!(PRESTART_OUTCOMES.contains(&outcome));
+        self.start.outcomes.with_label_values(&[outcome]).inc();
     }
 }
 

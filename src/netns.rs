@@ -116,6 +116,81 @@ impl TargetNetns {
     }
 }
 
+/// A sandbox namespace file (Docker's `SandboxKey`, e.g. `/run/docker/netns/1a2b3c4d5e6f`).
+#[derive(Debug, Clone)]
+pub struct SandboxFile {
+    pub path: PathBuf,
+    pub identity: NsIdentity,
+}
+
+/// The namespace files in `dirs` (in no particular order: an nsfs file's times are
+/// its inode's, which the kernel may re-create at any open). A file whose namespace is not
+/// mounted yet (an empty placeholder on tmpfs, not nsfs) is left out; so is a
+/// missing directory (an engine that is not installed).
+pub fn sandbox_files(dirs: &[PathBuf]) -> Vec<SandboxFile> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|n| n == "default") {
+                continue; // Docker's handle on the host namespace
+            }
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if !is_nsfs(&path) {
+                continue;
+            }
+            out.push(SandboxFile { path, identity: NsIdentity { dev: meta.dev(), ino: meta.ino() } });
+        }
+    }
+    out
+}
+
+/// True when `path` is a namespace file (nsfs; a bind mount of `/proc/<pid>/ns/net`).
+fn is_nsfs(path: &Path) -> bool {
+    const NSFS_MAGIC: libc::c_long = 0x6e73_6673;
+    // Before 3.19 (CentOS 7's 3.10) namespace files live on procfs.
+    const PROC_SUPER_MAGIC: libc::c_long = 0x9fa0;
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: statfs(2) on a valid C string into a zeroed plain-data struct.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c.as_ptr(), &mut buf) } == 0)
+        && matches!(buf.f_type as libc::c_long, NSFS_MAGIC | PROC_SUPER_MAGIC)
+}
+
+/// The Docker container whose processes live in namespace `ns`, read from the
+/// cgroup of such a process (`…/docker/<64 hex>` or `…/docker-<64 hex>.scope`).
+/// Before `start`, the one process there is the container's `runc init`, among the
+/// newest PIDs: the scan goes newest first and stops after `max_pids`.
+pub fn container_in_netns(ns: NsIdentity, max_pids: usize) -> Option<String> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect();
+    pids.sort_unstable_by(|a, b| b.cmp(a));
+    let want = format!("net:[{}]", ns.ino);
+    for pid in pids.into_iter().take(max_pids) {
+        let Ok(link) = std::fs::read_link(format!("/proc/{pid}/ns/net")) else { continue };
+        if link.as_os_str() != want.as_str() {
+            continue;
+        }
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if let Some(id) = container_id_in_cgroup(&cgroup) {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// The 64-hex container id in a `/proc/<pid>/cgroup` text, if any.
+pub fn container_id_in_cgroup(text: &str) -> Option<String> {
+    text.split(['/', '-', '.', ':', '\n'])
+        .find(|part| part.len() == 64 && part.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
+}
+
 /// The calling thread's namespace file. `/proc/self/task/<tid>` works on every
 /// kernel; `/proc/thread-self` needs 3.17, and CentOS 7 runs 3.10.
 pub fn current_thread_ns_path() -> PathBuf {
@@ -160,6 +235,16 @@ impl Drop for NetnsGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_id_from_cgroupfs_and_systemd_layouts() {
+        let id = "4f1c0e9a".repeat(8);
+        let v1 = format!("12:pids:/docker/{id}\n1:name=systemd:/docker/{id}\n");
+        assert_eq!(container_id_in_cgroup(&v1), Some(id.clone()));
+        let systemd = format!("0::/system.slice/docker-{id}.scope\n");
+        assert_eq!(container_id_in_cgroup(&systemd), Some(id));
+        assert_eq!(container_id_in_cgroup("0::/user.slice/session-3.scope\n"), None);
+    }
 
     #[test]
     fn refuses_host_namespace() {

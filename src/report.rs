@@ -45,6 +45,9 @@ pub struct EndpointReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<ProbeResult>,
     pub healthy: bool,
+    /// The daemon's pre-start path repaired this endpoint before the task started
+    /// (its first instruction already saw the right MAC).
+    pub repaired_before_start: bool,
     /// Set when the endpoint could not be observed at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -83,6 +86,7 @@ impl EndpointReport {
             reachable: None,
             probes: Vec::new(),
             healthy: false,
+            repaired_before_start: false,
             error: None,
             host_error: None,
             check_seconds: 0.0,

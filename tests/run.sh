@@ -69,6 +69,10 @@ cargo test -p calico-medic --test lab_datastore
 step "end-to-end: Marathon (escalation to a Marathon REST stand-in, per-app policy labels, the Marathon app container as its JSON says)"
 cargo test -p calico-medic --test marathon_client --test lab_marathon --test marathon_app
 
+step "end-to-end: repair before start (100 omit-MAC tasks see ee:ee:ee:ee:ee:ee as their first act; docker run not slowed; bridge/none untouched; --mac-address kept)"
+cargo test -p calico-medic --test lab_prestart -- --nocapture
+CALICO_MEDIC_EMULATE_KERNEL=3.10 cargo test -p calico-medic --test lab_prestart -- --nocapture omit_mac
+
 # Engine matrix (issue 10): the full suites above ran on Debian 12's docker.io 20.10 with a
 # negotiated API (1.41). Engine 2, Debian 13's docker.io 26.1 (API 1.45), runs beside it
 # (tests/lab/engine26.sh); the one-off, daemon and live-watch suites run on it, and the one-off
@@ -98,6 +102,9 @@ timed "26.1 lab_daemon" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo t
 
 step "engine 26.1: live netlink watches"
 timed "26.1 live_watch" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test live_watch
+
+step "engine 26.1: repair before start"
+timed "26.1 lab_prestart" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test lab_prestart -- --nocapture
 
 step "engine 20.10, API pinned to 1.25 (DOCKER_API_VERSION): one-off check/repair"
 timed "20.10 API 1.25 lab_oneoff" env DOCKER_API_VERSION=1.25 CALICO_LAB_ENGINE=20.10 cargo test -p calico-medic --test lab_oneoff

@@ -247,9 +247,12 @@ fn a_stalled_inspect_times_out_others_are_repaired_and_the_agent_recovers() {
     let proxy = StallingProxy::start(dir.path());
     let cfg = dir.path().join("config.toml");
     // Documented: /healthz fails when work waits and no pass completed for 3 × pass_timeout.
+    // The pre-start path repairs without inspect (the victim would be fixed before its
+    // start): off here, so the stalled inspect is the only way to the victim.
     std::fs::write(
         &cfg,
-        "pass_timeout = \"1s\"\ncall_timeout = \"800ms\"\nresync_interval = \"1s\"\nmax_concurrent_checks = 2\n",
+        "pass_timeout = \"1s\"\ncall_timeout = \"800ms\"\nresync_interval = \"1s\"\nmax_concurrent_checks = 2\n\
+         [prestart]\nenabled = false\n",
     )
     .unwrap();
     let (mut child, addr, log) = spawn_daemon(&cfg, &format!("unix://{}", proxy.sock.display()));

@@ -11,6 +11,7 @@ mod backoff;
 mod datastore;
 mod escalation;
 mod events;
+mod prestart;
 mod queue;
 mod watches;
 
@@ -74,6 +75,8 @@ struct ContainerState {
     endpoint_ids: Vec<String>,
     /// Its policy as of its last pass (the per-policy gauge).
     policy: Option<Policy>,
+    /// Docker's timestamp of its last start event (unix seconds).
+    started_at: Option<f64>,
 }
 
 /// Everything the agent knows per container, plus the host side's shared pieces.
@@ -83,6 +86,8 @@ struct Containers {
     /// Host `cali…` ifindex → container id.
     host_links: HashMap<u32, String>,
     host_watch: Option<Watch>,
+    /// New endpoints followed before their task starts.
+    sandboxes: prestart::Sandboxes,
 }
 
 impl Containers {
@@ -222,6 +227,7 @@ impl Agent {
         self.dry_run.store(dry_run, Ordering::SeqCst);
         self.set_concurrency(limit);
         self.set_watches_enabled(watch);
+        self.reconfigure_prestart();
     }
 
     /// Grows or shrinks the worker limit; a shrink takes effect as passes finish.
@@ -262,7 +268,10 @@ impl Agent {
                 Trigger::DockerEvent { unix_seconds } | Trigger::Watch { unix_seconds } => {
                     st.pending_event = Some(st.pending_event.map_or(unix_seconds, |p| p.min(unix_seconds)));
                 }
-                Trigger::Started { unix_seconds } => st.pending_event = Some(unix_seconds),
+                Trigger::Started { unix_seconds } => {
+                    st.pending_event = Some(unix_seconds);
+                    st.started_at = Some(unix_seconds);
+                }
                 Trigger::Recheck => st.backoff.recheck_fired(),
                 Trigger::Resync | Trigger::Probe => {}
             }
@@ -329,6 +338,7 @@ impl Agent {
     pub async fn run_workers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut rx = self.queue_rx.lock().unwrap().take().expect("workers started once");
         self.start_host_watch();
+        self.start_prestart();
         let mut inflight = JoinSet::new();
         loop {
             tokio::select! {
@@ -347,6 +357,7 @@ impl Agent {
         if !inflight.is_empty() {
             info!("shutting down: waiting for {} in-flight pass(es)", inflight.len());
         }
+        self.stop_prestart();
         while inflight.join_next().await.is_some() {}
         // Close every subscription (and with it every namespace reference).
         let mut c = self.containers();
@@ -381,7 +392,10 @@ impl Agent {
             let (medic, target) = (medic.clone(), id.to_string());
             async move { medic.run_interruptible(&target, mode, Some(&interrupt)).await }
         };
-        let outcome = run_guarded(pass, deadline, id).await;
+        let mut outcome = run_guarded(pass, deadline, id).await;
+        if let Ok(out) = &mut outcome {
+            self.note_prestart(out);
+        }
         // A pass that ran out of time or panicked is no sign of progress.
         done.progress = !matches!(outcome, Err(MedicError::Timeout { .. } | MedicError::Panic(..)));
         let mut recheck_after = None;
@@ -483,12 +497,25 @@ impl Agent {
         let wrote = out.reports.iter().flat_map(|r| &r.actions).any(|a| a.result == ActionOutcome::Success);
         let healthy = out.reports.iter().filter(|r| r.healthy).count();
         let all_healthy = healthy == out.reports.len();
+        let first_after_start = st.endpoints.is_none();
         st.endpoints = Some((healthy, out.reports.len()));
         st.calico_hint = false;
         if all_healthy {
             if let Some(ts) = st.pending_event.take() {
                 if wrote {
                     self.metrics.repaired_after(unix_now() - ts);
+                }
+                let mac_fixed = |r: &crate::report::EndpointReport| {
+                    r.actions.iter().any(|a| {
+                        a.fault == crate::diagnose::FaultKind::MacMismatch && a.result == ActionOutcome::Success
+                    })
+                };
+                if first_after_start {
+                    for _ in out.reports.iter().filter(|r| mac_fixed(r)) {
+                        let latency = unix_now() - ts;
+                        self.metrics.repaired_at_start(crate::metrics::StartPath::AfterStart, latency);
+                        debug!(latency_ms = latency * 1000.0, "{}: repaired after start", out.workload.identity());
+                    }
                 }
             }
         }
@@ -508,6 +535,13 @@ impl Agent {
     pub async fn resync(&self) -> Result<usize, MedicError> {
         let docker = self.medic().docker.clone();
         let running = docker.running_containers().await?;
+        if self.medic().config.prestart.enabled && self.containers().sandboxes.docker_root.is_none() {
+            // The pre-start path reads each new container's policy from Docker's record.
+            match docker.root_dir().await {
+                Ok(root) => self.containers().sandboxes.docker_root = root,
+                Err(e) => debug!("pre-start: Docker's data root unknown ({e}); policies before start unknown"),
+            }
+        }
         let stale: Vec<String> = {
             let mut c = self.containers();
             for (id, calico) in &running {

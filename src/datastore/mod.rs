@@ -147,6 +147,20 @@ impl Datastore {
         }
     }
 
+    /// The MAC the datastore gives the endpoint whose host interface is `name`
+    /// (before start only the interface, `cali<EndpointID[:11]>`, is known).
+    pub fn mac_of_interface(&self, name: &str) -> Option<MacAddr> {
+        let v = self.view.read().unwrap();
+        if !v.loaded || !v.up {
+            return None;
+        }
+        let mut found = v.endpoints.values().filter(|r| r.name == name);
+        match (found.next(), found.next()) {
+            (Some(r), None) => r.mac,
+            _ => None, // none, or ambiguous
+        }
+    }
+
     /// Reads every endpoint of this host and replaces the view.
     pub async fn full_read(&self) -> Result<FullRead, MedicError> {
         let started = Instant::now();

@@ -16,6 +16,7 @@ use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_R
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
+use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
 };
@@ -339,6 +340,77 @@ impl Netlink {
         Ok(found)
     }
 
+    /// A link by index, with the id (in this namespace) of the namespace its veth peer
+    /// lives in (IFLA_LINK_NETNSID, 4.0+); `None` when the link does not exist (any more).
+    async fn link_by_index_raw(&self, index: u32) -> Result<Option<(LinkState, Option<i32>)>, MedicError> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => {
+                let nsid = msg.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::LinkNetNsId(id) if *id >= 0 => Some(*id),
+                    _ => None,
+                });
+                Ok(Some((link_state(&msg), nsid)))
+            }
+            Ok(None) => Ok(None),
+            Err(e) if netlink_errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(MedicError::netlink(format!("reading link #{index}"), e)),
+        }
+    }
+
+    /// The id this namespace gives the namespace behind `fd` (RTM_GETNSID with
+    /// NETNSA_FD, 4.0+); `None` when none is assigned or the kernel cannot say.
+    async fn nsid_of_raw(&self, fd: i32) -> Result<Option<i32>, MedicError> {
+        let mut msg = NsidMessage::default();
+        msg.header.family = AddressFamily::Unspec;
+        msg.attributes.push(NsidAttribute::Fd(fd as u32));
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
+        req.header.flags = NLM_F_REQUEST;
+        let mut handle = self.handle.clone();
+        let mut responses = handle.request(req).map_err(|e| MedicError::netlink("asking a namespace's id", e))?;
+        while let Some(resp) = responses.next().await {
+            match resp.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(m)) => {
+                    return Ok(m.attributes.iter().find_map(|a| match a {
+                        NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+                        _ => None,
+                    }));
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => return Ok(None),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every IPv4 neighbour entry on link `index` (a dump filtered here: works on every kernel).
+    async fn neighbours_on_raw(&self, index: u32) -> Result<Vec<(Ipv4Addr, NeighbourEntry)>, MedicError> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNeighbour(msg));
+        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let mut handle = self.handle.clone();
+        let context = || format!("listing neighbours on link #{index}");
+        let mut responses = handle.request(req).map_err(|e| MedicError::netlink(context(), e))?;
+        let mut found = Vec::new();
+        while let Some(resp) = responses.next().await {
+            match resp.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
+                    if let Some((i, dst, entry)) = neighbour_entry(&n) {
+                        if i == index {
+                            found.push((dst, entry));
+                        }
+                    }
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(MedicError::netlink(context(), rtnetlink::Error::NetlinkError(e)));
+                }
+                _ => {}
+            }
+        }
+        Ok(found)
+    }
+
     /// `ip link set <index> address <mac>`.
     async fn set_mac_raw(&self, index: u32, mac: MacAddr, context: &str) -> Result<(), MedicError> {
         let msg = LinkUnspec::new_with_index(index).address(mac.0.to_vec()).build();
@@ -437,6 +509,27 @@ impl Netlink {
     /// The neighbour entry for `ip` on link `index` (single get or dump, per kernel).
     pub async fn neighbour(&self, index: u32, ip: Ipv4Addr) -> Result<Option<NeighbourEntry>, MedicError> {
         self.within(|| format!("asking neighbour {ip}"), self.neighbour_raw(index, ip)).await
+    }
+
+    /// A link by index; `None` when it does not exist.
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<LinkState>, MedicError> {
+        Ok(self.link_and_peer_netnsid(index).await?.map(|(l, _)| l))
+    }
+
+    /// A link by index and the id of its veth peer's namespace, where the kernel reports one.
+    pub async fn link_and_peer_netnsid(&self, index: u32) -> Result<Option<(LinkState, Option<i32>)>, MedicError> {
+        self.within(|| format!("reading link #{index}"), self.link_by_index_raw(index)).await
+    }
+
+    /// The id this namespace gives the namespace open at `fd`, if any.
+    pub async fn nsid_of(&self, fd: std::os::fd::BorrowedFd<'_>) -> Result<Option<i32>, MedicError> {
+        use std::os::fd::AsRawFd;
+        self.within(|| "asking a namespace's id".into(), self.nsid_of_raw(fd.as_raw_fd())).await
+    }
+
+    /// Every IPv4 neighbour entry on link `index`.
+    pub async fn neighbours_on(&self, index: u32) -> Result<Vec<(Ipv4Addr, NeighbourEntry)>, MedicError> {
+        self.within(|| format!("listing neighbours on link #{index}"), self.neighbours_on_raw(index)).await
     }
 
     /// `ip link set <index> address <mac>`.

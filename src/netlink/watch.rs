@@ -151,12 +151,13 @@ where
     let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
         .map_err(|e| MedicError::netns_io(format!("watching {what}"), e.into()))?;
     let task = tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
             let Ok(mut guard) = fd.readable().await else {
                 on_event(WatchEvent::Lost);
                 return;
             };
+            // Held only while reading: hundreds of idle watches hold no buffer (RSS).
+            let mut buf = vec![0u8; 64 * 1024];
             loop {
                 // SAFETY: sockaddr_nl is plain data; zeroed is a valid initial value.
                 let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };

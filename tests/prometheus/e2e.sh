@@ -308,7 +308,8 @@ sleep 0.5
 R1=$(mval "${REPAIR_SERIES[@]}")
 L1=$(grep -c "$LOGRE" "$T/medic.log")
 HC1=$(mval calico_medic_repair_latency_seconds_count) HS1=$(mval calico_medic_repair_latency_seconds_sum)
-mine=$(grep -c "container=$NOMAC .*$LOGRE" "$T/medic.log")
+# (repaired before its start, the repair line names the container by id: no inspect before start)
+mine=$(grep -cE "container=($NOMAC|$NOMAC_ID) .*$LOGRE" "$T/medic.log")
 foreign=$((L1 - L0 - mine))
 if [[ $mine -eq 0 ]] && others=$(other_agents) && [[ -n $others ]]; then
     skip "repairs_total +1: our agent did not repair $NOMAC; another calico-medic (pids $others) did first"
