@@ -32,6 +32,7 @@ pub struct Metrics {
     docker_reconnects: IntCounter,
     docker_events: IntCounterVec,
     resyncs: IntCounter,
+    probe_only_passes: IntCounter,
     last_resync: Gauge,
     check_errors: IntCounterVec,
     watches: IntGauge,
@@ -188,6 +189,11 @@ impl Metrics {
         let docker_events =
             counter_vec(&r, "docker_events_total", "Docker events received, by type and action.", &["type", "action"]);
         let resyncs = counter(&r, "resyncs_total", "Full resyncs of all containers.");
+        let probe_only_passes = counter(
+            &r,
+            "probe_only_passes_total",
+            "Probe ticks and periodic resyncs answered by the host's echo alone (healthy, watched containers).",
+        );
         let last_resync = Gauge::with_opts(
             Opts::new("last_resync_timestamp_seconds", "Unix time of the last completed full resync.").namespace(NS),
         )
@@ -261,6 +267,7 @@ impl Metrics {
             docker_reconnects,
             docker_events,
             resyncs,
+            probe_only_passes,
             last_resync,
             check_errors,
             watches,
@@ -440,6 +447,10 @@ impl Metrics {
     /// `action` must be bounded (the part before any `:`).
     pub fn docker_event(&self, typ: &str, action: &str) {
         self.docker_events.with_label_values(&[typ, action]).inc();
+    }
+
+    pub fn probe_only_pass(&self) {
+        self.probe_only_passes.inc();
     }
 
     pub fn resync_done(&self, unix_seconds: f64) {

@@ -251,3 +251,54 @@ fn sighup_applies_watch_and_concurrency() {
     assert!(t.wait_reachable(Duration::from_secs(1)).is_some(), "{}", daemon.log_text());
     assert!(daemon.stop().is_some_and(|s| s.success()));
 }
+
+/// Idle cost: probe ticks and the periodic resync of a healthy, watched task are
+/// answered by the host's echo alone (`probe_only_passes_total` grows, repairs do
+/// not); an echo that fails without any netlink change (the task ignores ICMP, a
+/// per-namespace sysctl) still runs the full pass at once and reports
+/// `workload_unreachable`; a real break is repaired through the watch as before.
+#[test]
+fn healthy_watched_tasks_are_only_reprobed() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "resync_interval = \"1s\"\n[probe]\ninterval = \"1s\"\ntimeout = \"200ms\"\n").unwrap();
+    let mut daemon = Daemon::start(&["--config", cfg.to_str().unwrap()]);
+    let t = Task::start(&["--nomac", "--app", "idle-probe"]);
+    assert!(t.wait_reachable(Duration::from_secs(2)).is_some());
+    let id = docker(&["inspect", "-f", "{{.Id}}", &t.name]);
+    let unreachable = format!("calico_medic_endpoint_fault{{container_id=\"{id}\",fault=\"workload_unreachable\"}}");
+    daemon.settle();
+    let probe_only = |d: &Daemon| d.metric("calico_medic_probe_only_passes_total").unwrap_or(0.0);
+    let before = probe_only(&daemon);
+    std::thread::sleep(Duration::from_secs(4));
+    let grown = probe_only(&daemon) - before;
+    assert!(grown >= 3.0, "4 s of 1 s probe ticks and resyncs answered by the echo alone: {grown}");
+
+    // No netlink change: only the failing echo can notice.
+    let ignore = |v: &str| {
+        let st = Command::new("nsenter")
+            .args(["-t", &t.pid(), "-n", "sh", "-c", &format!("echo {v} > /proc/sys/net/ipv4/icmp_echo_ignore_all")])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    ignore("1");
+    let start = Instant::now();
+    while daemon.metric(&unreachable) != Some(1.0) {
+        assert!(start.elapsed() < Duration::from_secs(5), "workload_unreachable reported: {}", daemon.metrics());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ignore("0");
+    let start = Instant::now();
+    while daemon.metric(&unreachable) != Some(0.0) && daemon.metric(&unreachable).is_some() {
+        assert!(start.elapsed() < Duration::from_secs(5), "reachable again: {}", daemon.metrics());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t.break_it("mac");
+    assert!(t.wait_reachable(Duration::from_secs(1)).is_some(), "{}", daemon.log_text());
+    assert!(daemon.stop().is_some_and(|s| s.success()));
+}

@@ -77,6 +77,11 @@ struct ContainerState {
     policy: Option<Policy>,
     /// Docker's timestamp of its last start event (unix seconds).
     started_at: Option<f64>,
+    /// The reports of its last pass when every endpoint was healthy and reachable,
+    /// for the PID they were made for: a probe tick only re-probes these.
+    last_healthy: Option<(u32, Vec<crate::report::EndpointReport>)>,
+    /// A trigger other than a probe tick arrived since its last pass began.
+    full_pass_wanted: bool,
 }
 
 /// Everything the agent knows per container, plus the host side's shared pieces.
@@ -275,6 +280,7 @@ impl Agent {
                 Trigger::Recheck => st.backoff.recheck_fired(),
                 Trigger::Resync | Trigger::Probe => {}
             }
+            st.full_pass_wanted |= !matches!(trigger, Trigger::Probe);
             st.slot.enqueue()
         };
         if send {
@@ -374,7 +380,7 @@ impl Agent {
         let mut done = WorkDone { health: &self.health, progress: false };
         // One snapshot per pass: a SIGHUP reload mid-pass cannot mix two configs.
         let medic = self.medic();
-        let (mode, kind, ticket, interrupt) = {
+        let (mode, kind, ticket, interrupt, probe_only) = {
             let mut c = self.containers();
             let st = c.by_id.entry(id.to_string()).or_default();
             let ticket = st.slot.start();
@@ -385,9 +391,48 @@ impl Agent {
                 PassKind::BackedOff => Mode::BackedOff,
                 PassKind::Repair => Mode::Repair,
             };
-            (mode, kind, ticket, st.interrupt.clone())
+            let full_wanted = std::mem::take(&mut st.full_pass_wanted);
+            // Only probe ticks since the last pass, which found everything healthy, and
+            // the namespace it saw is still watched: re-probing is all there is to do.
+            let probe_only = match (&st.last_healthy, &st.watch) {
+                (Some((pid, reports)), Some((watched, _)))
+                    if !full_wanted
+                        && pid == watched
+                        && kind == PassKind::Repair
+                        && medic.config.probe.targets.is_empty()
+                        && self.watches_enabled.load(Ordering::SeqCst) =>
+                {
+                    Some(reports.clone())
+                }
+                _ => None,
+            };
+            (mode, kind, ticket, st.interrupt.clone(), probe_only)
         };
         let deadline = medic.config.pass_timeout;
+        if let Some(last) = probe_only {
+            let probe = {
+                let medic = medic.clone();
+                async move { Ok::<_, MedicError>(medic.probe_healthy(&last).await) }
+            };
+            if let Ok(Some(reports)) = run_guarded(probe, deadline, id).await {
+                done.progress = true;
+                let current = {
+                    let mut c = self.containers();
+                    let Some(st) = c.by_id.get_mut(id) else { return };
+                    let (current, again) = st.slot.finish(ticket);
+                    if again {
+                        self.send(id);
+                    }
+                    current
+                };
+                if current {
+                    self.metrics.probe_only_pass();
+                    self.metrics.record_reports(id, &reports);
+                }
+                return;
+            }
+            // An echo failed: the full pass finds out why (and repairs).
+        }
         let pass = {
             let (medic, target) = (medic.clone(), id.to_string());
             async move { medic.run_interruptible(&target, mode, Some(&interrupt)).await }
@@ -420,6 +465,10 @@ impl Agent {
                             new_watch_needed = Some(pid);
                         }
                         st.endpoint_ids = out.reports.iter().map(|r| r.endpoint_id.clone()).collect();
+                        let all_well = !out.reports.is_empty()
+                            && out.reports.iter().all(|r| r.healthy && r.reachable == Some(true) && r.error.is_none());
+                        st.last_healthy = (all_well && out.policy != Policy::Off)
+                            .then(|| (out.workload.pid, out.reports.clone()));
                         let indexes: Vec<u32> = out.reports.iter().filter_map(|r| r.host_ifindex).collect();
                         if indexes != st.host_ifindexes {
                             let old = std::mem::replace(&mut st.host_ifindexes, indexes.clone());
@@ -463,6 +512,7 @@ impl Agent {
         // next trigger with no stale state (endpoints unknown, no watch).
         st.endpoints = None;
         st.watch = None;
+        st.last_healthy = None;
         if matches!(e, MedicError::NotRunning(_)) {
             // Connected but not started yet: latency counts from its start event.
             st.pending_event = None;
@@ -532,7 +582,10 @@ impl Agent {
     }
 
     /// Queues every running container; forgets containers Docker no longer lists.
-    pub async fn resync(&self) -> Result<usize, MedicError> {
+    /// After (re)connecting every container gets a full pass (`Trigger::Resync`: events
+    /// may have been missed); the periodic safety net queues `Trigger::Probe`, so a
+    /// watched, healthy container is only re-probed (its watch reports any change).
+    pub async fn resync(&self, trigger: Trigger) -> Result<usize, MedicError> {
         let docker = self.medic().docker.clone();
         let running = docker.running_containers().await?;
         if self.medic().config.prestart.enabled && self.containers().sandboxes.docker_root.is_none() {
@@ -559,7 +612,7 @@ impl Agent {
         }
         self.refresh_gauges();
         for (id, _) in &running {
-            self.enqueue(id, Trigger::Resync);
+            self.enqueue(id, trigger);
         }
         self.metrics.resync_done(unix_now());
         Ok(running.len())
@@ -574,7 +627,7 @@ impl Agent {
                 _ = shutdown.changed() => return,
             }
             if self.health.is_ready() {
-                if let Err(e) = self.resync().await {
+                if let Err(e) = self.resync(Trigger::Probe).await {
                     warn!("periodic resync failed: {e}");
                 }
             }
