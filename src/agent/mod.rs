@@ -467,8 +467,8 @@ impl Agent {
                         st.endpoint_ids = out.reports.iter().map(|r| r.endpoint_id.clone()).collect();
                         let all_well = !out.reports.is_empty()
                             && out.reports.iter().all(|r| r.healthy && r.reachable == Some(true) && r.error.is_none());
-                        st.last_healthy = (all_well && out.policy != Policy::Off)
-                            .then(|| (out.workload.pid, out.reports.clone()));
+                        st.last_healthy =
+                            (all_well && out.policy != Policy::Off).then(|| (out.workload.pid, out.reports.clone()));
                         let indexes: Vec<u32> = out.reports.iter().filter_map(|r| r.host_ifindex).collect();
                         if indexes != st.host_ifindexes {
                             let old = std::mem::replace(&mut st.host_ifindexes, indexes.clone());
