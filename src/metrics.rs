@@ -192,7 +192,7 @@ impl Metrics {
         let probe_only_passes = counter(
             &r,
             "probe_only_passes_total",
-            "Probe ticks and periodic resyncs answered by the host's echo alone (healthy, watched containers).",
+            "Probe ticks answered by the host's echo alone (healthy, watched containers).",
         );
         let last_resync = Gauge::with_opts(
             Opts::new("last_resync_timestamp_seconds", "Unix time of the last completed full resync.").namespace(NS),

@@ -148,7 +148,7 @@ impl Agent {
             self.set_docker_connected(true);
             policy.resynced(std::time::Instant::now());
             self.health.follower_beat();
-            match self.resync(Trigger::Resync).await {
+            match self.resync().await {
                 Ok(n) => {
                     info!("resync: {n} running container(s) queued");
                     self.health.set_resynced();

@@ -582,10 +582,9 @@ impl Agent {
     }
 
     /// Queues every running container; forgets containers Docker no longer lists.
-    /// After (re)connecting every container gets a full pass (`Trigger::Resync`: events
-    /// may have been missed); the periodic safety net queues `Trigger::Probe`, so a
-    /// watched, healthy container is only re-probed (its watch reports any change).
-    pub async fn resync(&self, trigger: Trigger) -> Result<usize, MedicError> {
+    /// Every container gets a full pass (the safety net under events and watches);
+    /// only probe ticks can be answered by the echo alone.
+    pub async fn resync(&self) -> Result<usize, MedicError> {
         let docker = self.medic().docker.clone();
         let running = docker.running_containers().await?;
         if self.medic().config.prestart.enabled && self.containers().sandboxes.docker_root.is_none() {
@@ -612,7 +611,7 @@ impl Agent {
         }
         self.refresh_gauges();
         for (id, _) in &running {
-            self.enqueue(id, trigger);
+            self.enqueue(id, Trigger::Resync);
         }
         self.metrics.resync_done(unix_now());
         Ok(running.len())
@@ -627,7 +626,7 @@ impl Agent {
                 _ = shutdown.changed() => return,
             }
             if self.health.is_ready() {
-                if let Err(e) = self.resync(Trigger::Probe).await {
+                if let Err(e) = self.resync().await {
                     warn!("periodic resync failed: {e}");
                 }
             }
