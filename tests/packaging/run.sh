@@ -534,11 +534,12 @@ example_keys() { # <section or "">: keys of the uncommented example in that sect
     awk -v s="$1" '/^\[/ { cur = substr($0, 2, length($0) - 2); next }
         cur == s && /^[a-z_]+ = / { print $1 }' "$WORK/uncommented.toml"
 }
-for section in "" backoff probe; do
+sections="backoff probe calico marathon prestart"
+for section in "" $sections; do
     if [[ -z $section ]]; then printf 'zz_unknown = 1\n' >"$WORK/probe.toml"; else printf '[%s]\nzz_unknown = 1\n' "$section" >"$WORK/probe.toml"; fi
     err=$("$BIN" check --config "$WORK/probe.toml" --docker-host "$NOSOCK" 2>&1)
     known=$(sed -n 's/.*expected one of \(.*\)$/\1/p' <<<"$err" | grep -oE '`[a-z_]+`' | tr -d '`')
-    [[ -z $section ]] && known=$(grep -vxE 'backoff|probe' <<<"$known")
+    [[ -z $section ]] && known=$(grep -vxE "${sections// /|}" <<<"$known")
     have=$(example_keys "$section")
     missing=$(comm -23 <(sort <<<"$known") <(sort <<<"$have") | tr '\n' ' ')
     if [[ -z $known ]]; then
