@@ -355,14 +355,21 @@ pub async fn endpoint_pass(
     mode: Mode,
     who: &Identity,
 ) -> Result<EndpointPass, MedicError> {
-    let observe = || async {
-        let side = observe_container(nl, expected).await?;
-        let mut faults = diagnose_container(expected, &side);
-        faults.extend(host_faults.iter().cloned());
-        Ok::<_, MedicError>((side, faults))
-    };
-    let (before, faults) = observe().await?;
+    let (before, faults) = observe_endpoint(nl, expected, host_faults).await?;
     endpoint_pass_from(nl, expected, host_faults, mode, who, before, faults).await
+}
+
+/// One look at the endpoint: what the container side shows and every fault, the
+/// host side's (read-only) included.
+async fn observe_endpoint(
+    nl: &Netlink,
+    expected: &Expected,
+    host_faults: &[Fault],
+) -> Result<(ContainerSide, Vec<Fault>), MedicError> {
+    let side = observe_container(nl, expected).await?;
+    let mut faults = diagnose_container(expected, &side);
+    faults.extend(host_faults.iter().cloned());
+    Ok((side, faults))
 }
 
 /// `endpoint_pass` from an observation just made (the pre-start path has one in hand
@@ -376,12 +383,7 @@ pub async fn endpoint_pass_from(
     before: ContainerSide,
     faults: Vec<Fault>,
 ) -> Result<EndpointPass, MedicError> {
-    let observe = || async {
-        let side = observe_container(nl, expected).await?;
-        let mut faults = diagnose_container(expected, &side);
-        faults.extend(host_faults.iter().cloned());
-        Ok::<_, MedicError>((side, faults))
-    };
+    let observe = || observe_endpoint(nl, expected, host_faults);
     let interface = before.link.as_ref().map(|l| l.name.clone()).unwrap_or_else(|| expected.interface.clone());
     let link_index = before.link.as_ref().map(|l| l.index);
     let planned = plan(&faults, expected, &interface);

@@ -314,30 +314,8 @@ impl Netlink {
     }
 
     async fn neighbour_from_dump(&self, index: u32, ip: Ipv4Addr) -> Result<Option<NeighbourEntry>, MedicError> {
-        let mut msg = NeighbourMessage::default();
-        msg.header.family = AddressFamily::Inet;
-        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNeighbour(msg));
-        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let mut handle = self.handle.clone();
-        let context = || format!("listing neighbours for {ip}");
-        let mut responses = handle.request(req).map_err(|e| MedicError::netlink(context(), e))?;
-        let mut found = None;
-        while let Some(resp) = responses.next().await {
-            match resp.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
-                    if let Some((i, dst, entry)) = neighbour_entry(&n) {
-                        if i == index && dst == ip && found.is_none() {
-                            found = Some(entry);
-                        }
-                    }
-                }
-                NetlinkPayload::Error(e) if e.code.is_some() => {
-                    return Err(MedicError::netlink(context(), rtnetlink::Error::NetlinkError(e)));
-                }
-                _ => {}
-            }
-        }
-        Ok(found)
+        let on_link = self.neighbours_on_raw(index).await?;
+        Ok(on_link.into_iter().find(|(dst, _)| *dst == ip).map(|(_, entry)| entry))
     }
 
     /// A link by index, with the id (in this namespace) of the namespace its veth peer

@@ -320,31 +320,28 @@ fn log_field(log: &str, marker: &str, field: &str) -> Vec<f64> {
     v
 }
 
+/// The daemon's log while `n` omit-MAC tasks start one after another (tasks removed after).
+fn daemon_log_over_tasks(cfg: &tempfile::NamedTempFile, n: usize) -> String {
+    let d = Daemon::start(&["--config", cfg.path().to_str().unwrap()]);
+    let mut started = Started(Vec::new());
+    start_many(n, 1, "calico-lab-nomac", FIRST_ACT, &mut started);
+    std::thread::sleep(Duration::from_secs(1));
+    let log = d.log_text();
+    drop(d);
+    log
+}
+
 fn latency(a: &Args) {
     let n = a.tasks.unwrap_or(40);
     // SAFETY (edition 2021: safe): set before any thread reads the environment.
     std::env::set_var("CALICO_MEDIC_LOG", "calico_medic=info,calico_medic::agent=debug");
     let (mut pre50, mut pre99, mut margin50, mut post50, mut post99) = (vec![], vec![], vec![], vec![], vec![]);
     for run in 1..=a.runs {
-        let cfg = config("");
-        let d = Daemon::start(&["--config", cfg.path().to_str().unwrap()]);
-        let mut started = Started(Vec::new());
-        start_many(n, 1, "calico-lab-nomac", FIRST_ACT, &mut started);
-        std::thread::sleep(Duration::from_secs(1));
-        let log = d.log_text();
-        drop(d);
-        drop(started);
+        let log = daemon_log_over_tasks(&config(""), n);
         let pre = log_field(&log, "repaired in the sandbox", "latency_ms");
         let margin = log_field(&log, "confirmed after start", "before_start_event_ms");
 
-        let off = prestart_off();
-        let d = Daemon::start(&["--config", off.path().to_str().unwrap()]);
-        let mut started = Started(Vec::new());
-        start_many(n, 1, "calico-lab-nomac", FIRST_ACT, &mut started);
-        std::thread::sleep(Duration::from_secs(1));
-        let log = d.log_text();
-        drop(d);
-        drop(started);
+        let log = daemon_log_over_tasks(&prestart_off(), n);
         let post = log_field(&log, "repaired after start", "latency_ms");
         println!(
             "latency run {run} (Docker {}): pre-start, veth moved → verified repair: p50 {:.2} ms p99 {:.2} ms ({} samples), \
