@@ -78,7 +78,7 @@ pub fn configured_datastore(config: &Config) -> Result<Option<Arc<Datastore>>, M
 }
 
 pub struct Daemon {
-    agent: Arc<Agent>,
+    agent: Agent,
     /// Followed for the daemon's whole life (a `[calico]` change takes a restart).
     datastore: Option<Arc<Datastore>>,
     config: Config,
@@ -131,18 +131,10 @@ impl Daemon {
         );
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
-        let agent = Agent::new(medic, metrics.clone(), health.clone(), dry_run);
         let (stop, stop_rx) = watch::channel(false);
-        let mut tasks = vec![
-            tokio::spawn(agent.clone().run_workers(stop_rx.clone())),
-            tokio::spawn(agent.clone().follow_docker(stop_rx.clone())),
-            tokio::spawn(agent.clone().resync_loop(stop_rx.clone())),
-            tokio::spawn(agent.clone().probe_loop(stop_rx.clone())),
-            tokio::spawn(crate::http::serve(listener, HttpState { metrics, health }, stop_rx.clone())),
-        ];
-        if let Some(ds) = &datastore {
-            tasks.push(tokio::spawn(agent.clone().follow_datastore(ds.clone(), stop_rx)));
-        }
+        let (agent, mut tasks) =
+            Agent::start(medic, metrics.clone(), health.clone(), dry_run, datastore.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(crate::http::serve(listener, HttpState { metrics, health }, stop_rx)));
         Ok(Some(Daemon { agent, datastore, config, dry_run_flag, signals, stop, tasks }))
     }
 
@@ -156,7 +148,7 @@ impl Daemon {
         applied.listen = self.config.listen;
         applied.calico = self.config.calico.clone();
         let medic = build_medic(applied.clone()).await?.with_datastore(self.datastore.clone());
-        self.agent.replace_medic(medic, self.dry_run_flag || applied.dry_run);
+        self.agent.reload(medic, self.dry_run_flag || applied.dry_run);
         self.config = applied;
         Ok(Reloaded { needs_restart })
     }

@@ -20,7 +20,7 @@ use crate::observe::{observe_container, observe_host, ContainerSide};
 use crate::probe;
 use crate::repair::{apply, plan, ActionOutcome, ActionResult};
 use crate::report::{EndpointReport, ProbeResult};
-use crate::workload::{ordered_candidates, resolve_mac, Endpoint, Escaped, Expected, Identity, MacSource, Workload};
+use crate::workload::{Endpoint, EndpointFacts, Escaped, Expected, Identity, MacEvidence, Workload};
 
 /// What a pass may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +55,30 @@ impl Mode {
             Mode::DryRun => "dry_run",
             Mode::BackedOff => "backed_off",
         }
+    }
+}
+
+/// The pipeline in force and whether writes are off, swapped whole on SIGHUP: what
+/// the scheduler, the sources and the pre-start path read the configuration from.
+pub struct Current {
+    inner: std::sync::RwLock<(Arc<Medic>, bool)>,
+}
+
+impl Current {
+    pub fn new(medic: Medic, dry_run: bool) -> Arc<Current> {
+        Arc::new(Current { inner: std::sync::RwLock::new((Arc::new(medic), dry_run)) })
+    }
+
+    pub fn medic(&self) -> Arc<Medic> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    pub fn replace(&self, medic: Medic, dry_run: bool) {
+        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(medic), dry_run);
     }
 }
 
@@ -267,25 +291,20 @@ impl Medic {
         let host_mac = host.as_ref().and_then(|h| h.neighbour.as_ref()).map(|n| n.mac);
         // Unknown while the datastore is down or unread: the host's view decides.
         let lookup = self.datastore.as_ref().map_or(Lookup::Unknown, |d| d.lookup(&endpoint.endpoint_id));
-        let mac_sources = [
-            (MacSource::Config, cfg.expected_mac),
-            (MacSource::Datastore, lookup.mac()),
-            (MacSource::HostNeighbour, host_mac),
-            (MacSource::DockerInspect, endpoint.docker_mac),
-        ];
-        let (mac, mac_source, mac_disagreements) = resolve_mac(&ordered_candidates(&mac_sources));
-        let expected = Expected {
-            interface: cfg.container_interface.clone(),
+        let evidence = MacEvidence {
+            config: cfg.expected_mac,
+            datastore: lookup.mac(),
+            host_neighbour: host_mac,
+            docker_inspect: endpoint.docker_mac,
+        };
+        let facts = EndpointFacts {
             host_interface,
             ip: endpoint.ip,
-            gateway: cfg.gateway,
-            mac,
-            mac_source,
-            mac_disagreements,
             peer_index: host_link.and_then(|l| l.peer_index),
             only_endpoint: workload.endpoints.len() == 1,
             default_route: endpoint.default_route.clone(),
         };
+        let expected = Expected::build(&cfg.container_interface, cfg.gateway, facts, &evidence);
         report.expected_mac = Some(expected.mac);
         report.expected_mac_source = Some(expected.mac_source);
         report.mac_disagreements = expected.mac_disagreements.clone();
@@ -305,7 +324,7 @@ impl Medic {
         // Reported, never repaired: Calico owns the datastore.
         if let Some(ds) = &self.datastore {
             let key = format!("{}/{}", ds.dir, endpoint.endpoint_id);
-            host_faults.extend(endpoint_findings(&lookup, &key, endpoint.ip, &mac_sources));
+            host_faults.extend(endpoint_findings(&lookup, &key, endpoint.ip, &evidence.sources()));
         }
         match endpoint_pass(session, &expected, &host_faults, mode, &who).await {
             Ok(pass) => {

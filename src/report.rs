@@ -181,6 +181,11 @@ pub fn render_table(reports: &[EndpointReport]) -> String {
     out
 }
 
+/// Wall-clock now, in unix seconds (Docker's event times are on this clock).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

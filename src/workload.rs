@@ -235,7 +235,59 @@ pub struct Expected {
     pub default_route: DefaultRoute,
 }
 
+/// What each source says an endpoint's MAC should be (`None`: it does not know).
+/// The one place both repair paths (after start and before start) get it from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MacEvidence {
+    pub config: Option<MacAddr>,
+    pub datastore: Option<MacAddr>,
+    pub host_neighbour: Option<MacAddr>,
+    /// Docker's `MacAddress` (unknown before start: `docker inspect` blocks until then).
+    pub docker_inspect: Option<MacAddr>,
+}
+
+impl MacEvidence {
+    pub fn sources(&self) -> [(MacSource, Option<MacAddr>); 4] {
+        [
+            (MacSource::Config, self.config),
+            (MacSource::Datastore, self.datastore),
+            (MacSource::HostNeighbour, self.host_neighbour),
+            (MacSource::DockerInspect, self.docker_inspect),
+        ]
+    }
+}
+
+/// Where an endpoint sits, as far as its expected state is concerned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointFacts {
+    pub host_interface: String,
+    pub ip: Ipv4Addr,
+    pub peer_index: Option<u32>,
+    pub only_endpoint: bool,
+    pub default_route: DefaultRoute,
+}
+
 impl Expected {
+    /// THE builder of an endpoint's expected state: the plugin's interface name and
+    /// gateway, the endpoint's facts, and the most trusted MAC of `evidence` (with
+    /// every source that disagrees). The post-start pass and the pre-start path both
+    /// call it, so one place decides the expected MAC and its source.
+    pub fn build(interface: &str, gateway: Ipv4Addr, facts: EndpointFacts, evidence: &MacEvidence) -> Expected {
+        let (mac, mac_source, mac_disagreements) = resolve_mac(&ordered_candidates(&evidence.sources()));
+        Expected {
+            interface: interface.to_string(),
+            host_interface: facts.host_interface,
+            ip: facts.ip,
+            gateway,
+            mac,
+            mac_source,
+            mac_disagreements,
+            peer_index: facts.peer_index,
+            only_endpoint: facts.only_endpoint,
+            default_route: facts.default_route,
+        }
+    }
+
     /// The expected state of a container's only calico endpoint, which holds the
     /// default route; the MAC is the most trusted of `candidates`.
     pub fn resolve(

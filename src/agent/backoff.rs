@@ -80,6 +80,15 @@ impl Backoff {
         self.until.is_some_and(|t| t > now)
     }
 
+    /// The kind a pass starting now would be (pure: `begin_pass` commits it).
+    pub fn kind_at(&self, now: Instant) -> PassKind {
+        if self.backed_off(now) && !self.allow_once {
+            PassKind::BackedOff
+        } else {
+            PassKind::Repair
+        }
+    }
+
     /// Decides the kind of a pass that starts now (consumes a settle allowance).
     pub fn begin_pass(&mut self, now: Instant) -> PassKind {
         if self.backed_off(now) && !std::mem::take(&mut self.allow_once) {

@@ -1,19 +1,12 @@
-//! The agent's side of escalation: after each pass, the pure `Escalator` decides;
-//! this sends the kill (in its own task, never under a lock), counts, logs one line
-//! per decision and schedules the next look.
+//! How escalation sees a finished pass, pure: each endpoint's state, the worst one
+//! for the container, and the `TaskView` the escalation policy (`marathon::escalate`)
+//! decides on. The executor sends the kill it decides and reports back.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use tracing::{info, warn};
-
-use super::{unix_now, Agent, Trigger};
 use crate::diagnose::FaultKind;
 use crate::marathon::escalate::parse_docker_time;
-use crate::marathon::{Decision, EndpointState, KillOutcome, KillResult, Policy, TaskView};
-use crate::medic::{ContainerOutcome, Medic, Mode};
+use crate::marathon::{EndpointState, TaskView};
+use crate::medic::{ContainerOutcome, Mode};
 use crate::report::EndpointReport;
-use crate::workload::Escaped;
 
 /// How escalation sees one endpoint after a pass in `mode`.
 fn endpoint_state(r: &EndpointReport, mode: Mode) -> EndpointState {
@@ -43,99 +36,21 @@ fn container_state(reports: &[EndpointReport], mode: Mode) -> EndpointState {
         .unwrap_or(EndpointState::Healthy)
 }
 
-impl Agent {
-    pub(super) fn escalate_after_pass(&self, id: &str, out: &ContainerOutcome, mode: Mode, medic: &Arc<Medic>) {
-        let Some(client) = medic.marathon.clone() else { return };
-        if mode == Mode::Check {
-            return;
-        }
-        let w = &out.workload;
-        let reports = &out.reports;
-        let view = TaskView {
-            container_id: id,
-            container_name: &w.container_name,
-            app: w.marathon_app_id.as_deref(),
-            task: w.mesos_task_id.as_deref(),
-            policy: out.policy,
-            started_unix: parse_docker_time(&w.started_at),
-            state: container_state(reports, mode),
-            endpoints: reports.len(),
-            failing: reports.iter().filter(|r| !r.healthy).count(),
-            host_side_missing: reports
-                .iter()
-                .filter(|r| r.remaining_faults.contains(&FaultKind::HostLinkMissing))
-                .count(),
-        };
-        let settings = medic.config.marathon.settings(mode == Mode::DryRun);
-        let docker_up = self.health.docker_connected();
-        let decision = self.escalator.lock().unwrap().after_pass(unix_now(), &view, docker_up, &settings);
-        let who = w.identity();
-        match decision {
-            Decision::Nothing => {}
-            Decision::Wait(delay) => self.schedule(id, delay, Trigger::Probe),
-            Decision::Suppressed { reason, newly, again_in } => {
-                if newly {
-                    warn!(
-                        "{who} escalation suppressed: reason={} (cannot be repaired from the host, but no kill now)",
-                        reason.as_str()
-                    );
-                    self.metrics.escalation("suppressed");
-                }
-                self.schedule(id, again_in, Trigger::Probe);
-            }
-            Decision::Kill { app, task, dry_run: true } => {
-                info!(
-                    "{who} escalation (dry run): would ask Marathon to replace task {} of app {}",
-                    Escaped(&task),
-                    Escaped(&app)
-                );
-                self.metrics.escalation("dry_run");
-            }
-            Decision::Kill { app, task, dry_run: false } => {
-                let Some(agent) = self.me.upgrade() else { return };
-                let id = id.to_string();
-                tokio::spawn(async move {
-                    let result = client.kill(&app, &task).await;
-                    let outcome = match &result {
-                        KillResult::Killed { url } => {
-                            info!("{who} escalation: Marathon at {url} is replacing task {}", Escaped(&task));
-                            agent.metrics.escalation("killed");
-                            KillOutcome::Done
-                        }
-                        KillResult::AlreadyGone { url } => {
-                            info!("{who} escalation: Marathon at {url} says task {} is already gone", Escaped(&task));
-                            agent.metrics.escalation("killed");
-                            KillOutcome::Done
-                        }
-                        KillResult::Failed { why } => {
-                            warn!("{who} escalation: killing task {} failed: {why}", Escaped(&task));
-                            agent.metrics.escalation("failed");
-                            KillOutcome::Failed
-                        }
-                    };
-                    let retry = agent.escalator.lock().unwrap().kill_finished(unix_now(), &id, &task, outcome);
-                    if let Some(delay) = retry {
-                        info!("{who} escalation: next attempt for task {} in {delay:?}", Escaped(&task));
-                        agent.schedule(&id, delay + Duration::from_millis(10), Trigger::Probe);
-                    }
-                    agent.refresh_policy_gauges();
-                });
-            }
-        }
-        self.refresh_policy_gauges();
-    }
-
-    /// The per-policy and per-suppression-reason gauges.
-    pub(super) fn refresh_policy_gauges(&self) {
-        let counts: Vec<(Policy, usize)> = {
-            let c = self.containers();
-            let known: Vec<Policy> =
-                c.by_id.values().filter(|s| s.endpoints.is_some()).filter_map(|s| s.policy).collect();
-            Policy::ALL.iter().map(|p| (*p, known.iter().filter(|k| *k == p).count())).collect()
-        };
-        self.metrics.set_policy_counts(&counts);
-        let suppressed = self.escalator.lock().unwrap().suppressed_counts();
-        self.metrics.set_escalation_suppressed(&suppressed);
+/// What the escalation policy is told about one pass over container `id`.
+pub fn task_view<'a>(id: &'a str, out: &'a ContainerOutcome, mode: Mode) -> TaskView<'a> {
+    let w = &out.workload;
+    let reports = &out.reports;
+    TaskView {
+        container_id: id,
+        container_name: &w.container_name,
+        app: w.marathon_app_id.as_deref(),
+        task: w.mesos_task_id.as_deref(),
+        policy: out.policy,
+        started_unix: parse_docker_time(&w.started_at),
+        state: container_state(reports, mode),
+        endpoints: reports.len(),
+        failing: reports.iter().filter(|r| !r.healthy).count(),
+        host_side_missing: reports.iter().filter(|r| r.remaining_faults.contains(&FaultKind::HostLinkMissing)).count(),
     }
 }
 

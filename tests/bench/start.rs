@@ -334,7 +334,7 @@ fn daemon_log_over_tasks(cfg: &tempfile::NamedTempFile, n: usize) -> String {
 fn latency(a: &Args) {
     let n = a.tasks.unwrap_or(40);
     // SAFETY (edition 2021: safe): set before any thread reads the environment.
-    std::env::set_var("CALICO_MEDIC_LOG", "calico_medic=info,calico_medic::agent=debug");
+    std::env::set_var("CALICO_MEDIC_LOG", "calico_medic=info,calico_medic::agent=debug,calico_medic::prestart=debug");
     let (mut pre50, mut pre99, mut margin50, mut post50, mut post99) = (vec![], vec![], vec![], vec![], vec![]);
     for run in 1..=a.runs {
         let log = daemon_log_over_tasks(&config(""), n);

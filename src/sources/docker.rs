@@ -1,8 +1,7 @@
 //! Following Docker: the event stream (resumed from the last event seen after a
-//! reconnect, with a full resync each time) and the mapping of one event to a
-//! container and what to do about it.
+//! reconnect, with a full resync each time), the mapping of one event to a notice,
+//! and the running list (the resync).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::models::EventMessage;
@@ -10,7 +9,9 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{unix_now, Agent, Trigger};
+use super::{Notice, SourceCtx};
+use crate::error::MedicError;
+use crate::report::unix_now;
 
 /// What an event means for the agent.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,131 +70,161 @@ pub fn classify(ev: &EventMessage, calico_drivers: &[String]) -> Option<EventAct
     }
 }
 
-impl Agent {
-    fn handle_event(&self, ev: &EventMessage) {
-        let (typ, action) = labels(ev);
-        self.metrics.docker_event(&typ, &action);
-        debug!("docker event {typ} {action} ({:.1} ms old)", (unix_now() - event_time(ev)) * 1000.0);
-        let drivers = self.medic().config.calico_drivers.clone();
-        match classify(ev, &drivers) {
-            Some(EventAction::Started { id, unix_seconds }) => self.enqueue(&id, Trigger::Started { unix_seconds }),
-            Some(EventAction::Destroyed { id }) => self.forget(&id),
-            Some(EventAction::Died { id }) => self.died(&id),
-            Some(EventAction::CalicoNetwork { id, connect, unix_seconds }) => {
-                if connect {
-                    self.containers().by_id.entry(id.clone()).or_default().calico_hint = true;
-                }
-                self.enqueue(&id, Trigger::DockerEvent { unix_seconds });
-            }
-            None => {}
+/// The notice an event makes, if any.
+fn notice(ev: &EventMessage, calico_drivers: &[String]) -> Option<Notice> {
+    Some(match classify(ev, calico_drivers)? {
+        EventAction::Started { id, unix_seconds } => Notice::Started { id, unix_seconds },
+        EventAction::CalicoNetwork { id, connect, unix_seconds } => Notice::CalicoNetwork { id, connect, unix_seconds },
+        EventAction::Died { id } => Notice::Died { id },
+        EventAction::Destroyed { id } => Notice::Destroyed { id },
+    })
+}
+
+/// Lists the running containers for the scheduler (which forgets the others and
+/// queues every one for a full pass); returns how many run.
+pub async fn resync(ctx: &SourceCtx) -> Result<usize, MedicError> {
+    let docker = ctx.current.medic().docker.clone();
+    let running = docker.running_containers().await?;
+    let n = running.len();
+    ctx.send(Notice::Listed { running });
+    ctx.metrics.resync_done(unix_now());
+    Ok(n)
+}
+
+/// Waits `delay`, beating the follower's heartbeat every second; false on shutdown.
+async fn pause(ctx: &SourceCtx, delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let until = tokio::time::Instant::now() + delay;
+    loop {
+        ctx.health.follower_beat();
+        let step = until.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(1));
+        if step.is_zero() {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(step) => {}
+            _ = shutdown.changed() => return false,
         }
     }
+}
 
-    /// Waits `delay`, beating the follower's heartbeat every second; false on shutdown.
-    async fn pause(&self, delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
-        let until = tokio::time::Instant::now() + delay;
-        loop {
-            self.health.follower_beat();
-            let step = until.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(1));
-            if step.is_zero() {
-                return true;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(step) => {}
-                _ = shutdown.changed() => return false,
-            }
+fn set_connected(ctx: &SourceCtx, up: bool) {
+    ctx.metrics.docker_connected(up);
+    ctx.health.set_docker_connected(up);
+}
+
+/// How one subscription ended.
+enum Ended {
+    Shutdown,
+    /// The stream failed or ended: reconnect.
+    Stream,
+}
+
+/// Follows Docker events until shutdown: reconnects with backoff, resumes from the
+/// last event seen, and resyncs after every (re)connect — at most once every
+/// `RESYNC_SPACING` (6 per minute), and after a backoff whenever a cycle fails,
+/// even one where `/_ping` answered.
+pub async fn follow_docker(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) {
+    let mut since: Option<String> = None;
+    let mut policy = Reconnect::default();
+    let mut connected_before = false;
+    loop {
+        if *shutdown.borrow() {
+            return;
         }
-    }
-
-    /// Follows Docker events until shutdown: reconnects with backoff, resumes from the
-    /// last event seen, and resyncs after every (re)connect — at most once every
-    /// `RESYNC_SPACING` (6 per minute), and after a backoff whenever a cycle fails,
-    /// even one where `/_ping` answered.
-    pub async fn follow_docker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut since: Option<String> = None;
-        let mut policy = Reconnect::default();
-        let mut connected_before = false;
-        let mut beat = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            if *shutdown.borrow() {
+        ctx.health.follower_beat();
+        let docker = ctx.current.medic().docker.clone();
+        if let Err(e) = docker.ping().await {
+            set_connected(&ctx, false);
+            let retry = policy.failed();
+            warn!(error = %e, retry_in = ?retry, "Docker unreachable; retrying");
+            if !pause(&ctx, retry, &mut shutdown).await {
                 return;
             }
-            self.health.follower_beat();
-            let docker = self.medic().docker.clone();
-            if let Err(e) = docker.ping().await {
-                self.set_docker_connected(false);
-                let retry = policy.failed();
-                warn!("{e}; retrying in {retry:?}");
-                if !self.pause(retry, &mut shutdown).await {
-                    return;
-                }
-                continue;
+            continue;
+        }
+        let wait = policy.resync_wait(std::time::Instant::now());
+        if !wait.is_zero() {
+            debug!(wait = ?wait, "next resync allowed later");
+            if !pause(&ctx, wait, &mut shutdown).await {
+                return;
             }
-            let wait = policy.resync_wait(std::time::Instant::now());
-            if !wait.is_zero() {
-                debug!("next resync allowed in {wait:?}");
-                if !self.pause(wait, &mut shutdown).await {
-                    return;
-                }
+        }
+        if connected_before {
+            ctx.metrics.docker_reconnected();
+            info!(url = %docker.endpoint(), "reconnected to Docker");
+        }
+        connected_before = true;
+        let subscribed = std::time::Instant::now();
+        if let Ended::Shutdown = subscription(&ctx, &mut since, &mut policy, &mut shutdown).await {
+            return;
+        }
+        set_connected(&ctx, false);
+        let retry = policy.stream_ended(subscribed.elapsed());
+        if !retry.is_zero() {
+            warn!(lasted = ?subscribed.elapsed(), "event stream ended early; reconnecting in {retry:?}");
+            if !pause(&ctx, retry, &mut shutdown).await {
+                return;
             }
-            if connected_before {
-                self.metrics.docker_reconnected();
-                info!("reconnected to Docker at {}", docker.endpoint());
-            }
-            connected_before = true;
-            // Subscribe from a moment ago (or from the last event seen) so nothing between
-            // the resync's list and the stream's start is lost; the queue absorbs duplicates.
-            let start_from = since.clone().unwrap_or_else(|| format!("{:.9}", unix_now() - 1.0));
-            let mut events = Box::pin(docker.events(Some(start_from)));
-            self.set_docker_connected(true);
-            policy.resynced(std::time::Instant::now());
-            self.health.follower_beat();
-            match self.resync().await {
-                Ok(n) => {
-                    info!("resync: {n} running container(s) queued");
-                    self.health.set_resynced();
-                }
-                Err(e) => warn!("resync failed: {e}"),
-            }
-            let subscribed = std::time::Instant::now();
-            loop {
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    _ = beat.tick() => self.health.follower_beat(),
-                    ev = events.next() => match ev {
-                        Some(Ok(ev)) => {
-                            if let Some(n) = ev.time_nano {
-                                since = Some(format!("{}.{:09}", n / 1_000_000_000, n % 1_000_000_000));
-                            } else if let Some(t) = ev.time {
-                                since = Some(t.to_string());
-                            }
-                            self.handle_event(&ev);
-                        }
-                        Some(Err(e)) => {
-                            warn!("docker event stream error: {e}");
-                            break;
-                        }
-                        None => {
-                            warn!("docker event stream ended (dockerd restarting?)");
-                            break;
-                        }
+        }
+    }
+}
+
+/// One subscription: from a moment ago (or from the last event seen) so nothing
+/// between the resync's list and the stream's start is lost (the queue absorbs
+/// duplicates), then the resync, then events until the stream ends.
+async fn subscription(
+    ctx: &SourceCtx,
+    since: &mut Option<String>,
+    policy: &mut Reconnect,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Ended {
+    let docker = ctx.current.medic().docker.clone();
+    let start_from = since.clone().unwrap_or_else(|| format!("{:.9}", unix_now() - 1.0));
+    let mut events = Box::pin(docker.events(Some(start_from)));
+    set_connected(ctx, true);
+    policy.resynced(std::time::Instant::now());
+    ctx.health.follower_beat();
+    match resync(ctx).await {
+        Ok(n) => {
+            info!(containers = n, "resync: running containers queued");
+            ctx.health.set_resynced();
+        }
+        Err(e) => warn!(error = %e, "resync failed"),
+    }
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return Ended::Shutdown,
+            _ = beat.tick() => ctx.health.follower_beat(),
+            ev = events.next() => match ev {
+                Some(Ok(ev)) => {
+                    if let Some(n) = ev.time_nano {
+                        *since = Some(format!("{}.{:09}", n / 1_000_000_000, n % 1_000_000_000));
+                    } else if let Some(t) = ev.time {
+                        *since = Some(t.to_string());
                     }
+                    handle_event(ctx, &ev);
                 }
-            }
-            self.set_docker_connected(false);
-            let retry = policy.stream_ended(subscribed.elapsed());
-            if !retry.is_zero() {
-                warn!("event stream lasted {:?}; reconnecting in {retry:?}", subscribed.elapsed());
-                if !self.pause(retry, &mut shutdown).await {
-                    return;
+                Some(Err(e)) => {
+                    warn!(error = %e, "docker event stream error");
+                    return Ended::Stream;
+                }
+                None => {
+                    warn!("docker event stream ended (dockerd restarting?)");
+                    return Ended::Stream;
                 }
             }
         }
     }
+}
 
-    fn set_docker_connected(&self, up: bool) {
-        self.metrics.docker_connected(up);
-        self.health.set_docker_connected(up);
+fn handle_event(ctx: &SourceCtx, ev: &EventMessage) {
+    let (typ, action) = labels(ev);
+    ctx.metrics.docker_event(&typ, &action);
+    debug!(r#type = %typ, action = %action, age_ms = (unix_now() - event_time(ev)) * 1000.0, "docker event");
+    let drivers = ctx.current.medic().config.calico_drivers.clone();
+    if let Some(n) = notice(ev, &drivers) {
+        ctx.send(n);
     }
 }
 

@@ -1,0 +1,271 @@
+//! The executor: runs a pass in its own task (the probe-only shortcut, or the one
+//! pipeline under its deadline), and applies what `decide::account` says a
+//! finished pass means — metrics, watches, host links, re-checks, escalation.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use super::decide::{account, AccountCtx, Effect, Outcome, PassPlan};
+use super::escalation::task_view;
+use super::queue::PassTicket;
+use super::run_guarded;
+use super::scheduler::{Internal, Scheduler};
+use super::state::{endpoint_gauges, Trigger};
+use crate::error::MedicError;
+use crate::marathon::{Decision, KillOutcome, KillResult, Policy};
+use crate::medic::{ContainerOutcome, Medic, Mode};
+use crate::metrics::StartPath;
+use crate::netlink::watch::Watch;
+use crate::report::{unix_now, EndpointReport};
+use crate::sources::watches::watch_container;
+use crate::sources::Notices;
+use crate::workload::Escaped;
+
+/// What a pass produced.
+pub(crate) enum PassResult {
+    ProbeOnly(Vec<EndpointReport>),
+    Full(Box<Result<ContainerOutcome, MedicError>>),
+}
+
+/// A finished pass, as reported to the scheduler.
+pub(crate) struct PassDone {
+    id: String,
+    ticket: PassTicket,
+    plan: PassPlan,
+    result: PassResult,
+    /// A subscription in the namespace it saw, when that start was not watched yet.
+    watch: Option<Watch>,
+    /// It completed (neither timed out nor panicked): a sign of progress.
+    progress: bool,
+}
+
+/// One pass over container `id`. Whatever happens (result, error, timeout,
+/// panic), it ends and reports.
+pub(crate) async fn run_pass(
+    medic: Arc<Medic>,
+    id: String,
+    plan: PassPlan,
+    ticket: PassTicket,
+    interrupt: Arc<Notify>,
+    notices: Notices,
+) -> PassDone {
+    let deadline = medic.config.pass_timeout;
+    if let Some(last) = plan.probe_only.clone() {
+        let probe = {
+            let medic = medic.clone();
+            async move { Ok::<_, MedicError>(medic.probe_healthy(&last).await) }
+        };
+        if let Ok(Some(reports)) = run_guarded(probe, deadline, &id).await {
+            let result = PassResult::ProbeOnly(reports);
+            return PassDone { id, ticket, plan, result, watch: None, progress: true };
+        }
+        // An echo failed: the full pass finds out why (and repairs).
+    }
+    let pass = {
+        let (medic, target, mode) = (medic.clone(), id.clone(), plan.mode);
+        async move { medic.run_interruptible(&target, mode, Some(&interrupt)).await }
+    };
+    let outcome = run_guarded(pass, deadline, &id).await;
+    // A pass that ran out of time or panicked is no sign of progress.
+    let progress = !matches!(outcome, Err(MedicError::Timeout { .. } | MedicError::Panic(..)));
+    let watch = match &outcome {
+        Ok(out) if plan.watch && plan.watched_pid != Some(out.workload.pid) => {
+            out.netns.as_ref().and_then(|ns| match watch_container(ns, &id, notices) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    warn!(container = %Escaped(&out.workload.container_name), error = %e, "cannot watch");
+                    None
+                }
+            })
+        }
+        _ => None,
+    };
+    PassDone { id, ticket, plan, result: PassResult::Full(Box::new(outcome)), watch, progress }
+}
+
+impl Scheduler {
+    /// Accounts a finished pass and applies its effects; it leaves the liveness
+    /// count last (after a re-queue, so pending work never reads zero in between).
+    pub(super) fn finish_pass(&mut self, mut done: PassDone) {
+        let progress = done.progress;
+        let medic = self.ctx.current.medic();
+        let Some(st) = self.containers.get_mut(&done.id) else {
+            self.ctx.health.work_done(progress); // forgotten during its pass
+            return;
+        };
+        if let PassResult::Full(full) = &mut done.result {
+            if let Ok(out) = full.as_mut() {
+                self.prestart.confirm(out, st.started_at);
+            }
+        }
+        let outcome = match &done.result {
+            PassResult::ProbeOnly(reports) => Outcome::ProbeOnly(reports),
+            PassResult::Full(full) => match full.as_ref() {
+                Ok(out) => Outcome::Pass(out),
+                Err(e) => Outcome::Failed(e),
+            },
+        };
+        let ctx = AccountCtx {
+            backoff: &medic.config.backoff,
+            watches_enabled: done.plan.watch,
+            escalation: medic.marathon.is_some(),
+            unix_now: unix_now(),
+        };
+        let effects = account(st, done.ticket, &done.plan, &outcome, &ctx, Instant::now());
+        let mut watch = done.watch.take();
+        for effect in effects {
+            self.apply(&done, effect, &mut watch);
+        }
+        let checked = self.containers.get(&done.id).is_some_and(|st| st.endpoints.is_some());
+        self.known.set_checked(&done.id, checked);
+        self.ctx.health.work_done(progress);
+    }
+
+    fn apply(&mut self, done: &PassDone, effect: Effect, watch: &mut Option<Watch>) {
+        let id = done.id.as_str();
+        let metrics = self.ctx.metrics.clone();
+        let (reports, out, error) = match &done.result {
+            PassResult::ProbeOnly(r) => (r.as_slice(), None, None),
+            PassResult::Full(full) => match full.as_ref() {
+                Ok(out) => (out.reports.as_slice(), Some(out), None),
+                Err(e) => (&[][..], None, Some(e)),
+            },
+        };
+        match effect {
+            Effect::Requeue => self.requeue(id),
+            Effect::Stale => debug!(container = id, "died during its pass; result discarded"),
+            Effect::ProbeOnly => {
+                metrics.probe_only_pass();
+                metrics.record_reports(id, reports);
+            }
+            Effect::Record => metrics.record_reports(id, reports),
+            Effect::ForgetSeries => metrics.forget_container(id),
+            Effect::CheckError => {
+                if let Some(e) = error {
+                    warn!(container = id, error = %e, "cannot check container");
+                    metrics.check_error(e);
+                }
+            }
+            Effect::Gone => {
+                debug!(container = id, error = error.map(tracing::field::display), "went away during its pass");
+            }
+            Effect::RepairedAfter(seconds) => metrics.repaired_after(seconds),
+            Effect::RepairedAtStart(seconds) => {
+                metrics.repaired_at_start(StartPath::AfterStart, seconds);
+                debug!(container = id, latency_ms = seconds * 1000.0, "repaired after start");
+            }
+            Effect::BackedOff { repairs, delay } => {
+                let window = self.ctx.current.medic().config.backoff.window;
+                warn!(container = id, repairs, ?window, ?delay, "backing off: repairs paused until it settles");
+            }
+            Effect::HostLinks { removed, added } => self.map_host_links(id, &removed, &added),
+            Effect::KeepWatch => match watch.take() {
+                Some(w) => {
+                    self.watches.insert(id.to_string(), w);
+                }
+                None => {
+                    if let Some(st) = self.containers.get_mut(id) {
+                        st.watched_pid = None;
+                    }
+                }
+            },
+            Effect::DropWatch => {
+                self.watches.remove(id);
+            }
+            Effect::Escalate => {
+                if let Some(out) = out {
+                    self.escalate(id, out, done.plan.mode);
+                }
+            }
+            Effect::Recheck(delay) => {
+                let due = Internal::Due { id: id.to_string(), trigger: Trigger::Recheck };
+                self.after(delay + Duration::from_millis(10), due);
+            }
+            Effect::Gauges => self.refresh_gauges(),
+        }
+    }
+
+    /// After a pass: the pure escalation policy decides; a kill is sent in its own
+    /// task and reports back.
+    fn escalate(&mut self, id: &str, out: &ContainerOutcome, mode: Mode) {
+        let medic = self.ctx.current.medic();
+        let Some(client) = medic.marathon.clone() else { return };
+        let settings = medic.config.marathon.settings(mode == Mode::DryRun);
+        let docker_up = self.ctx.health.docker_connected();
+        let decision = self.escalator.after_pass(unix_now(), &task_view(id, out, mode), docker_up, &settings);
+        let who = out.workload.identity();
+        let (app, task) = (who.app.as_deref().map(Escaped), who.task.as_deref().map(Escaped));
+        let (app, task) = (app.as_ref().map(tracing::field::display), task.as_ref().map(tracing::field::display));
+        let container = Escaped(&who.container);
+        let probe_again =
+            |s: &Scheduler, delay| s.after(delay, Internal::Due { id: id.to_string(), trigger: Trigger::Probe });
+        match decision {
+            Decision::Nothing => {}
+            Decision::Wait(delay) => probe_again(self, delay),
+            Decision::Suppressed { reason, newly, again_in } => {
+                if newly {
+                    warn!(reason = reason.as_str(), container = %container, app, task, "escalation suppressed: cannot be repaired from the host, but no kill now");
+                    self.ctx.metrics.escalation("suppressed");
+                }
+                probe_again(self, again_in);
+            }
+            Decision::Kill { app: a, task: t, dry_run: true } => {
+                info!(container = %container, app, task, action = "kill", result = "dry_run", "escalation (dry run): would ask Marathon to replace task {} of app {}", Escaped(&t), Escaped(&a));
+                self.ctx.metrics.escalation("dry_run");
+            }
+            Decision::Kill { app: a, task: t, dry_run: false } => {
+                let (metrics, internal, id) = (self.ctx.metrics.clone(), self.internal.clone(), id.to_string());
+                tokio::spawn(async move {
+                    let outcome = match client.kill(&a, &t).await {
+                        KillResult::Killed { url } => {
+                            info!(container = %id, app = %Escaped(&a), task = %Escaped(&t), action = "kill", result = "killed", url = %url, "escalation: Marathon is replacing the task");
+                            metrics.escalation("killed");
+                            KillOutcome::Done
+                        }
+                        KillResult::AlreadyGone { url } => {
+                            info!(container = %id, app = %Escaped(&a), task = %Escaped(&t), action = "kill", result = "already_gone", url = %url, "escalation: Marathon says task {} is already gone", Escaped(&t));
+                            metrics.escalation("killed");
+                            KillOutcome::Done
+                        }
+                        KillResult::Failed { why } => {
+                            warn!(container = %id, app = %Escaped(&a), task = %Escaped(&t), action = "kill", result = "failed", reason = %why, "escalation: killing the task failed");
+                            metrics.escalation("failed");
+                            KillOutcome::Failed
+                        }
+                    };
+                    let _ = internal.send(Internal::KillFinished { id, task: t, outcome });
+                });
+            }
+        }
+        self.refresh_policy_gauges();
+    }
+
+    pub(super) fn kill_finished(&mut self, id: &str, task: &str, outcome: KillOutcome) {
+        if let Some(delay) = self.escalator.kill_finished(unix_now(), id, task, outcome) {
+            info!(container = id, task = %Escaped(task), retry_in = ?delay, "escalation: next attempt later");
+            let due = Internal::Due { id: id.to_string(), trigger: Trigger::Probe };
+            self.after(delay + Duration::from_millis(10), due);
+        }
+        self.refresh_policy_gauges();
+    }
+
+    pub(super) fn refresh_gauges(&self) {
+        let (healthy, unhealthy, unknown) = endpoint_gauges(self.containers.values());
+        self.ctx.metrics.set_endpoint_states(healthy as i64, unhealthy as i64, unknown as i64);
+        self.ctx.metrics.set_watches(self.watches.len() + usize::from(self.host_watch.is_some()));
+        self.refresh_policy_gauges();
+    }
+
+    /// The per-policy and per-suppression-reason gauges.
+    fn refresh_policy_gauges(&self) {
+        let known: Vec<Policy> =
+            self.containers.values().filter(|s| s.endpoints.is_some()).filter_map(|s| s.policy).collect();
+        let counts: Vec<(Policy, usize)> =
+            Policy::ALL.iter().map(|p| (*p, known.iter().filter(|k| *k == p).count())).collect();
+        self.ctx.metrics.set_policy_counts(&counts);
+        self.ctx.metrics.set_escalation_suppressed(&self.escalator.suppressed_counts());
+    }
+}

@@ -1,0 +1,365 @@
+//! One follower per new host link: the host side (a calico veth whose peer moved,
+//! with Felix's neighbour entry), then the sandbox holding its peer, then — once
+//! Docker's last write is done — the MAC, through the one pipeline.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::time::Instant as Deadline;
+use tracing::{debug, info, warn};
+
+use super::policy::{is_calico_host_veth, may_write_before_start, sandbox_state, SandboxFacts, SandboxState};
+use super::sandboxes::PrestartResult;
+use super::Inner;
+use crate::diagnose::{diagnose_container, FaultKind};
+use crate::error::MedicError;
+use crate::medic::{endpoint_pass_from, Medic, Mode};
+use crate::netlink::watch::watch_netns;
+use crate::netlink::Netlink;
+use crate::netns::{container_in_netns, sandbox_files, NsIdentity, SandboxFile, TargetNetns};
+use crate::observe::{observe_container, ContainerSide};
+use crate::workload::{DefaultRoute, EndpointFacts, Expected, Identity, MacAddr, MacEvidence};
+
+/// Newest PIDs looked at to name the container of a sandbox.
+const MAX_PIDS_SCANNED: usize = 512;
+/// After the veth moved, how often the follower looks for the sandbox file when no
+/// notification comes (the file can be mounted a moment after the move).
+const LOCATE_RETRY: Duration = Duration::from_millis(10);
+
+/// The follower thread (and the threads it starts) runs SCHED_RR at the lowest
+/// real-time priority: on a host busy starting tasks, a follower must get the CPU
+/// within Docker's 30–50 ms, and it needs only a few milliseconds of it per new
+/// endpoint; every wait in it is bounded (`prestart.follow`), and the kernel's RT
+/// throttling caps it anyway. Without CAP_SYS_NICE: nice −10, else as it is.
+const FOLLOWER_RT_PRIORITY: libc::c_int = 1;
+const FOLLOWER_NICE: libc::c_int = -10;
+
+fn raise_priority() {
+    let param = libc::sched_param { sched_priority: FOLLOWER_RT_PRIORITY };
+    // SAFETY: sched_setscheduler(2) with pid 0 = the calling thread only.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) } == 0 {
+        return;
+    }
+    let rt_error = std::io::Error::last_os_error();
+    let tid = nix::unistd::gettid().as_raw() as libc::id_t;
+    // SAFETY: setpriority(2) on this thread only; failure (no CAP_SYS_NICE) is harmless.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, FOLLOWER_NICE) } != 0 {
+        let nice_error = std::io::Error::last_os_error();
+        debug!(error = %rt_error, reason = %nice_error, "pre-start: follower keeps its priority");
+    }
+}
+
+/// Followers race Docker's last 30–50 ms before `start`: they run on their own
+/// thread and runtime, so a burst of post-start passes, probes and Docker events on
+/// the main runtime never queues in front of them.
+pub(super) fn follower_runtime() -> std::io::Result<tokio::runtime::Handle> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new().name("prestart".into()).spawn(move || {
+        raise_priority();
+        rt.block_on(std::future::pending::<()>());
+    })?;
+    Ok(handle)
+}
+
+/// The host side of a new endpoint, once Docker moved its peer into the sandbox.
+#[derive(Debug, Clone)]
+struct HostFacts {
+    index: u32,
+    name: String,
+    peer_index: Option<u32>,
+    /// The host's id for the namespace the peer moved to (4.0+).
+    peer_nsid: Option<i32>,
+    ip: std::net::Ipv4Addr,
+    neighbour_mac: MacAddr,
+}
+
+enum HostStep {
+    /// Not a calico host veth, or gone: nothing to follow.
+    Ignore,
+    /// Not ready yet (peer still on the host, or no neighbour entry yet).
+    Wait,
+    Ready(HostFacts),
+}
+
+/// What one follower works with.
+struct Follow {
+    medic: Arc<Medic>,
+    ifindex: u32,
+    deadline: Deadline,
+    host: Netlink,
+    host_ns: NsIdentity,
+    /// The link turned out to be a calico veth: its end is counted in the outcomes.
+    counted: bool,
+}
+
+/// The sandbox a moved veth went to.
+struct Located {
+    facts: HostFacts,
+    moved_at: Instant,
+    ns: TargetNetns,
+    file: SandboxFile,
+}
+
+impl Inner {
+    /// Follows one host link until its sandbox is configured (or it turns out not to
+    /// be a calico endpoint, or `prestart.follow` runs out).
+    pub(super) async fn follow(self: &Arc<Self>, ifindex: u32, notify: &Notify) -> Result<(), MedicError> {
+        let medic = self.current.medic();
+        let deadline = Deadline::now() + medic.config.prestart.follow;
+        let host = Netlink::host()?.with_timeout(medic.config.call_deadline());
+        let host_ns = NsIdentity::current_thread().map_err(|e| MedicError::netns_io("reading own namespace", e))?;
+        let mut f = Follow { medic, ifindex, deadline, host, host_ns, counted: false };
+        let Some(located) = self.host_side(&mut f, notify).await? else { return Ok(()) };
+        self.state().claim(located.ns.identity());
+        self.in_sandbox(&f, located).await
+    }
+
+    fn left(&self, f: &Follow, why: &str) {
+        if f.counted {
+            self.metrics.prestart_outcome("left_to_post_start");
+            debug!(ifindex = f.ifindex, reason = why, "pre-start: left to the post-start pass");
+        }
+    }
+
+    /// 1. The host side: a calico veth whose peer moved, with Felix's neighbour entry,
+    ///    and the sandbox holding that peer.
+    async fn host_side(&self, f: &mut Follow, notify: &Notify) -> Result<Option<Located>, MedicError> {
+        let cfg = &f.medic.config;
+        loop {
+            match host_step(&f.host, f.ifindex, &cfg.host_interface_prefix).await? {
+                HostStep::Ignore => {
+                    self.left(f, "host link gone");
+                    return Ok(None);
+                }
+                HostStep::Wait => f.counted = true,
+                HostStep::Ready(facts) => {
+                    f.counted = true;
+                    let moved_at = Instant::now();
+                    if let Some((ns, file)) = self.locate(&f.host, &facts, f.host_ns, &cfg.prestart.sandbox_dirs).await
+                    {
+                        return Ok(Some(Located { facts, moved_at, ns, file }));
+                    }
+                    // Known moved (the kernel reports the peer): the file may be mounted a
+                    // moment later, look again shortly. Otherwise (3.10: no peer index) the
+                    // move itself is not visible: the next host notification (carrier) brings it.
+                    if facts.peer_index.is_some() {
+                        if Deadline::now() + LOCATE_RETRY >= f.deadline {
+                            self.left(f, "no sandbox file holds its peer (prestart.sandbox_dirs?)");
+                            return Ok(None);
+                        }
+                        tokio::time::sleep(LOCATE_RETRY).await;
+                        continue;
+                    }
+                }
+            }
+            if tokio::time::timeout_at(f.deadline, notify.notified()).await.is_err() {
+                self.left(f, "host side not ready in time");
+                return Ok(None);
+            }
+        }
+    }
+
+    /// 2. Inside the sandbox: wait for Docker's last write, then fix the MAC.
+    async fn in_sandbox(&self, f: &Follow, at: Located) -> Result<(), MedicError> {
+        let cfg = &f.medic.config;
+        let located = at.moved_at.elapsed();
+        // Name the container (its `runc init` is in the sandbox) while Docker finishes.
+        let naming = {
+            let ns = at.ns.identity();
+            tokio::task::spawn_blocking(move || container_in_netns(ns, MAX_PIDS_SCANNED))
+        };
+        let stem = cfg.container_interface.trim_end_matches(|c: char| c.is_ascii_digit()).to_string();
+        let evidence = MacEvidence {
+            config: cfg.expected_mac,
+            datastore: f.medic.datastore().and_then(|d| d.mac_of_interface(&at.facts.name)),
+            host_neighbour: Some(at.facts.neighbour_mac),
+            docker_inspect: None, // `docker inspect` blocks until start
+        };
+        let facts = EndpointFacts {
+            host_interface: at.facts.name.clone(),
+            ip: at.facts.ip,
+            peer_index: at.facts.peer_index,
+            only_endpoint: false,
+            default_route: DefaultRoute::Owned,
+        };
+        let expected = Expected::build(&cfg.container_interface, cfg.gateway, facts, &evidence);
+        let changed = Arc::new(Notify::new());
+        let _watch = {
+            let changed = changed.clone();
+            watch_netns(&at.ns, move |_| changed.notify_one())?
+        };
+        let nl = Netlink::in_netns(&at.ns)?.with_timeout(cfg.call_deadline());
+        let (side, faults) = loop {
+            let side = observe_container(&nl, &expected).await?;
+            let faults = diagnose_container(&expected, &side);
+            let kinds: Vec<FaultKind> = faults.iter().map(|f| f.kind).collect();
+            match sandbox_state(side.link.as_ref().map(|l| l.name.as_str()), &stem, &kinds) {
+                SandboxState::Configuring => {}
+                SandboxState::Healthy => {
+                    self.metrics.prestart_outcome("healthy");
+                    let none = PrestartResult { repaired: false, container: None, repaired_at: 0.0, latency: 0.0 };
+                    self.record(&at.facts.name, none);
+                    debug!(host_interface = at.facts.name.as_str(), sandbox = %at.file.path.display(), "pre-start: healthy before start");
+                    return Ok(());
+                }
+                SandboxState::MacOnly => break (side, faults),
+            }
+            if tokio::time::timeout_at(f.deadline, changed.notified()).await.is_err() {
+                self.left(f, "sandbox not configured in time");
+                return Ok(());
+            }
+        };
+        let configured = at.moved_at.elapsed();
+        let container = naming.await.ok().flatten();
+        let named = at.moved_at.elapsed();
+        let facts = SandboxFacts {
+            container: container.as_deref(),
+            host_interface: &at.facts.name,
+            mac_source: expected.mac_source,
+            policy: container.as_deref().and_then(|id| self.created_policy(id)),
+            checked_after_start: container.as_deref().is_some_and(|id| self.known.checked(id)),
+        };
+        let (dry_run, enabled) = (self.current.dry_run(), self.current.medic().config.prestart.enabled);
+        if let Err(why) = may_write_before_start(&facts, dry_run, enabled) {
+            self.metrics.prestart_outcome("not_allowed");
+            info!(host_interface = facts.host_interface, reason = why, "pre-start: not repairing before start");
+            return Ok(());
+        }
+        debug!(?located, ?configured, ?named, "pre-start timings after the move");
+        self.repair(&nl, &expected, &at, container, (side, faults)).await
+    }
+
+    /// 3. The MAC, through the one pipeline; recorded for the post-start pass.
+    async fn repair(
+        &self,
+        nl: &Netlink,
+        expected: &Expected,
+        at: &Located,
+        container: Option<String>,
+        (side, faults): (ContainerSide, Vec<crate::diagnose::Fault>),
+    ) -> Result<(), MedicError> {
+        let who = Identity::named(&container.clone().unwrap_or_else(|| format!("sandbox {}", at.file.path.display())));
+        let pass = endpoint_pass_from(nl, expected, &[], Mode::Repair, &who, side, faults).await?;
+        self.metrics.count_actions(&pass.actions);
+        let seconds = at.moved_at.elapsed().as_secs_f64();
+        if !pass.remaining.is_empty() {
+            self.metrics.prestart_outcome("failed");
+            warn!(
+                host_interface = at.facts.name.as_str(),
+                "pre-start: still faulty after repair; the post-start pass takes over"
+            );
+            return Ok(());
+        }
+        self.metrics.prestart_outcome("repaired");
+        // From the netlink notification (the veth's move) to the verified repair.
+        self.metrics.repaired_after(seconds);
+        let result =
+            PrestartResult { repaired: true, container, repaired_at: crate::report::unix_now(), latency: seconds };
+        self.record(&at.facts.name, result);
+        info!(
+            container = %who.container,
+            host_interface = at.facts.name.as_str(),
+            ip = %at.facts.ip,
+            mac = %expected.mac,
+            mac_source = expected.mac_source.as_str(),
+            fault = %FaultKind::MacMismatch,
+            action = "set_mac",
+            result = "success",
+            latency_ms = seconds * 1000.0,
+            sandbox = %at.file.path.display(),
+            "repaired in the sandbox: {} ms after the veth moved",
+            (seconds * 1000.0).round(),
+        );
+        Ok(())
+    }
+
+    /// The sandbox holding the veth's peer: the newest namespace files first, skipping
+    /// namespaces that already hold a configured endpoint.
+    async fn locate(
+        &self,
+        host: &Netlink,
+        facts: &HostFacts,
+        host_ns: NsIdentity,
+        dirs: &[std::path::PathBuf],
+    ) -> Option<(TargetNetns, SandboxFile)> {
+        let t0 = Instant::now();
+        let files = sandbox_files(dirs);
+        let listed = files.len();
+        let candidates = self.state().candidates(files, Instant::now());
+        let mut asked = 0;
+        for (tried, file) in candidates.into_iter().enumerate() {
+            // Where the kernel names the peer's namespace, only that namespace is opened.
+            if let Some(want) = facts.peer_nsid {
+                asked += 1;
+                if self.nsid(host, &file).await != Some(want) {
+                    continue;
+                }
+            }
+            let Ok(ns) = TargetNetns::open(&file.path, host_ns) else { continue };
+            let Ok(nl) = Netlink::in_netns(&ns) else { continue };
+            let (Ok(links), Ok(addrs)) = (nl.links().await, nl.ipv4_addresses().await) else { continue };
+            let holds_peer = links.iter().any(|l| {
+                let by_index = facts.peer_index == Some(l.index) && l.peer_index == Some(facts.index);
+                let by_address =
+                    l.name.starts_with("cali") && addrs.iter().any(|&(i, a, _)| i == l.index && a == facts.ip);
+                by_index || by_address
+            });
+            if holds_peer {
+                let took = t0.elapsed();
+                debug!(sandbox = %file.path.display(), tried, asked, listed, ?took, "pre-start: located the sandbox");
+                return Some((ns, file));
+            }
+        }
+        None
+    }
+
+    /// The host's id for a sandbox's namespace (cached once assigned: it is fixed for
+    /// the namespace's life). Asked over the host socket: no thread enters the sandbox.
+    async fn nsid(&self, host: &Netlink, file: &SandboxFile) -> Option<i32> {
+        if let Some(id) = self.state().nsids.get(&file.identity) {
+            return Some(*id);
+        }
+        let f = std::fs::File::open(&file.path).ok()?;
+        if NsIdentity::of_file(&f).ok()? != file.identity {
+            return None; // replaced since it was listed
+        }
+        let id = host.nsid_of(std::os::fd::AsFd::as_fd(&f)).await.ok().flatten()?;
+        self.state().nsids.insert(file.identity, id);
+        Some(id)
+    }
+}
+
+/// Reads a host link: a calico veth whose peer left the host, with one PERMANENT
+/// neighbour entry (Felix's)?
+async fn host_step(host: &Netlink, ifindex: u32, prefix: &str) -> Result<HostStep, MedicError> {
+    let Some((mut link, mut peer_nsid)) = host.link_and_peer_netnsid(ifindex).await? else {
+        return Ok(HostStep::Ignore);
+    };
+    if crate::netlink::compat::emulated_kernel().is_some_and(|v| v < (4, 1)) {
+        // As on 3.10: no namespace ids (4.0), no veth peer index (4.1): found by address.
+        peer_nsid = None;
+        link.peer_index = None;
+    }
+    if !is_calico_host_veth(&link.name, prefix) {
+        return Ok(HostStep::Ignore);
+    }
+    if let Some(peer) = link.peer_index {
+        if let Some(p) = host.link_by_index(peer).await? {
+            if p.peer_index == Some(ifindex) {
+                return Ok(HostStep::Wait); // Docker has not moved it yet
+            }
+        }
+    }
+    let permanent: Vec<_> = host.neighbours_on(ifindex).await?.into_iter().filter(|(_, n)| n.permanent).collect();
+    let [(ip, n)] = permanent.as_slice() else { return Ok(HostStep::Wait) };
+    Ok(HostStep::Ready(HostFacts {
+        index: ifindex,
+        name: link.name,
+        peer_index: link.peer_index,
+        peer_nsid,
+        ip: *ip,
+        neighbour_mac: n.mac,
+    }))
+}

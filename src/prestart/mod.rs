@@ -1,0 +1,262 @@
+//! Repair before start. Docker configures a new sandbox (moves the plugin's veth in,
+//! renames it `cali0`, sets its MAC and /32, adds the two routes) 30–50 ms before it
+//! starts the task; the task's first instruction runs only at `start`, and `docker
+//! inspect` blocks until then. So this path works from the kernel alone:
+//!
+//! 1. its own host subscription reports a link or neighbour change on a host link
+//!    that belongs to no known container (`Known`, published by the scheduler);
+//! 2. a follower reads that link: a calico host veth (`cali` + 11 id characters) whose
+//!    peer has left the host namespace, with Felix's PERMANENT neighbour entry (the
+//!    workload IP and the MAC the host will send to);
+//! 3. it finds the sandbox among the engines' namespace files (newest first; the one
+//!    holding the veth's peer with the workload IP) and subscribes inside it;
+//! 4. once Docker has finished (`cali0` up with its /32 and both routes) and the MAC is
+//!    the only fault, it asks `may_write_before_start`, repairs the MAC through the
+//!    one pipeline (`endpoint_pass_from`, with `Expected` from the shared builder) and
+//!    records the result for the endpoint's host interface; the post-start pass
+//!    confirms it (`Prestart::confirm`) and reports `repaired_before_start`.
+//!
+//! Nothing Docker writes later is written here (no link, address or route: only the
+//! MAC, after Docker's last write). An endpoint whose expected MAC has no
+//! endpoint-specific source yet, or whose sandbox is not complete within
+//! `prestart.follow`, is left to the post-start pass. This module owns its sandbox
+//! bookkeeping behind its own lock; it knows nothing of the scheduler.
+
+mod follow;
+mod policy;
+mod sandboxes;
+
+pub use policy::{is_calico_host_veth, may_write_before_start, sandbox_state, SandboxFacts, SandboxState};
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use crate::diagnose::FaultKind;
+use crate::marathon::Policy;
+use crate::medic::{ContainerOutcome, Current};
+use crate::metrics::{Metrics, StartPath};
+use crate::netlink::watch::{watch_host, Change, ChangeKind, WatchEvent};
+use crate::netns::sandbox_files;
+use crate::workload::Escaped;
+use sandboxes::{PrestartResult, Sandboxes};
+
+/// What the scheduler knows that the pre-start path must respect, published by the
+/// scheduler (its only writer): host links of known containers (their live watches
+/// cover them) and containers already checked after start (never written before
+/// start again).
+#[derive(Default)]
+pub struct Known {
+    host_links: RwLock<HashSet<u32>>,
+    checked: RwLock<HashSet<String>>,
+}
+
+impl Known {
+    pub fn map_host_links(&self, removed: &[u32], added: &[u32]) {
+        let mut links = self.host_links.write().unwrap_or_else(|p| p.into_inner());
+        for i in removed {
+            links.remove(i);
+        }
+        links.extend(added.iter().copied());
+    }
+
+    pub fn set_checked(&self, container: &str, checked: bool) {
+        let mut set = self.checked.write().unwrap_or_else(|p| p.into_inner());
+        if checked {
+            if !set.contains(container) {
+                set.insert(container.to_string());
+            }
+        } else {
+            set.remove(container);
+        }
+    }
+
+    fn owns_host_link(&self, ifindex: u32) -> bool {
+        self.host_links.read().unwrap_or_else(|p| p.into_inner()).contains(&ifindex)
+    }
+
+    fn checked(&self, container: &str) -> bool {
+        self.checked.read().unwrap_or_else(|p| p.into_inner()).contains(container)
+    }
+}
+
+/// The pre-start path: cheap to clone, shared by its followers.
+#[derive(Clone)]
+pub struct Prestart {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    current: Arc<Current>,
+    metrics: Arc<Metrics>,
+    known: Arc<Known>,
+    sandboxes: Mutex<Sandboxes>,
+}
+
+impl Prestart {
+    pub fn new(current: Arc<Current>, metrics: Arc<Metrics>, known: Arc<Known>) -> Prestart {
+        let inner = Inner { current, metrics, known, sandboxes: Mutex::new(Sandboxes::default()) };
+        Prestart { inner: Arc::new(inner) }
+    }
+
+    /// Starts the path when `prestart.enabled`: the followers' thread, their own host
+    /// subscription, and a first listing of the sandbox files (so files created later
+    /// sort newer).
+    pub fn start(&self) {
+        let medic = self.inner.current.medic();
+        if !medic.config.prestart.enabled {
+            return;
+        }
+        let existing = self.inner.state().runtime.clone();
+        let runtime = match existing.map_or_else(follow::follower_runtime, Ok) {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(error = %e, reason = "follower thread", "pre-start path unavailable; new tasks are repaired after start");
+                return;
+            }
+        };
+        let me = Arc::downgrade(&self.inner);
+        let watch = {
+            let _on_followers = runtime.enter();
+            watch_host(move |event| {
+                let Some(inner) = me.upgrade() else { return };
+                if let WatchEvent::Changed(Change { kind, ifindex: Some(index) }) = event {
+                    Inner::notice(&inner, index, kind);
+                }
+            })
+        };
+        let files = sandbox_files(&medic.config.prestart.sandbox_dirs);
+        let seen = Instant::now() - Duration::from_secs(1);
+        let mut st = self.inner.state();
+        match watch {
+            Ok(w) => st.host_watch = Some(w),
+            Err(e) => {
+                warn!(error = %e, reason = "host subscription", "pre-start path unavailable; new tasks are repaired after start");
+                return;
+            }
+        }
+        st.runtime = Some(runtime);
+        st.first_listing(files.iter().map(|f| f.identity), seen);
+    }
+
+    /// SIGHUP: `prestart.enabled` turned on starts the path, turned off stops it
+    /// (`sandbox_dirs` and `follow` are read afresh by every follower).
+    pub fn reconfigure(&self) {
+        let running = self.inner.state().host_watch.is_some();
+        match (self.inner.current.medic().config.prestart.enabled, running) {
+            (true, false) => self.start(),
+            (false, true) => {
+                info!("pre-start path disabled: new tasks are repaired after start");
+                self.stop();
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops the path (shutdown, or disabled): no new follower starts.
+    pub fn stop(&self) {
+        self.inner.state().host_watch = None;
+    }
+
+    /// Whether Docker's data root is still to be learnt (the path is on and it is unknown).
+    pub fn wants_docker_root(&self) -> bool {
+        self.inner.current.medic().config.prestart.enabled && self.inner.state().docker_root.is_none()
+    }
+
+    /// Docker's data root (`/info`): where a created container's record (its
+    /// environment, hence its per-app policy) can be read before start.
+    pub fn set_docker_root(&self, root: Option<PathBuf>) {
+        self.inner.state().docker_root = root;
+    }
+
+    /// After a post-start pass: attach what the pre-start path did to each endpoint's
+    /// report, and remember the namespace as configured. A repair counts as before
+    /// start when it was verified before Docker's `start` event (`started`, its
+    /// timestamp); a pass that ran before the event arrived counts it as before start.
+    /// Not State.StartedAt: that is taken before the task's first instruction runs
+    /// (measured: repairs verified after it were still seen by the task's first act).
+    pub fn confirm(&self, out: &mut ContainerOutcome, started: Option<f64>) {
+        let mut st = self.inner.state();
+        if let Some(ns) = &out.netns {
+            st.claim(ns.identity());
+        }
+        for r in &mut out.reports {
+            let Some(res) = st.take_result(&r.host_interface) else { continue };
+            let post_start_also_wrote = r
+                .actions
+                .iter()
+                .any(|a| a.fault == FaultKind::MacMismatch && a.result == crate::repair::ActionOutcome::Success);
+            if !res.repaired || post_start_also_wrote {
+                continue; // (a MAC the post-start pass wrote is counted as after_start there)
+            }
+            let before = started.is_none_or(|start| res.repaired_at < start);
+            r.repaired_before_start = before;
+            let path = if before { StartPath::BeforeStart } else { StartPath::AfterStart };
+            self.inner.metrics.repaired_at_start(path, res.latency);
+            let who = out.workload.identity();
+            let (app, task) = (who.app.as_deref().map(Escaped), who.task.as_deref().map(Escaped));
+            info!(
+                container = %Escaped(&who.container),
+                app = app.as_ref().map(tracing::field::display),
+                task = task.as_ref().map(tracing::field::display),
+                container_id = r.container_id.as_str(),
+                fault = %FaultKind::MacMismatch,
+                host_interface = r.host_interface.as_str(),
+                healthy = r.healthy,
+                repaired_before_start = before,
+                before_start_event_ms = started.map(|start| (start - res.repaired_at) * 1000.0),
+                "confirmed after start: {}",
+                if before { "repaired before start" } else { "repaired in the sandbox, but after Docker's start" }
+            );
+        }
+    }
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, Sandboxes> {
+        self.sandboxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A host notification about a link: maybe a new calico endpoint. Starts (or
+    /// wakes) its follower. Cheap: runs in the subscription's reader.
+    fn notice(self: &Arc<Self>, ifindex: u32, kind: ChangeKind) {
+        if !matches!(kind, ChangeKind::Link | ChangeKind::Neighbour) || self.known.owns_host_link(ifindex) {
+            return; // a known container's endpoint: the live watches cover it
+        }
+        if !self.current.medic().config.prestart.enabled {
+            return;
+        }
+        let (notify, runtime) = {
+            let mut st = self.state();
+            let Some(runtime) = st.runtime.clone() else { return };
+            let Some(notify) = st.follow(ifindex, Instant::now()) else { return };
+            (notify, runtime)
+        };
+        let inner = self.clone();
+        runtime.spawn(async move {
+            if let Err(e) = inner.follow(ifindex, &notify).await {
+                debug!(ifindex, error = %e, "pre-start: follower stopped");
+            }
+            inner.state().finished(ifindex, Instant::now());
+        });
+    }
+
+    /// The per-app policy of a created, not yet started container, from Docker's record.
+    fn created_policy(&self, id: &str) -> Option<Policy> {
+        let root = self.state().docker_root.clone()?;
+        match crate::docker::created_env(&root, id) {
+            Ok(env) => Some(Policy::of_task(&env, &self.current.medic().config.marathon).0),
+            Err(e) => {
+                debug!(container = id, root = %root.display(), error = %e, "pre-start: no record of the container");
+                None
+            }
+        }
+    }
+
+    fn record(&self, host_interface: &str, result: PrestartResult) {
+        self.state().record(host_interface, result, Instant::now());
+    }
+}

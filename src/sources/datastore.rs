@@ -1,0 +1,96 @@
+//! Calico's datastore as a source: the follower (`datastore::follow`) reports
+//! changes; an outage or a recovery asks the scheduler to re-check every calico
+//! container (their findings depend on whether the datastore answers), a changed
+//! endpoint the container that holds it; every change re-counts the host's orphans.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{debug, warn};
+
+use super::{Notice, SourceCtx};
+use crate::datastore::findings::describe_orphan;
+use crate::datastore::follow::{follow, Change, ReadReason};
+use crate::datastore::{orphans, Datastore};
+
+/// An endpoint must lack a container for this long before it is an orphan: Docker
+/// lists a new endpoint only after the plugin has written it to the datastore.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(2);
+
+/// Follows the datastore until `shutdown` flips.
+pub async fn follow_datastore(ctx: SourceCtx, ds: Arc<Datastore>, shutdown: watch::Receiver<bool>) {
+    let names: Vec<&str> = ReadReason::ALL.iter().map(|r| r.as_str()).collect();
+    ctx.metrics.enable_datastore(&names);
+    ctx.metrics.datastore_up(false);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let recount = Arc::new(Notify::new());
+    let follower = tokio::spawn(follow(ds.clone(), tx, shutdown.clone()));
+    let counter = tokio::spawn(count_orphans(ctx.clone(), ds.clone(), recount.clone(), shutdown.clone()));
+    while let Some(change) = rx.recv().await {
+        let notice = match change {
+            Change::Up(up) => {
+                ctx.metrics.datastore_up(up);
+                Notice::DatastoreUp(up)
+            }
+            Change::FullRead(reason, read) => {
+                ctx.metrics.datastore_read(reason.as_str(), read.endpoints, read.took.as_secs_f64());
+                Notice::DatastoreChanged { endpoints: read.changed }
+            }
+            Change::Watched(ids) => {
+                ctx.metrics.datastore_watched(ds.view().endpoints.len());
+                Notice::DatastoreChanged { endpoints: ids }
+            }
+        };
+        ctx.send(notice);
+        recount.notify_one();
+    }
+    let _ = follower.await;
+    counter.abort();
+}
+
+/// Re-counts orphans whenever the datastore changes (and once more after the grace
+/// period while there are suspects); warns once per new orphan.
+async fn count_orphans(ctx: SourceCtx, ds: Arc<Datastore>, recount: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    let mut reported: Vec<String> = Vec::new();
+    // Endpoint id → when it was first seen without a container.
+    let mut suspects: HashMap<String, Instant> = HashMap::new();
+    loop {
+        let wait = if suspects.is_empty() { Duration::from_secs(3600) } else { ORPHAN_GRACE };
+        tokio::select! {
+            _ = recount.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        let view = ds.view();
+        if !view.up || !view.loaded {
+            continue;
+        }
+        let docker = ctx.current.medic().docker.clone();
+        let held = match docker.calico_endpoint_ids().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                debug!(error = %e, "datastore: cannot count orphans");
+                continue;
+            }
+        };
+        let candidates = orphans(&view.endpoints, &held);
+        let now = Instant::now();
+        suspects.retain(|id, _| candidates.contains(id));
+        for id in &candidates {
+            suspects.entry(id.clone()).or_insert(now);
+        }
+        let mut confirmed: Vec<String> = suspects
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= ORPHAN_GRACE)
+            .map(|(id, _)| id.clone())
+            .collect();
+        confirmed.sort();
+        ctx.metrics.datastore_orphans(confirmed.len());
+        for id in confirmed.iter().filter(|id| !reported.contains(id)) {
+            warn!(endpoint = %id, "datastore: {}", describe_orphan(&ds.dir, id, &view.endpoints));
+        }
+        reported = confirmed;
+    }
+}
