@@ -10,6 +10,7 @@ pub mod diagnose;
 pub mod docker;
 pub mod error;
 pub mod http;
+pub mod kernel;
 pub mod marathon;
 pub mod medic;
 pub mod metrics;

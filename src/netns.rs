@@ -176,7 +176,7 @@ pub fn container_in_netns(ns: NsIdentity, max_pids: usize) -> Option<String> {
         if link.as_os_str() != want.as_str() {
             continue;
         }
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let cgroup = crate::kernel::procfs::cgroup_of(pid).unwrap_or_default();
         if let Some(id) = container_id_in_cgroup(&cgroup) {
             return Some(id);
         }

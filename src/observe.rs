@@ -5,6 +5,7 @@
 use std::net::Ipv4Addr;
 
 use crate::error::MedicError;
+use crate::kernel;
 use crate::netlink::compat;
 pub use crate::netlink::{LinkState, NeighbourEntry, Netlink, RouteEntry};
 use crate::workload::Expected;
@@ -73,10 +74,6 @@ pub async fn observe_container(nl: &Netlink, expected: &Expected) -> Result<Cont
     Ok(ContainerSide { link, addresses, routes })
 }
 
-fn read_proxy_arp(interface: &str) -> Option<bool> {
-    std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{interface}/proxy_arp")).ok().map(|v| v.trim() == "1")
-}
-
 /// The host side of an endpoint, read from the host namespace.
 pub async fn observe_host(nl: &Netlink, host_interface: &str, ip: Ipv4Addr) -> Result<HostSide, MedicError> {
     let Some(mut link) = nl.link_by_name(host_interface).await? else {
@@ -88,7 +85,7 @@ pub async fn observe_host(nl: &Netlink, host_interface: &str, ip: Ipv4Addr) -> R
     }
     let route_to_workload = nl.route_oif(ip).await? == Some(link.index);
     let neighbour = nl.neighbour(link.index, ip).await?.filter(|n| n.permanent);
-    let proxy_arp = read_proxy_arp(host_interface);
+    let proxy_arp = kernel::procfs::proxy_arp(host_interface).ok();
     Ok(HostSide { link: Some(link), route_to_workload, neighbour, proxy_arp })
 }
 
