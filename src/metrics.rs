@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    TextEncoder,
 };
 
 use crate::diagnose::FaultKind;
@@ -16,6 +17,31 @@ use crate::netlink::watch::ChangeKind;
 use crate::report::EndpointReport;
 
 const NS: &str = "calico_medic";
+
+/// A `prometheus::Registry` that also keeps the name and label names of every
+/// family registered through it (`Metrics::families`: docs/metrics.md is checked
+/// against them). Same `register` and `gather` as the prometheus one.
+struct Registry {
+    inner: prometheus::Registry,
+    families: Mutex<Vec<(String, Vec<String>)>>,
+}
+
+impl Registry {
+    fn new() -> Registry {
+        Registry { inner: prometheus::Registry::new(), families: Mutex::new(Vec::new()) }
+    }
+
+    fn register(&self, c: Box<dyn Collector>) -> prometheus::Result<()> {
+        let descs: Vec<_> = c.desc().iter().map(|d| (d.fq_name.clone(), d.variable_labels.clone())).collect();
+        self.inner.register(c)?;
+        self.families.lock().unwrap().extend(descs);
+        Ok(())
+    }
+
+    fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.inner.gather()
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -345,6 +371,17 @@ impl Metrics {
         if let Some(d) = self.datastore.get() {
             d.orphans.set(count as i64);
         }
+    }
+
+    /// Every family registered so far, as (name, label names), sorted; the process
+    /// collector's `process_*` families are left out. The datastore families are in
+    /// it once `enable_datastore` ran.
+    pub fn families(&self) -> Vec<(String, Vec<String>)> {
+        let families = self.registry.families.lock().unwrap();
+        let mut out: Vec<_> = families.iter().filter(|(name, _)| !name.starts_with("process_")).cloned().collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Text exposition format.

@@ -32,6 +32,9 @@ cargo build --workspace --all-targets
 step "unit + namespace tests (no Docker)"
 cargo test -p calico-medic --lib --test netns_repair --test fixtures_core
 
+step "docs: the configuration reference and the metric table equal the code (no root, no Docker)"
+cargo test -p calico-medic --test docs
+
 step "datastore client against a real etcd (read, watch, cleared index, failover, deadlines; no Docker)"
 cargo test -p calico-medic --test datastore_etcd
 

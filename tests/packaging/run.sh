@@ -50,6 +50,8 @@ BIN=/usr/bin/calico-medic
 CONF=/etc/calico-medic/config.toml
 DOC=/usr/share/doc/calico-medic
 MAN_PAGES=(calico-medic.1.gz calico-medic-check.1.gz calico-medic-repair.1.gz calico-medic-run.1.gz)
+# docs/*.md, shipped beside the README (…/doc/calico-medic/docs/ in the packages, docs/ in the tarball).
+DOCS=(architecture.md figures.md how-it-works.md metrics.md operations.md testing.md)
 BASH_COMPLETION=/usr/share/bash-completion/completions/calico-medic
 DOCKER=${LAB_DOCKER:-/usr/bin/docker} # Debian's 20.10 client (see DESIGN.md)
 LABCTL=$REPO/tests/lab/labctl
@@ -129,6 +131,10 @@ for p in "$BIN" /etc/calico-medic "$DOC" /usr/lib/systemd/system/calico-medic.se
 done
 
 # ---------------------------------------------------------------- artifacts
+# The list above is the repository's docs/ (a new page must be added to it, and so ship).
+repo_docs=$(cd docs 2>/dev/null && ls -1 -- *.md | sort | tr '\n' ' ')
+[[ $repo_docs == "$(printf '%s\n' "${DOCS[@]}" | sort | tr '\n' ' ')" ]] &&
+    pass "docs/: ${#DOCS[@]} pages, all in the shipped list" || fail "docs/ pages differ from DOCS in this script" "docs/: $repo_docs"$'\n'"DOCS: ${DOCS[*]}"
 METADATA=$(cargo metadata --no-deps --format-version 1)
 VERSION=$(jq -r --arg p "$PKG" '.packages[] | select(.name == $p) | .version' <<<"$METADATA")
 TARGET_DIR=$(jq -r .target_directory <<<"$METADATA")
@@ -227,11 +233,12 @@ missing=""
 for f in ./usr/bin/calico-medic ./lib/systemd/system/calico-medic.service ./etc/calico-medic/config.toml \
     ./usr/share/doc/calico-medic/README.md ./usr/share/doc/calico-medic/copyright \
     ./usr/share/doc/calico-medic/examples/marathon-app.json $(printf './usr/share/man/man1/%s ' "${MAN_PAGES[@]}") \
+    $(printf './usr/share/doc/calico-medic/docs/%s ' "${DOCS[@]}") \
     ./usr/share/bash-completion/completions/calico-medic ./usr/share/zsh/vendor-completions/_calico-medic \
     ./usr/share/fish/vendor_completions.d/calico-medic.fish; do
     grep -qxF "$f" <<<"$contents" || missing+=" $f"
 done
-[[ -z $missing ]] && pass "package contents: binary, unit, config, README, copyright, Marathon example, 4 man pages, bash/zsh/fish completions" ||
+[[ -z $missing ]] && pass "package contents: binary, unit, config, README, ${#DOCS[@]} docs, copyright, Marathon example, 4 man pages, bash/zsh/fish completions" ||
     fail "package contents" "missing:$missing"
 # The man pages and completions are what the packaged binary generates (so they
 # describe exactly its flags), gzip -9n'd pages included.
@@ -295,9 +302,10 @@ want_files=$(printf '%s\n' /etc/calico-medic /etc/calico-medic/config.toml /usr/
     /usr/lib/systemd/system-preset/50-calico-medic.preset /usr/lib/systemd/system/calico-medic.service \
     /usr/share/doc/calico-medic /usr/share/doc/calico-medic/README.md /usr/share/doc/calico-medic/examples \
     /usr/share/doc/calico-medic/examples/marathon-app.json "${MAN_PAGES[@]/#//usr/share/man/man1/}" \
+    /usr/share/doc/calico-medic/docs "${DOCS[@]/#//usr/share/doc/calico-medic/docs/}" \
     /usr/share/bash-completion/completions/calico-medic /usr/share/zsh/site-functions/_calico-medic \
     /usr/share/fish/vendor_completions.d/calico-medic.fish | sort | tr '\n' ' ')
-[[ $rpm_files == "$want_files" ]] && pass "rpm -qpl: binary, unit, preset, config, README, Marathon example, 4 man pages, bash/zsh/fish completions (16 entries)" ||
+[[ $rpm_files == "$want_files" ]] && pass "rpm -qpl: binary, unit, preset, config, README, docs/ and its ${#DOCS[@]} pages, Marathon example, 4 man pages, bash/zsh/fish completions ($(wc -w <<<"$want_files") entries)" ||
     fail "rpm -qpl" "got:  $rpm_files"$'\n'"want: $want_files"
 [[ $(rq -c) == "$CONF" && $(rq --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' | grep " $CONF\$") == "cn $CONF" ]] &&
     pass "rpm: $CONF is %config(noreplace)" || fail "rpm: config(noreplace)" "$(rq --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]')"
@@ -347,18 +355,27 @@ sc_case POSTUN 0 "systemctl daemon-reload;" "postun on erase (0)"
 tar_list=$(tar -tzvf "$TGZ" | awk '{print $1, $2, $NF}' | sort | tr '\n' ';')
 want_tar=$(
     for f in README.md calico-medic.service config.toml examples/marathon-app.json completions/_calico-medic \
-        completions/calico-medic.bash completions/calico-medic.fish $(printf 'man/man1/%s ' "${MAN_PAGES[@]}"); do
+        completions/calico-medic.bash completions/calico-medic.fish $(printf 'man/man1/%s ' "${MAN_PAGES[@]}") \
+        $(printf 'docs/%s ' "${DOCS[@]}"); do
         echo "-rw-r--r-- 0/0 $PKG-$VERSION/$f"
     done
     echo "-rwxr-xr-x 0/0 $PKG-$VERSION/calico-medic"
-    for d in "" completions/ examples/ man/ man/man1/; do echo "drwxr-xr-x 0/0 $PKG-$VERSION/$d"; done
+    for d in "" completions/ docs/ examples/ man/ man/man1/; do echo "drwxr-xr-x 0/0 $PKG-$VERSION/$d"; done
 )
 want_tar=$(sort <<<"$want_tar" | tr '\n' ';')
-[[ $tar_list == "$want_tar" ]] && pass "tarball: $PKG-$VERSION/{calico-medic, calico-medic.service, config.toml, README.md, examples/marathon-app.json, man/man1/*.1.gz, completions/*}, root-owned" ||
+[[ $tar_list == "$want_tar" ]] && pass "tarball: $PKG-$VERSION/{calico-medic, calico-medic.service, config.toml, README.md, docs/*.md, examples/marathon-app.json, man/man1/*.1.gz, completions/*}, root-owned" ||
     fail "tarball contents" "got:  $tar_list"$'\n'"want: $want_tar"
 cmp -s "$TOP/calico-medic.service" "$UNIT_SRC" && cmp -s "$TOP/config.toml" "$CONFIG_SRC" && cmp -s "$TOP/README.md" README.md &&
     cmp -s "$TOP/examples/marathon-app.json" "$MARATHON_SRC" &&
     pass "tarball: unit, config, README, Marathon example = the sources" || fail "tarball files differ from the sources"
+docs_ok=1
+for d in "${DOCS[@]}"; do
+    for shipped in "$WORK/x/deb/usr/share/doc/calico-medic/docs/$d" "$WORK/x/rpm/usr/share/doc/calico-medic/docs/$d" "$TOP/docs/$d"; do
+        cmp -s "$shipped" "docs/$d" || { docs_ok=0; echo "differs or missing: $shipped"; }
+    done
+done >"$WORK/docs.cmp"
+((docs_ok)) && pass "docs/*.md in the .deb, the .rpm and the tarball = the sources (${#DOCS[@]} pages)" ||
+    fail "shipped docs differ from docs/" "$(cat "$WORK/docs.cmp")"
 gen_ok=1
 for m in "${MAN_PAGES[@]}"; do cmp -s "$TOP/man/man1/$m" "$WORK/x/deb/usr/share/man/man1/$m" || gen_ok=0; done
 cmp -s "$TOP/completions/calico-medic.bash" "$WORK/x/deb/usr/share/bash-completion/completions/calico-medic" &&
@@ -373,15 +390,16 @@ if out=$(tests/packaging/systemd-table.sh check 2>&1); then
 else
     fail "systemd-directives.tsv out of date" "$out"
 fi
-if grep -q '^<!-- systemd-directives:begin' README.md; then
-    if diff <(sed -n '/^<!-- systemd-directives:begin/,/^<!-- systemd-directives:end/p' README.md | sed '1d;$d') \
-        <(tests/packaging/systemd-table.sh markdown) >"$WORK/readme-table.diff"; then
-        pass "README.md systemd table = tests/packaging/systemd-table.sh markdown"
+OPS_DOC=docs/operations.md
+if grep -q '^<!-- systemd-directives:begin' "$OPS_DOC"; then
+    if diff <(sed -n '/^<!-- systemd-directives:begin/,/^<!-- systemd-directives:end/p' "$OPS_DOC" | sed '1d;$d') \
+        <(tests/packaging/systemd-table.sh markdown) >"$WORK/ops-table.diff"; then
+        pass "$OPS_DOC systemd table = tests/packaging/systemd-table.sh markdown"
     else
-        fail "README.md systemd table differs from systemd-table.sh markdown" "$(cat "$WORK/readme-table.diff")"
+        fail "$OPS_DOC systemd table differs from systemd-table.sh markdown" "$(cat "$WORK/ops-table.diff")"
     fi
 else
-    say "SKIP README table check: README.md has no <!-- systemd-directives:begin --> block"
+    fail "$OPS_DOC has no <!-- systemd-directives:begin --> block (the table of the unit on old systemd)"
 fi
 for v in 219 229; do
     mkdir -p "$WORK/v$v"
@@ -435,6 +453,10 @@ check "README $DOC/README.md is installed" test -f "$DOC/README.md"
 check "installed unit = $UNIT_SRC" cmp "$UNIT" "$UNIT_SRC"
 check "installed config = $CONFIG_SRC" cmp "$CONF" "$CONFIG_SRC"
 check "installed README = README.md" cmp "$DOC/README.md" README.md
+docs_ok=1
+for d in "${DOCS[@]}"; do cmp -s "$DOC/docs/$d" "docs/$d" || docs_ok=0; done
+((docs_ok)) && pass "installed $DOC/docs/ = docs/ (${#DOCS[@]} pages)" ||
+    fail "installed docs differ from docs/" "$(ls -l "$DOC/docs" 2>&1)"
 [[ $(stat -c %a "$CONF") = 644 && $(stat -c %U "$CONF") = root ]] &&
     pass "config is root-owned, mode 644" || fail "config owner/mode" "$(stat -c '%U %a' "$CONF")"
 check "unit enabled at install (multi-user.target.wants symlink)" \

@@ -356,6 +356,18 @@ else
     fail "host-side fault not reported: $(scrape | grep "container_id=\"$FELIX_ID\"" | cut -c1-160 | tr '\n' ' ')"
 fi
 check_metrics "with healthy, repaired and broken endpoints"
+# docs/metrics.md lists every calico_medic_* family the real agent serves (datastore ones included: the
+# agent reads the lab's etcd). tests/docs.rs compares the table with the code; this, with a live scrape.
+METRICS_DOC=$ROOT/docs/metrics.md
+doc_families=$(sed -n '/^<!-- metric-families:begin/,/^<!-- metric-families:end/p' "$METRICS_DOC" |
+    grep -oE '^\| `calico_medic_[a-z0-9_]+`' | tr -d '|` ' | sort -u)
+served=$(awk '$1 == "#" && $2 == "TYPE" && $3 ~ /^calico_medic_/ { print $3 }' "$T/scrape.txt" | sort -u)
+undocumented=$(comm -23 <(echo "$served") <(echo "$doc_families") | tr '\n' ' ')
+if [[ -n $served && -n $doc_families && -z ${undocumented// /} ]]; then
+    pass "docs/metrics.md lists every calico_medic_* family served ($(wc -l <<<"$served") served, $(wc -l <<<"$doc_families") documented)"
+else
+    fail "families served but not in docs/metrics.md's table: ${undocumented:-<none>} (served: $(wc -w <<<"$served"), documented: $(wc -w <<<"$doc_families"))"
+fi
 
 # Let Prometheus catch up: the new counter value scraped, then a few more samples for rate().
 wait_for 10 pq_has_data "calico_medic_repairs_total{job=\"$JOB\",fault=\"mac_mismatch\",result=\"success\"} == $R1" ||
