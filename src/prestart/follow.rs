@@ -14,6 +14,7 @@ use super::sandboxes::PrestartResult;
 use super::Inner;
 use crate::diagnose::{diagnose_container, FaultKind};
 use crate::error::MedicError;
+use crate::kernel::sched::PriorityRaise;
 use crate::medic::{endpoint_pass_from, Medic, Mode};
 use crate::netlink::watch::watch_netns;
 use crate::netlink::Netlink;
@@ -32,21 +33,13 @@ const LOCATE_RETRY: Duration = Duration::from_millis(10);
 /// within Docker's 30–50 ms, and it needs only a few milliseconds of it per new
 /// endpoint; every wait in it is bounded (`prestart.follow`), and the kernel's RT
 /// throttling caps it anyway. Without CAP_SYS_NICE: nice −10, else as it is.
-const FOLLOWER_RT_PRIORITY: libc::c_int = 1;
-const FOLLOWER_NICE: libc::c_int = -10;
-
 fn raise_priority() {
-    let param = libc::sched_param { sched_priority: FOLLOWER_RT_PRIORITY };
-    // SAFETY: sched_setscheduler(2) with pid 0 = the calling thread only.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) } == 0 {
-        return;
-    }
-    let rt_error = std::io::Error::last_os_error();
-    let tid = nix::unistd::gettid().as_raw() as libc::id_t;
-    // SAFETY: setpriority(2) on this thread only; failure (no CAP_SYS_NICE) is harmless.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, FOLLOWER_NICE) } != 0 {
-        let nice_error = std::io::Error::last_os_error();
-        debug!(error = %rt_error, reason = %nice_error, "pre-start: follower keeps its priority");
+    match crate::kernel::sched::raise_current_thread_priority() {
+        PriorityRaise::RealTime => {}
+        PriorityRaise::Nice { realtime } => debug!(reason = %realtime, "pre-start: follower at nice -10"),
+        PriorityRaise::Unchanged { realtime, nice } => {
+            debug!(error = %realtime, reason = %nice, "pre-start: follower keeps its priority");
+        }
     }
 }
 
