@@ -16,6 +16,8 @@ pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod observe;
+pub mod policy;
+pub mod prestart_settings;
 pub mod probe;
 pub mod repair;
 pub mod report;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::policy::Policy;
+use crate::policy::Policy;
 
 /// The escalation settings in force (from `[marathon]`).
 #[derive(Debug, Clone, PartialEq)]
