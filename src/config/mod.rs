@@ -99,8 +99,11 @@ impl Config {
 
     /// `from_toml`, then each of `sections` in order; the first error wins.
     pub fn from_toml_checked(text: &str, origin: &str, sections: &[SectionCheck]) -> Result<Config, MedicError> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| MedicError::Config(format!("{origin}: {}", one_line(&e, text))))?;
+        let config: Config = toml::from_str(text).map_err(|e| MedicError::ConfigSyntax {
+            origin: origin.to_string(),
+            detail: one_line(&e, text),
+            source: Box::new(e),
+        })?;
         config
             .validate()
             .and_then(|()| sections.iter().try_for_each(|check| check(&config)))
@@ -123,7 +126,7 @@ impl Config {
         match std::fs::read_to_string(path) {
             Ok(text) => Config::from_toml_checked(&text, &path.display().to_string(), sections),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
-            Err(e) => Err(MedicError::Config(format!("reading {}: {e}", path.display()))),
+            Err(e) => Err(MedicError::ConfigIo { context: format!("reading {}", path.display()), source: e }),
         }
     }
 

@@ -81,8 +81,10 @@ impl Settings {
                 .collect::<Result<_, _>>()
                 .map_err(|e| MedicError::Config(format!("calico.etcd_endpoints: {e}")))?;
         } else if let Some(path) = non_empty(&c.calicoctl_config).filter(|p| Path::new(p).exists()) {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| MedicError::Config(format!("calico.calicoctl_config: reading {path}: {e}")))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| MedicError::ConfigIo {
+                context: format!("calico.calicoctl_config: reading {path}"),
+                source: e,
+            })?;
             let Some(api) = calicoctl::parse(&text).map_err(|e| MedicError::Config(format!("{path}: {e}")))? else {
                 tracing::info!("{path}: datastoreType is not etcdv2; no datastore is read");
                 return Ok(None);
