@@ -470,7 +470,7 @@ pub fn workload_from_inspect(
         container_name: name,
         marathon_app_id,
         mesos_task_id,
-        policy_label: crate::marathon::policy_label(&env),
+        policy_label: crate::policy::policy_label(&env),
         pid: state.pid.unwrap_or(0) as u32,
         started_at: state.started_at.unwrap_or_default(),
         endpoints,

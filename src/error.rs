@@ -44,14 +44,62 @@ pub enum MedicError {
         #[source]
         source: rtnetlink::Error,
     },
+    /// A configuration value that is not acceptable (no underlying error).
     #[error("config: {0}")]
     Config(String),
+    /// A file the configuration names (the config file itself, a credential, a CA
+    /// bundle) could not be read, or its `listen` address could not be bound.
+    #[error("config: {context}: {source}")]
+    ConfigIo {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not TOML of the expected shape; `detail` names line and key.
+    #[error("config: {origin}: {detail}")]
+    ConfigSyntax {
+        origin: String,
+        detail: String,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// An HTTP/TLS client could not be built from what the configuration names
+    /// (CA bundle, client certificate and key).
+    #[error("config: {context}: {source}")]
+    ConfigTls {
+        context: String,
+        #[source]
+        source: reqwest::Error,
+    },
     /// A Docker or netlink call, or a whole pass, overran its deadline.
     #[error("{what} timed out after {after:?}")]
     Timeout { what: String, after: std::time::Duration },
     /// Calico's datastore (etcd) could not be read or understood.
     #[error("datastore: {0}")]
     Datastore(String),
+    /// etcd answered with a body that is not an etcd v2 answer.
+    #[error("datastore: {context}: {source}")]
+    DatastoreAnswer {
+        context: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A request to etcd failed; `detail` says how in a few words (with the TLS cause).
+    #[error("datastore: {context}: {detail}")]
+    DatastoreRequest {
+        context: String,
+        detail: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// No etcd endpoint answered: `tried` says what each one did; the last request
+    /// error, when there was one, is kept as the source.
+    #[error("datastore: no etcd endpoint answered: {tried}")]
+    DatastoreUnreachable {
+        tried: String,
+        #[source]
+        source: Option<reqwest::Error>,
+    },
     /// A pass panicked (caught; the agent goes on).
     #[error("pass over {0} panicked: {1}")]
     Panic(String, String),
@@ -108,10 +156,16 @@ impl MedicError {
             MedicError::HostNamespace(_) => "host_namespace",
             MedicError::Netns { .. } => "netns",
             MedicError::Netlink { .. } => "netlink",
-            MedicError::Config(_) => "config",
+            MedicError::Config(_)
+            | MedicError::ConfigIo { .. }
+            | MedicError::ConfigSyntax { .. }
+            | MedicError::ConfigTls { .. } => "config",
             MedicError::Timeout { .. } => "timeout",
             MedicError::Panic(..) => "panic",
-            MedicError::Datastore(_) => "datastore",
+            MedicError::Datastore(_)
+            | MedicError::DatastoreAnswer { .. }
+            | MedicError::DatastoreRequest { .. }
+            | MedicError::DatastoreUnreachable { .. } => "datastore",
         }
     }
 
@@ -169,7 +223,7 @@ mod tests {
             MedicError::Stale("x".into()),
             MedicError::HostNamespace("x".into()),
             MedicError::netns("c", "r"),
-            MedicError::netlink("c", crate::netlink::compat::refused()),
+            MedicError::netlink("c", crate::kernel::compat::refused()),
             MedicError::Config("x".into()),
             MedicError::timeout("docker inspect x", std::time::Duration::from_secs(1)),
             MedicError::Panic("x".into(), "boom".into()),
@@ -177,18 +231,38 @@ mod tests {
         ];
         let codes: Vec<&str> = all.iter().map(|e| e.code()).collect();
         assert_eq!(codes, MedicError::CODES.to_vec());
+        // The variants that keep a source share their family's code.
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let toml_error = toml::from_str::<toml::Table>("x =").unwrap_err();
+        let json_error = serde_json::from_str::<u8>("x").unwrap_err();
+        let with_source = [
+            MedicError::ConfigIo { context: "reading f".into(), source: io() },
+            MedicError::ConfigSyntax { origin: "f".into(), detail: "line 1".into(), source: Box::new(toml_error) },
+            MedicError::DatastoreAnswer { context: "e".into(), source: json_error },
+            MedicError::DatastoreUnreachable { tried: "e: 503".into(), source: None },
+        ];
+        let codes: Vec<&str> = with_source.iter().map(|e| e.code()).collect();
+        assert_eq!(codes, ["config", "config", "datastore", "datastore"]);
     }
 
     #[test]
     fn sources_are_kept_and_messages_chain_context() {
-        let e =
-            MedicError::netlink("ip route add default via 169.254.1.1 dev cali0", crate::netlink::compat::refused());
+        let e = MedicError::netlink("ip route add default via 169.254.1.1 dev cali0", crate::kernel::compat::refused());
         assert!(e.to_string().starts_with("ip route add default via 169.254.1.1 dev cali0: "), "{e}");
         assert!(e.source().is_some());
         let e = MedicError::netns_io("entering net:[4026]", std::io::Error::from_raw_os_error(libc::EPERM));
         assert_eq!(
             e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).and_then(|e| e.raw_os_error()),
             Some(libc::EPERM)
+        );
+        let e = MedicError::ConfigIo {
+            context: "reading /etc/calico-medic/config.toml".into(),
+            source: std::io::Error::from_raw_os_error(libc::EACCES),
+        };
+        assert!(e.to_string().starts_with("config: reading /etc/calico-medic/config.toml: "), "{e}");
+        assert_eq!(
+            e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).and_then(|e| e.raw_os_error()),
+            Some(libc::EACCES)
         );
     }
 }

@@ -191,7 +191,9 @@ pub fn router(state: HttpState) -> Router {
 
 /// Binds first (so a bad address fails the start), then serves until shutdown.
 pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, MedicError> {
-    tokio::net::TcpListener::bind(listen).await.map_err(|e| MedicError::Config(format!("listen = {listen}: {e}")))
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| MedicError::ConfigIo { context: format!("listen = {listen}"), source: e })
 }
 
 /// One open connection, as the accept loop sees it.

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod observe;
+pub mod policy;
 pub mod prestart;
 pub mod probe;
 pub mod repair;

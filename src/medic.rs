@@ -13,27 +13,18 @@ use crate::datastore::{endpoint_findings, Datastore, Lookup};
 use crate::diagnose::{diagnose_container, diagnose_host, Fault, FaultKind};
 use crate::docker::DockerClient;
 use crate::error::MedicError;
-use crate::marathon::{MarathonClient, Policy};
+use crate::marathon::MarathonClient;
 use crate::netlink::Netlink;
 use crate::netns::{NsIdentity, TargetNetns};
 use crate::observe::{observe_container, observe_host, ContainerSide};
+use crate::policy::Policy;
 use crate::probe;
 use crate::repair::{apply, plan, ActionOutcome, ActionResult};
 use crate::report::{EndpointReport, ProbeResult};
 use crate::workload::{Endpoint, EndpointFacts, Escaped, Expected, Identity, MacEvidence, Workload};
 
-/// What a pass may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Read-only diagnosis.
-    Check,
-    /// Diagnose, repair, re-check.
-    Repair,
-    /// Plan repairs but write nothing (reported as skipped).
-    DryRun,
-    /// The endpoint keeps breaking: report, do not write (reported as skipped).
-    BackedOff,
-}
+/// What a pass may do (defined beside `Policy`, which limits it).
+pub use crate::policy::Mode;
 
 /// The result of one pass over one container.
 pub struct ContainerOutcome {
@@ -45,17 +36,6 @@ pub struct ContainerOutcome {
     pub netns: Option<TargetNetns>,
     /// The task's policy (from its app's label, or the default).
     pub policy: Policy,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Check => "check",
-            Mode::Repair => "repair",
-            Mode::DryRun => "dry_run",
-            Mode::BackedOff => "backed_off",
-        }
-    }
 }
 
 /// The pipeline in force and whether writes are off, swapped whole on SIGHUP: what

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use crate::error::MedicError;
 use crate::kernel;
-use crate::netlink::compat;
+use crate::kernel::compat;
 pub use crate::netlink::{LinkState, NeighbourEntry, Netlink, RouteEntry};
 use crate::workload::Expected;
 

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use crate::diagnose::{Fault, FaultKind};
-use crate::marathon::Policy;
+use crate::policy::Policy;
 use crate::repair::ActionResult;
 use crate::workload::{Escaped, MacAddr, MacSource, Workload};
 

@@ -17,14 +17,6 @@ use std::path::{Path, PathBuf};
 /// The kernel layer: path prefixes relative to the crate root.
 const KERNEL_LAYER: [&str; 3] = ["src/kernel/", "src/netns.rs", "src/netlink/"];
 
-/// TEMPORARY (issue 20): files rewritten on other branches at the same time. The
-/// integrator removes each entry once the file calls the kernel layer instead; an
-/// entry whose file no longer breaks its rule fails the test, so none outlives its use.
-const TEMPORARY_ALLOWLIST: [(&str, Rule, &str); 1] = [
-    // `default_hostname()`: /proc/sys/kernel/hostname. Replace with `kernel::procfs::kernel_hostname()`.
-    ("src/datastore/settings.rs", Rule::ProcRead, "the datastore layering is reworked on its own branch"),
-];
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rule {
     /// `unsafe` anywhere, or a libc call / lower-case libc import.
@@ -246,7 +238,6 @@ fn kernel_access_stays_in_the_kernel_layer() {
     rust_files(&root.join("src"), &mut files);
     files.sort();
     let mut violations = Vec::new();
-    let mut used = [false; TEMPORARY_ALLOWLIST.len()];
     let mut layer_calls = 0;
     for path in &files {
         let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
@@ -255,20 +246,9 @@ fn kernel_access_stays_in_the_kernel_layer() {
             layer_calls += findings.len();
             continue;
         }
-        for f in findings {
-            let allowed = TEMPORARY_ALLOWLIST.iter().position(|&(file, rule, _)| file == rel && rule == f.rule);
-            match allowed {
-                Some(k) => used[k] = true,
-                None => violations.push(format!("{rel}:{}: {}", f.line, f.what)),
-            }
-        }
+        violations.extend(findings.into_iter().map(|f| format!("{rel}:{}: {}", f.line, f.what)));
     }
     assert!(files.len() > 10 && layer_calls > 0, "the scan saw {} files and no kernel-layer call", files.len());
-    for (k, (file, rule, why)) in TEMPORARY_ALLOWLIST.iter().enumerate() {
-        if !used[k] {
-            violations.push(format!("{file}: allowlist entry ({rule:?}; {why}) is no longer needed: remove it"));
-        }
-    }
     assert!(
         violations.is_empty(),
         "kernel access outside the kernel layer ({}):\n{}",

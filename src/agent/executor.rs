@@ -1,90 +1,21 @@
-//! The executor: runs a pass in its own task (the probe-only shortcut, or the one
-//! pipeline under its deadline), and applies what `decide::account` says a
-//! finished pass means — metrics, watches, host links, re-checks, escalation.
+//! The executor: applies what `decide::account` says a finished pass means —
+//! metrics, watches, host links, re-checks, escalation (the kill in its own task).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use super::decide::{account, AccountCtx, Effect, Outcome, PassPlan};
+use super::decide::{account, AccountCtx, Effect, Outcome};
 use super::escalation::task_view;
-use super::queue::PassTicket;
-use super::run_guarded;
+use super::pass::{PassDone, PassResult};
 use super::scheduler::{Internal, Scheduler};
 use super::state::{endpoint_gauges, Trigger};
-use crate::error::MedicError;
 use crate::marathon::{Decision, KillOutcome, KillResult, Policy};
-use crate::medic::{ContainerOutcome, Medic, Mode};
+use crate::medic::{ContainerOutcome, Mode};
 use crate::metrics::StartPath;
 use crate::netlink::watch::Watch;
-use crate::report::{unix_now, EndpointReport};
-use crate::sources::watches::watch_container;
-use crate::sources::Notices;
+use crate::report::unix_now;
 use crate::workload::Escaped;
-
-/// What a pass produced.
-pub(crate) enum PassResult {
-    ProbeOnly(Vec<EndpointReport>),
-    Full(Box<Result<ContainerOutcome, MedicError>>),
-}
-
-/// A finished pass, as reported to the scheduler.
-pub(crate) struct PassDone {
-    id: String,
-    ticket: PassTicket,
-    plan: PassPlan,
-    result: PassResult,
-    /// A subscription in the namespace it saw, when that start was not watched yet.
-    watch: Option<Watch>,
-    /// It completed (neither timed out nor panicked): a sign of progress.
-    progress: bool,
-}
-
-/// One pass over container `id`. Whatever happens (result, error, timeout,
-/// panic), it ends and reports.
-pub(crate) async fn run_pass(
-    medic: Arc<Medic>,
-    id: String,
-    plan: PassPlan,
-    ticket: PassTicket,
-    interrupt: Arc<Notify>,
-    notices: Notices,
-) -> PassDone {
-    let deadline = medic.config.pass_timeout;
-    if let Some(last) = plan.probe_only.clone() {
-        let probe = {
-            let medic = medic.clone();
-            async move { Ok::<_, MedicError>(medic.probe_healthy(&last).await) }
-        };
-        if let Ok(Some(reports)) = run_guarded(probe, deadline, &id).await {
-            let result = PassResult::ProbeOnly(reports);
-            return PassDone { id, ticket, plan, result, watch: None, progress: true };
-        }
-        // An echo failed: the full pass finds out why (and repairs).
-    }
-    let pass = {
-        let (medic, target, mode) = (medic.clone(), id.clone(), plan.mode);
-        async move { medic.run_interruptible(&target, mode, Some(&interrupt)).await }
-    };
-    let outcome = run_guarded(pass, deadline, &id).await;
-    // A pass that ran out of time or panicked is no sign of progress.
-    let progress = !matches!(outcome, Err(MedicError::Timeout { .. } | MedicError::Panic(..)));
-    let watch = match &outcome {
-        Ok(out) if plan.watch && plan.watched_pid != Some(out.workload.pid) => {
-            out.netns.as_ref().and_then(|ns| match watch_container(ns, &id, notices) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    warn!(container = %Escaped(&out.workload.container_name), error = %e, "cannot watch");
-                    None
-                }
-            })
-        }
-        _ => None,
-    };
-    PassDone { id, ticket, plan, result: PassResult::Full(Box::new(outcome)), watch, progress }
-}
 
 impl Scheduler {
     /// Accounts a finished pass and applies its effects; it leaves the liveness

@@ -13,6 +13,7 @@ mod backoff;
 mod decide;
 mod escalation;
 mod executor;
+mod pass;
 mod queue;
 mod scheduler;
 mod state;
@@ -20,17 +21,16 @@ mod state;
 pub use backoff::{backoff_delay, AfterPass, Backoff, ChangeDecision, PassKind, Settle};
 pub use decide::{account, begin, decide, AccountCtx, DecideCtx, Effect, Outcome, PassPlan};
 pub use escalation::task_view;
+pub use pass::run_guarded;
 pub use queue::{PassTicket, Slot};
 pub use state::{ContainerState, Trigger};
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::datastore::Datastore;
-use crate::error::MedicError;
 use crate::http::Health;
 use crate::medic::{Current, Medic};
 use crate::metrics::Metrics;
@@ -91,40 +91,11 @@ impl Agent {
     }
 }
 
-/// Runs one pass in its own task under `deadline`: a pass that overruns is aborted
-/// (`Timeout`), one that panics is caught through its JoinError (`Panic`); either
-/// way the caller gets an error and goes on.
-pub async fn run_guarded<T: Send + 'static>(
-    pass: impl std::future::Future<Output = Result<T, MedicError>> + Send + 'static,
-    deadline: Duration,
-    who: &str,
-) -> Result<T, MedicError> {
-    let task = tokio::spawn(pass);
-    let abort = task.abort_handle();
-    match tokio::time::timeout(deadline, task).await {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(join)) => {
-            let why = match join.try_into_panic() {
-                Ok(payload) => payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-text panic".into()),
-                Err(join) => join.to_string(),
-            };
-            Err(MedicError::Panic(who.to_string(), why))
-        }
-        Err(_) => {
-            abort.abort();
-            Err(MedicError::timeout(format!("pass over {who}"), deadline))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
+    use crate::error::MedicError;
+    use std::time::{Duration, Instant};
 
     #[tokio::test]
     async fn a_pass_that_overruns_or_panics_becomes_an_error() {

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::decide::{begin, decide, DecideCtx, PassPlan};
-use super::executor::{run_pass, PassDone};
+use super::pass::{run_pass, PassDone};
 use super::state::{ContainerState, Trigger};
 use crate::marathon::{Escalator, KillOutcome};
 use crate::netlink::watch::{ChangeKind, Watch};

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::Config;
+use crate::config::{Config, SectionCheck};
 use crate::daemon::build_medic;
 use crate::error::MedicError;
 use crate::medic::Medic;
@@ -144,9 +144,18 @@ pub(crate) fn fail(reason: &str) -> ExitCode {
     ExitCode::from(Status::CouldNotCheck as u8)
 }
 
-/// Loads config (explicit path or the default location) and applies flags.
+/// The sections that other modules own, each checked by its owner whenever the
+/// config is loaded (daemon start, SIGHUP reload, `check`, `repair`), in this order.
+pub const SECTIONS: [SectionCheck; 3] = [
+    crate::datastore::settings::check_section,
+    crate::prestart::settings::check_section,
+    crate::marathon::settings::check_section,
+];
+
+/// Loads config (explicit path or the default location), checks every section and
+/// applies flags.
 pub(crate) fn load_config(path: Option<&Path>, docker_host: Option<&str>) -> Result<Config, MedicError> {
-    let mut config = Config::load(path)?;
+    let mut config = Config::load_checked(path, &SECTIONS)?;
     if let Some(h) = docker_host {
         config.docker_host = Some(h.to_string());
     }
@@ -196,7 +205,31 @@ impl ConfigArg {
 
 #[cfg(test)]
 mod tests {
-    use super::log_directives;
+    use super::{load_config, log_directives};
+
+    /// Every path loads through `load_config`: each owned section is checked there,
+    /// with the key and its line named.
+    #[test]
+    fn every_section_is_checked_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        for (text, want) in [
+            ("[calico]\netcd_endpoints = [\"etcd://x:1\"]\n", "line 2: key `calico.etcd_endpoints`"),
+            ("\n[prestart]\nsandbox_dirs = [\"netns\"]\n", "line 3: key `prestart.sandbox_dirs`"),
+            ("[marathon]\nenabled = true\n", "line 2: key `marathon.enabled`"),
+            ("[backoff]\nmax_repairs = 0\n", "line 2: key `backoff.max_repairs`"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = load_config(Some(&path), None).unwrap_err();
+            assert_eq!(e.code(), "config");
+            assert!(e.to_string().starts_with(&format!("config: {}: {want}", path.display())), "{text:?} → {e}");
+        }
+        std::fs::write(&path, "[marathon]\nurls = [\"http://m:8080\"]\n").unwrap();
+        assert_eq!(
+            load_config(Some(&path), Some("tcp://d:2375")).unwrap().docker_host.as_deref(),
+            Some("tcp://d:2375")
+        );
+    }
 
     #[test]
     fn bollard_never_logs_bodies_unless_named() {

@@ -14,7 +14,7 @@
 //! Only that flat `key: value` shape is read (it is all calicoctl writes); anything
 //! else is an error that names the line.
 
-use super::settings::normalise_endpoint;
+use super::endpoint::normalise_endpoint;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ApiConfig {

@@ -114,7 +114,8 @@ fn install_crypto_provider() {
 }
 
 fn read_file(what: &str, path: &str) -> Result<Vec<u8>, MedicError> {
-    std::fs::read(path).map_err(|e| MedicError::Config(format!("datastore: reading {what} {path}: {e}")))
+    std::fs::read(path)
+        .map_err(|e| MedicError::ConfigIo { context: format!("datastore: reading {what} {path}"), source: e })
 }
 
 impl EtcdClient {
@@ -128,7 +129,7 @@ impl EtcdClient {
         if let Some(ca) = &s.ca_file {
             let pem = read_file("etcd CA file", ca)?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| MedicError::Config(format!("datastore: etcd CA file {ca}: {e}")))?;
+                .map_err(|e| MedicError::ConfigTls { context: format!("datastore: etcd CA file {ca}"), source: e })?;
             if certs.is_empty() {
                 return Err(MedicError::Config(format!("datastore: etcd CA file {ca} holds no certificate")));
             }
@@ -138,12 +139,15 @@ impl EtcdClient {
             let mut pem = read_file("etcd client certificate", cert)?;
             pem.push(b'\n');
             pem.extend(read_file("etcd client key", key)?);
-            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                MedicError::Config(format!("datastore: etcd client certificate {cert} / key {key}: {e}"))
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| MedicError::ConfigTls {
+                context: format!("datastore: etcd client certificate {cert} / key {key}"),
+                source: e,
             })?;
             b = b.identity(id);
         }
-        let http = b.build().map_err(|e| MedicError::Config(format!("datastore: building the etcd client: {e}")))?;
+        let http = b
+            .build()
+            .map_err(|e| MedicError::ConfigTls { context: "datastore: building the etcd client".into(), source: e })?;
         Ok(EtcdClient {
             endpoints: s.endpoints.clone(),
             http,
@@ -197,7 +201,7 @@ impl EtcdClient {
     ) -> Result<Watched, MedicError> {
         let path = format!("/v2/keys{dir}?wait=true&recursive=true&waitIndex={wait_index}");
         let first = self.preferred.load(Ordering::Relaxed);
-        let mut errors = Vec::new();
+        let mut tried = Tried::default();
         let mut answered = Some(answered);
         for n in 0..self.endpoints.len() {
             let i = (first + n) % self.endpoints.len();
@@ -208,15 +212,15 @@ impl EtcdClient {
             }
             let res = match tokio::time::timeout(self.call_timeout, req.send()).await {
                 Err(_) => {
-                    errors.push(format!("{base}: no answer within {:?}", self.call_timeout));
+                    tried.note(format!("{base}: no answer within {:?}", self.call_timeout));
                     continue;
                 }
                 Ok(Err(e)) => {
-                    errors.push(format!("{base}: {}", describe(&e, self.call_timeout)));
+                    tried.failed(base, "", e, self.call_timeout);
                     continue;
                 }
                 Ok(Ok(r)) if r.status().is_server_error() => {
-                    errors.push(format!("{base}: {}", r.status()));
+                    tried.note(format!("{base}: {}", r.status()));
                     continue;
                 }
                 Ok(Ok(r)) => r,
@@ -235,12 +239,15 @@ impl EtcdClient {
             let body = match tokio::time::timeout(timeout, res.bytes()).await {
                 Err(_) => return Ok(Watched::Quiet),
                 Ok(Err(e)) => {
-                    return Err(MedicError::Datastore(format!("watching {dir} on {base}: {}", describe(&e, timeout))))
+                    return Err(MedicError::DatastoreRequest {
+                        context: format!("watching {dir} on {base}"),
+                        detail: describe(&e, timeout),
+                        source: e,
+                    })
                 }
                 Ok(Ok(b)) => b,
             };
-            let answer: Answer = serde_json::from_slice(&body)
-                .map_err(|e| MedicError::Datastore(format!("{base}: not an etcd v2 answer ({status}): {e}")))?;
+            let answer: Answer = serde_json::from_slice(&body).map_err(|e| not_etcd(base, status, e))?;
             return match (status, answer.error_code) {
                 (_, Some(INDEX_CLEARED)) => Ok(Watched::Cleared(answer.index.or(header_index).unwrap_or(0))),
                 (StatusCode::OK, None) => {
@@ -258,7 +265,7 @@ impl EtcdClient {
                 ))),
             };
         }
-        Err(MedicError::Datastore(format!("no etcd endpoint answered: {}", errors.join("; "))))
+        Err(tried.into_error())
     }
 
     /// Asks the endpoints in turn (the last one that answered first) until one
@@ -266,7 +273,7 @@ impl EtcdClient {
     async fn request(&self, path: &str) -> Result<(StatusCode, Option<u64>, Answer), MedicError> {
         let timeout = self.call_timeout;
         let first = self.preferred.load(Ordering::Relaxed);
-        let mut errors = Vec::new();
+        let mut tried = Tried::default();
         for n in 0..self.endpoints.len() {
             let i = (first + n) % self.endpoints.len();
             let base = &self.endpoints[i];
@@ -277,28 +284,27 @@ impl EtcdClient {
             let res = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    errors.push(format!("{base}: {}", describe(&e, timeout)));
+                    tried.failed(base, "", e, timeout);
                     continue;
                 }
             };
             let status = res.status();
             let index = res.headers().get("X-Etcd-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
             if status.is_server_error() {
-                errors.push(format!("{base}: {status}"));
+                tried.note(format!("{base}: {status}"));
                 continue;
             }
             let body = match res.bytes().await {
                 Ok(b) => b,
                 Err(e) => {
-                    errors.push(format!("{base}: reading the answer: {}", describe(&e, timeout)));
+                    tried.failed(base, "reading the answer: ", e, timeout);
                     continue;
                 }
             };
             let answer = if body.is_empty() {
                 Answer::default()
             } else {
-                serde_json::from_slice(&body)
-                    .map_err(|e| MedicError::Datastore(format!("{base}: not an etcd v2 answer ({status}): {e}")))?
+                serde_json::from_slice(&body).map_err(|e| not_etcd(base, status, e))?
             };
             if status == StatusCode::UNAUTHORIZED {
                 return Err(MedicError::Datastore(format!("{base}: authentication refused ({status})")));
@@ -306,7 +312,34 @@ impl EtcdClient {
             self.preferred.store(i, Ordering::Relaxed);
             return Ok((status, index, answer));
         }
-        Err(MedicError::Datastore(format!("no etcd endpoint answered: {}", errors.join("; "))))
+        Err(tried.into_error())
+    }
+}
+
+/// A body that does not parse as etcd's JSON.
+fn not_etcd(base: &str, status: StatusCode, source: serde_json::Error) -> MedicError {
+    MedicError::DatastoreAnswer { context: format!("{base}: not an etcd v2 answer ({status})"), source }
+}
+
+/// What each endpoint did, and the last request error (kept as the source).
+#[derive(Default)]
+struct Tried {
+    what: Vec<String>,
+    last: Option<reqwest::Error>,
+}
+
+impl Tried {
+    fn note(&mut self, what: String) {
+        self.what.push(what);
+    }
+
+    fn failed(&mut self, base: &str, doing: &str, e: reqwest::Error, timeout: Duration) {
+        self.what.push(format!("{base}: {doing}{}", describe(&e, timeout)));
+        self.last = Some(e);
+    }
+
+    fn into_error(self) -> MedicError {
+        MedicError::DatastoreUnreachable { tried: self.what.join("; "), source: self.last }
     }
 }
 

@@ -4,11 +4,13 @@
 //! The libnetwork plugin writes one key per endpoint,
 //! `/calico/v1/host/<hostname>/workload/libnetwork/libnetwork/endpoint/<EndpointID>`, with
 //! `{"state","name","active_instance_id","mac","profile_ids","ipv4_nets","ipv6_nets"}`.
-//! `settings` says where etcd is (`[calico]` or calicoctl's config), `etcd` talks to it,
+//! `settings` says where etcd is (`[calico]`, checked there, or calicoctl's config, read
+//! by `calicoctl`; `endpoint` normalises an endpoint for both), `etcd` talks to it,
 //! `follow` keeps a `View` current (watch + periodic full read), and `findings` is
 //! the pure diff of one endpoint (or the whole host) against it.
 
 pub mod calicoctl;
+pub mod endpoint;
 pub mod etcd;
 pub mod findings;
 pub mod follow;
@@ -24,9 +26,10 @@ use serde::Deserialize;
 use crate::error::MedicError;
 use crate::workload::MacAddr;
 
+pub use endpoint::normalise_endpoint;
 pub use etcd::EtcdClient;
 pub use findings::{endpoint_findings, orphans, Lookup};
-pub use settings::{normalise_endpoint, Settings};
+pub use settings::Settings;
 
 /// The etcd directory of this host's libnetwork endpoints.
 pub fn endpoint_dir(hostname: &str) -> String {

@@ -1,11 +1,13 @@
 //! Where Calico's datastore is: the `[calico]` section, else calicoctl's own config
 //! file (`/etc/calico/calicoctl.cfg`) when it exists, else nowhere (no datastore).
+//! `[calico]` validates itself here (`validate`), not in `config`.
 
 use std::path::Path;
 use std::time::Duration;
 
 use super::calicoctl;
-use crate::config::Config;
+use super::endpoint::normalise_endpoint;
+use crate::config::{within, CalicoConfig, Config};
 use crate::error::MedicError;
 
 /// A password: its `Debug` never shows it, so no log line can.
@@ -36,25 +38,6 @@ pub struct Settings {
     pub watch_timeout: Duration,
 }
 
-/// `host:port` → `http://host:port`; `http(s)://host:port[/]` kept without the slash.
-/// Anything with a path, query or another scheme is refused.
-pub fn normalise_endpoint(raw: &str) -> Result<String, String> {
-    let url = raw.trim();
-    if url.is_empty() {
-        return Err("an empty endpoint".into());
-    }
-    let (scheme, rest) = match url.split_once("://") {
-        Some((s, r)) if s == "http" || s == "https" => (s, r),
-        Some((s, _)) => return Err(format!("{raw:?}: scheme {s:?} is not http or https")),
-        None => ("http", url),
-    };
-    let authority = rest.trim_end_matches('/');
-    if authority.is_empty() || authority.contains(['/', '?', '#', ' ', '@']) {
-        return Err(format!("{raw:?} is not an etcd endpoint (want http(s)://host:port)"));
-    }
-    Ok(format!("{scheme}://{authority}"))
-}
-
 /// Calico's name for this host, as calico/node determines it: `NODENAME`, then
 /// `HOSTNAME`, then the kernel's host name.
 pub fn default_hostname() -> String {
@@ -65,7 +48,7 @@ pub fn default_hostname() -> String {
             }
         }
     }
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+    crate::kernel::procfs::kernel_hostname().map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -98,8 +81,10 @@ impl Settings {
                 .collect::<Result<_, _>>()
                 .map_err(|e| MedicError::Config(format!("calico.etcd_endpoints: {e}")))?;
         } else if let Some(path) = non_empty(&c.calicoctl_config).filter(|p| Path::new(p).exists()) {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| MedicError::Config(format!("calico.calicoctl_config: reading {path}: {e}")))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| MedicError::ConfigIo {
+                context: format!("calico.calicoctl_config: reading {path}"),
+                source: e,
+            })?;
             let Some(api) = calicoctl::parse(&text).map_err(|e| MedicError::Config(format!("{path}: {e}")))? else {
                 tracing::info!("{path}: datastoreType is not etcdv2; no datastore is read");
                 return Ok(None);
@@ -130,19 +115,50 @@ impl Settings {
     }
 }
 
+/// Checks `[calico]` (a `config::SectionCheck` through `check_section`): bounds, the
+/// endpoints' shape, certificate and key given together, a host name fit for an etcd
+/// key. Errors start with the key.
+pub fn validate(c: &CalicoConfig) -> Result<(), String> {
+    let s = Duration::from_secs;
+    within("calico.full_read_interval", c.full_read_interval, s(1), s(86_400))?;
+    within("calico.watch_timeout", c.watch_timeout, s(1), s(3_600))?;
+    for url in &c.etcd_endpoints {
+        normalise_endpoint(url).map_err(|e| format!("calico.etcd_endpoints: {e}"))?;
+    }
+    if c.etcd_cert_file.is_empty() != c.etcd_key_file.is_empty() {
+        return Err(
+            "calico.etcd_cert_file: a client certificate needs etcd_key_file too (and the other way round)".into()
+        );
+    }
+    if c.hostname.contains('/') {
+        return Err("calico.hostname: must not contain '/' (it is part of an etcd key)".into());
+    }
+    Ok(())
+}
+
+/// `validate` over the whole configuration: the `config::SectionCheck` of `[calico]`.
+pub fn check_section(config: &Config) -> Result<(), String> {
+    validate(&config.calico)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_normalise() {
-        assert_eq!(normalise_endpoint("http://10.0.0.1:2379/").unwrap(), "http://10.0.0.1:2379");
-        assert_eq!(normalise_endpoint("192.168.56.103:2379").unwrap(), "http://192.168.56.103:2379");
-        assert_eq!(normalise_endpoint(" https://etcd:2379 ").unwrap(), "https://etcd:2379");
-        assert!(normalise_endpoint("etcd://x:1").is_err());
-        assert!(normalise_endpoint("http://x:1/v2/keys").is_err());
-        assert!(normalise_endpoint("http://user:pw@x:1").is_err());
-        assert!(normalise_endpoint("").is_err());
+    fn calico_section_is_checked() {
+        for (text, key) in [
+            ("[calico]\netcd_endpoints = [\"etcd://x:1\"]\n", "line 2: key `calico.etcd_endpoints`"),
+            ("[calico]\netcd_cert_file = \"/c.pem\"\n", "line 2: key `calico.etcd_cert_file`"),
+            ("[calico]\nhostname = \"a/b\"\n", "line 2: key `calico.hostname`"),
+            ("[calico]\nwatch_timeout = \"0s\"\n", "line 2: key `calico.watch_timeout`"),
+            ("[calico]\nfull_read_interval = \"100000d\"\n", "line 2: key `calico.full_read_interval`"),
+        ] {
+            let e = Config::from_toml_checked(text, "cfg.toml", &[check_section]).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?} → {e}");
+        }
+        let c = Config::from_toml_checked("[calico]\netcd_endpoints = [\"e:2379\"]\n", "t", &[check_section]);
+        assert_eq!(c.unwrap().calico.etcd_endpoints, vec!["e:2379"]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockProtocol, So
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::netlink::compat::{self, Feature};
+use super::compat::{self, Feature};
 
 /// An ICMP socket in the namespace of the thread that opened it, not yet registered
 /// with the runtime: it may be opened on a namespace thread that has no runtime.

@@ -52,7 +52,7 @@ pub struct MarathonClient {
 
 fn read_secret(key: &str, path: &str) -> Result<String, MedicError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| MedicError::Config(format!("marathon.{key}: reading {path}: {e}")))?;
+        .map_err(|e| MedicError::ConfigIo { context: format!("marathon.{key}: reading {path}"), source: e })?;
     let secret = text.trim_end_matches(['\n', '\r']).to_string();
     if secret.is_empty() {
         return Err(MedicError::Config(format!("marathon.{key}: {path} is empty")));
@@ -85,14 +85,19 @@ impl MarathonClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("calico-medic/", env!("CARGO_PKG_VERSION")));
         if !c.ca_file.is_empty() {
-            let pem = std::fs::read(&c.ca_file)
-                .map_err(|e| MedicError::Config(format!("marathon.ca_file: reading {}: {e}", c.ca_file)))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| MedicError::Config(format!("marathon.ca_file: {}: {e}", c.ca_file)))?;
+            let pem = std::fs::read(&c.ca_file).map_err(|e| MedicError::ConfigIo {
+                context: format!("marathon.ca_file: reading {}", c.ca_file),
+                source: e,
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| MedicError::ConfigTls {
+                context: format!("marathon.ca_file: {}", c.ca_file),
+                source: e,
+            })?;
             builder = builder.tls_certs_only(certs);
         }
-        let http =
-            builder.build().map_err(|e| MedicError::Config(format!("marathon: building the HTTP client: {e}")))?;
+        let http = builder
+            .build()
+            .map_err(|e| MedicError::ConfigTls { context: "marathon: building the HTTP client".into(), source: e })?;
         let urls = c.urls.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
         Ok(Some(MarathonClient { http, urls, auth, timeout: c.request_timeout }))
     }

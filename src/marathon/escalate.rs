@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::policy::Policy;
+use crate::policy::Policy;
 
 /// The escalation settings in force (from `[marathon]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +138,35 @@ struct TaskState {
     task: Option<String>,
 }
 
+impl TaskState {
+    /// Counts one pass that ended in `state`; false when the endpoint is fine
+    /// (nothing to escalate).
+    fn count_pass(&mut self, state: EndpointState, now: f64) -> bool {
+        match state {
+            EndpointState::Healthy | EndpointState::Other => {
+                self.failed_passes = 0;
+                self.unreachable_since = None;
+                self.suppressed = None;
+                return false;
+            }
+            EndpointState::Unrepaired => {
+                // One break sets off a burst of passes (container and host watches):
+                // failed passes count only when about RECHECK apart.
+                if self.failed_passes == 0 || now - self.last_failed >= RECHECK.as_secs_f64() * 0.9 {
+                    self.failed_passes = self.failed_passes.saturating_add(1);
+                    self.last_failed = now;
+                }
+                self.unreachable_since = None;
+            }
+            EndpointState::Unreachable => {
+                self.failed_passes = 0;
+                self.unreachable_since.get_or_insert(now);
+            }
+        }
+        true
+    }
+}
+
 /// First retry of a failed kill after this long, doubling up to `RETRY_MAX`.
 pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
@@ -178,26 +207,8 @@ impl Escalator {
             .entry(v.container_id.to_string())
             .or_insert_with(|| TaskState { first_seen: now, ..TaskState::default() });
         st.task = v.task.map(str::to_string);
-        match v.state {
-            EndpointState::Healthy | EndpointState::Other => {
-                st.failed_passes = 0;
-                st.unreachable_since = None;
-                st.suppressed = None;
-                return Decision::Nothing;
-            }
-            EndpointState::Unrepaired => {
-                // One break sets off a burst of passes (container and host watches):
-                // failed passes count only when about RECHECK apart.
-                if st.failed_passes == 0 || now - st.last_failed >= RECHECK.as_secs_f64() * 0.9 {
-                    st.failed_passes = st.failed_passes.saturating_add(1);
-                    st.last_failed = now;
-                }
-                st.unreachable_since = None;
-            }
-            EndpointState::Unreachable => {
-                st.failed_passes = 0;
-                st.unreachable_since.get_or_insert(now);
-            }
+        if !st.count_pass(v.state, now) {
+            return Decision::Nothing;
         }
         if st.in_flight || v.task.is_some_and(|t| self.done.contains(t)) {
             return Decision::Nothing;

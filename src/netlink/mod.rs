@@ -1,8 +1,7 @@
 //! The one rtnetlink layer: every read and write the product makes, each with its
-//! context, and the kernel-version fallbacks (`compat`). Observe and repair call
+//! context (kernel-version fallbacks: `kernel::compat`). Observe and repair call
 //! these methods; nothing else builds netlink requests. Watches live in `watch`.
 
-pub mod compat;
 mod requests;
 pub mod watch;
 
@@ -25,9 +24,9 @@ use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 use serde::Serialize;
 
 use crate::error::{netlink_errno, MedicError};
+use crate::kernel::compat::{self, Feature};
 use crate::netns::TargetNetns;
 use crate::workload::MacAddr;
-use compat::Feature;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LinkState {

@@ -14,7 +14,6 @@ use super::sandboxes::PrestartResult;
 use super::Inner;
 use crate::diagnose::{diagnose_container, FaultKind};
 use crate::error::MedicError;
-use crate::kernel::sched::PriorityRaise;
 use crate::medic::{endpoint_pass_from, Medic, Mode};
 use crate::netlink::watch::watch_netns;
 use crate::netlink::Netlink;
@@ -27,34 +26,6 @@ const MAX_PIDS_SCANNED: usize = 512;
 /// After the veth moved, how often the follower looks for the sandbox file when no
 /// notification comes (the file can be mounted a moment after the move).
 const LOCATE_RETRY: Duration = Duration::from_millis(10);
-
-/// The follower thread (and the threads it starts) runs SCHED_RR at the lowest
-/// real-time priority: on a host busy starting tasks, a follower must get the CPU
-/// within Docker's 30–50 ms, and it needs only a few milliseconds of it per new
-/// endpoint; every wait in it is bounded (`prestart.follow`), and the kernel's RT
-/// throttling caps it anyway. Without CAP_SYS_NICE: nice −10, else as it is.
-fn raise_priority() {
-    match crate::kernel::sched::raise_current_thread_priority() {
-        PriorityRaise::RealTime => {}
-        PriorityRaise::Nice { realtime } => debug!(reason = %realtime, "pre-start: follower at nice -10"),
-        PriorityRaise::Unchanged { realtime, nice } => {
-            debug!(error = %realtime, reason = %nice, "pre-start: follower keeps its priority");
-        }
-    }
-}
-
-/// Followers race Docker's last 30–50 ms before `start`: they run on their own
-/// thread and runtime, so a burst of post-start passes, probes and Docker events on
-/// the main runtime never queues in front of them.
-pub(super) fn follower_runtime() -> std::io::Result<tokio::runtime::Handle> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let handle = rt.handle().clone();
-    std::thread::Builder::new().name("prestart".into()).spawn(move || {
-        raise_priority();
-        rt.block_on(std::future::pending::<()>());
-    })?;
-    Ok(handle)
-}
 
 /// The host side of a new endpoint, once Docker moved its peer into the sandbox.
 #[derive(Debug, Clone)]
@@ -330,7 +301,7 @@ async fn host_step(host: &Netlink, ifindex: u32, prefix: &str) -> Result<HostSte
     let Some((mut link, mut peer_nsid)) = host.link_and_peer_netnsid(ifindex).await? else {
         return Ok(HostStep::Ignore);
     };
-    if crate::netlink::compat::emulated_kernel().is_some_and(|v| v < (4, 1)) {
+    if crate::kernel::compat::emulated_kernel().is_some_and(|v| v < (4, 1)) {
         // As on 3.10: no namespace ids (4.0), no veth peer index (4.1): found by address.
         peer_nsid = None;
         link.peer_index = None;

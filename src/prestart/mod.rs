@@ -25,6 +25,7 @@
 mod follow;
 mod policy;
 mod sandboxes;
+pub mod settings;
 
 pub use policy::{is_calico_host_veth, may_write_before_start, sandbox_state, SandboxFacts, SandboxState};
 
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use crate::diagnose::FaultKind;
+use crate::kernel::sched::PriorityRaise;
 use crate::marathon::Policy;
 use crate::medic::{ContainerOutcome, Current};
 use crate::metrics::{Metrics, StartPath};
@@ -111,7 +113,7 @@ impl Prestart {
             return;
         }
         let existing = self.inner.state().runtime.clone();
-        let runtime = match existing.map_or_else(follow::follower_runtime, Ok) {
+        let runtime = match existing.map_or_else(follower_runtime, Ok) {
             Ok(h) => h,
             Err(e) => {
                 warn!(error = %e, reason = "follower thread", "pre-start path unavailable; new tasks are repaired after start");
@@ -213,6 +215,34 @@ impl Prestart {
             );
         }
     }
+}
+
+/// The follower thread (and the threads it starts) runs SCHED_RR at the lowest
+/// real-time priority: on a host busy starting tasks, a follower must get the CPU
+/// within Docker's 30–50 ms, and it needs only a few milliseconds of it per new
+/// endpoint; every wait in it is bounded (`prestart.follow`), and the kernel's RT
+/// throttling caps it anyway. Without CAP_SYS_NICE: nice −10, else as it is.
+fn raise_priority() {
+    match crate::kernel::sched::raise_current_thread_priority() {
+        PriorityRaise::RealTime => {}
+        PriorityRaise::Nice { realtime } => debug!(reason = %realtime, "pre-start: follower at nice -10"),
+        PriorityRaise::Unchanged { realtime, nice } => {
+            debug!(error = %realtime, reason = %nice, "pre-start: follower keeps its priority");
+        }
+    }
+}
+
+/// Followers race Docker's last 30–50 ms before `start`: they run on their own
+/// thread and runtime, so a burst of post-start passes, probes and Docker events on
+/// the main runtime never queues in front of them.
+fn follower_runtime() -> std::io::Result<tokio::runtime::Handle> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new().name("prestart".into()).spawn(move || {
+        raise_priority();
+        rt.block_on(std::future::pending::<()>());
+    })?;
+    Ok(handle)
 }
 
 impl Inner {

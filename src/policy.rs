@@ -1,3 +1,7 @@
+//! What calico-medic may do to a task (its `Policy`) and what one pass may do
+//! (`Mode`): plain data that every layer shares (config, Docker's workload, reports,
+//! metrics, the pass). `Policy::of_task` sits with `[marathon]` in `config`.
+//!
 //! Per-app policy from Marathon app labels. Marathon exports an app's labels to
 //! each of its tasks as environment: `MARATHON_APP_LABELS` lists the exported
 //! names (space-separated) and `MARATHON_APP_LABEL_<NAME>` holds each value. A
@@ -11,11 +15,32 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::MarathonConfig;
-use crate::medic::Mode;
-
 /// The label (as exported to the task) that carries an app's policy.
 pub const POLICY_LABEL: &str = "CALICO_MEDIC";
+
+/// What a pass may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Read-only diagnosis.
+    Check,
+    /// Diagnose, repair, re-check.
+    Repair,
+    /// Plan repairs but write nothing (reported as skipped).
+    DryRun,
+    /// The endpoint keeps breaking: report, do not write (reported as skipped).
+    BackedOff,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Check => "check",
+            Mode::Repair => "repair",
+            Mode::DryRun => "dry_run",
+            Mode::BackedOff => "backed_off",
+        }
+    }
+}
 
 /// What calico-medic may do to a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -61,12 +86,6 @@ impl Policy {
             Policy::Escalate if !escalation_enabled => (Policy::Repair, note),
             p => (p, note),
         }
-    }
-
-    /// A task's policy from its Docker env (`KEY=VALUE` entries) under `[marathon]`:
-    /// what every path that may write (a pass, a pre-start repair) asks first.
-    pub fn of_task(env: &[String], marathon: &MarathonConfig) -> (Policy, Option<String>) {
-        Policy::resolve(policy_label(env).as_deref(), marathon.default_policy, marathon.enabled)
     }
 
     /// The one place that decides what a pass may do under this policy: `off`
