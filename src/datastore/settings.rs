@@ -101,7 +101,7 @@ impl Settings {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| MedicError::Config(format!("calico.calicoctl_config: reading {path}: {e}")))?;
             let Some(api) = calicoctl::parse(&text).map_err(|e| MedicError::Config(format!("{path}: {e}")))? else {
-                tracing::info!("{path}: datastoreType is not etcdv2; no datastore is read");
+                tracing::info!(path = %path, "calicoctl config: datastoreType is not etcdv2; no datastore is read");
                 return Ok(None);
             };
             s.endpoints = api.endpoints;
