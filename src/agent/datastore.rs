@@ -31,8 +31,7 @@ pub struct DatastoreState {
 impl Agent {
     /// Follows the datastore and acts on its changes until `shutdown` flips.
     pub async fn follow_datastore(self: Arc<Self>, ds: Arc<Datastore>, shutdown: watch::Receiver<bool>) {
-        let names: Vec<&str> = ReadReason::ALL.iter().map(|r| r.as_str()).collect();
-        self.metrics.enable_datastore(&names);
+        self.metrics.enable_datastore(&ReadReason::ALL);
         self.metrics.datastore_up(false);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let follower = tokio::spawn(follow(ds.clone(), tx, shutdown.clone()));
@@ -44,7 +43,7 @@ impl Agent {
                     self.recheck_all_calico();
                 }
                 Change::FullRead(reason, read) => {
-                    self.metrics.datastore_read(reason.as_str(), read.endpoints, read.took.as_secs_f64());
+                    self.metrics.datastore_read(reason, read.endpoints, read.took.as_secs_f64());
                     self.recheck_endpoints(&read.changed);
                 }
                 Change::Watched(ids) => {
@@ -76,7 +75,11 @@ impl Agent {
                 .map(|(id, _)| id.clone())
                 .collect()
         };
-        debug!("datastore: {} endpoint(s) changed; re-checking {} container(s)", ids.len(), containers.len());
+        debug!(
+            endpoints = ids.len(),
+            containers = containers.len(),
+            "datastore: endpoints changed; re-checking their containers"
+        );
         for id in containers {
             self.enqueue(&id, Trigger::Resync);
         }
@@ -116,7 +119,7 @@ impl Agent {
             let held = match docker.calico_endpoint_ids().await {
                 Ok(ids) => ids,
                 Err(e) => {
-                    debug!("datastore: cannot count orphans: {e}");
+                    debug!(error = %e, "datastore: cannot count orphans");
                     continue;
                 }
             };
@@ -138,7 +141,12 @@ impl Agent {
             };
             self.metrics.datastore_orphans(confirmed.len());
             for id in confirmed.iter().filter(|id| !reported.contains(id)) {
-                warn!("datastore: {}", describe_orphan(&ds.dir, id, &view.endpoints));
+                // (`detail` keeps the one-line description the check command prints)
+                warn!(
+                    endpoint = %id,
+                    detail = %describe_orphan(&ds.dir, id, &view.endpoints),
+                    "datastore: orphan endpoint"
+                );
             }
             reported = confirmed;
         }

@@ -12,6 +12,7 @@ use crate::diagnose::FaultKind;
 use crate::marathon::escalate::parse_docker_time;
 use crate::marathon::{Decision, EndpointState, KillOutcome, KillResult, Policy, TaskView};
 use crate::medic::{ContainerOutcome, Medic, Mode};
+use crate::metrics::EscalationResult;
 use crate::report::EndpointReport;
 use crate::workload::Escaped;
 
@@ -75,21 +76,31 @@ impl Agent {
             Decision::Wait(delay) => self.schedule(id, delay, Trigger::Probe),
             Decision::Suppressed { reason, newly, again_in } => {
                 if newly {
+                    // (`reason` first: the text format reads "escalation suppressed: reason=…")
                     warn!(
-                        "{who} escalation suppressed: reason={} (cannot be repaired from the host, but no kill now)",
-                        reason.as_str()
+                        reason = %reason.as_str(),
+                        container = %Escaped(&who.container),
+                        app = who.app.as_deref().map(Escaped).map(tracing::field::display),
+                        task = who.task.as_deref().map(Escaped).map(tracing::field::display),
+                        action = %"kill",
+                        result = %EscalationResult::Suppressed,
+                        "escalation suppressed:"
                     );
-                    self.metrics.escalation("suppressed");
+                    self.metrics.escalation(EscalationResult::Suppressed);
                 }
                 self.schedule(id, again_in, Trigger::Probe);
             }
             Decision::Kill { app, task, dry_run: true } => {
                 info!(
-                    "{who} escalation (dry run): would ask Marathon to replace task {} of app {}",
-                    Escaped(&task),
-                    Escaped(&app)
+                    container = %Escaped(&who.container),
+                    app = %Escaped(&app),
+                    task = %Escaped(&task),
+                    action = %"kill",
+                    result = %EscalationResult::DryRun,
+                    "escalation (dry run): would ask Marathon to replace task {}",
+                    Escaped(&task)
                 );
-                self.metrics.escalation("dry_run");
+                self.metrics.escalation(EscalationResult::DryRun);
             }
             Decision::Kill { app, task, dry_run: false } => {
                 let Some(agent) = self.me.upgrade() else { return };
@@ -98,24 +109,55 @@ impl Agent {
                     let result = client.kill(&app, &task).await;
                     let outcome = match &result {
                         KillResult::Killed { url } => {
-                            info!("{who} escalation: Marathon at {url} is replacing task {}", Escaped(&task));
-                            agent.metrics.escalation("killed");
+                            info!(
+                                container = %Escaped(&who.container),
+                                app = %Escaped(&app),
+                                task = %Escaped(&task),
+                                url = %url,
+                                action = %"kill",
+                                result = %EscalationResult::Killed,
+                                "escalation: Marathon at {url} is replacing task {}",
+                                Escaped(&task)
+                            );
+                            agent.metrics.escalation(EscalationResult::Killed);
                             KillOutcome::Done
                         }
                         KillResult::AlreadyGone { url } => {
-                            info!("{who} escalation: Marathon at {url} says task {} is already gone", Escaped(&task));
-                            agent.metrics.escalation("killed");
+                            info!(
+                                container = %Escaped(&who.container),
+                                app = %Escaped(&app),
+                                task = %Escaped(&task),
+                                url = %url,
+                                action = %"kill",
+                                result = %EscalationResult::Killed,
+                                "escalation: Marathon says task is already gone"
+                            );
+                            agent.metrics.escalation(EscalationResult::Killed);
                             KillOutcome::Done
                         }
                         KillResult::Failed { why } => {
-                            warn!("{who} escalation: killing task {} failed: {why}", Escaped(&task));
-                            agent.metrics.escalation("failed");
+                            warn!(
+                                container = %Escaped(&who.container),
+                                app = %Escaped(&app),
+                                task = %Escaped(&task),
+                                action = %"kill",
+                                result = %EscalationResult::Failed,
+                                reason = %why,
+                                "escalation: killing the task failed"
+                            );
+                            agent.metrics.escalation(EscalationResult::Failed);
                             KillOutcome::Failed
                         }
                     };
                     let retry = agent.escalator.lock().unwrap().kill_finished(unix_now(), &id, &task, outcome);
                     if let Some(delay) = retry {
-                        info!("{who} escalation: next attempt for task {} in {delay:?}", Escaped(&task));
+                        info!(
+                            container = %Escaped(&who.container),
+                            app = %Escaped(&app),
+                            task = %Escaped(&task),
+                            retry_ms = delay.as_millis() as u64,
+                            "escalation: next attempt scheduled"
+                        );
                         agent.schedule(&id, delay + Duration::from_millis(10), Trigger::Probe);
                     }
                     agent.refresh_policy_gauges();

@@ -72,8 +72,16 @@ pub fn classify(ev: &EventMessage, calico_drivers: &[String]) -> Option<EventAct
 impl Agent {
     fn handle_event(&self, ev: &EventMessage) {
         let (typ, action) = labels(ev);
-        self.metrics.docker_event(&typ, &action);
-        debug!("docker event {typ} {action} ({:.1} ms old)", (unix_now() - event_time(ev)) * 1000.0);
+        let kind = crate::metrics::DockerEventType::parse(&typ).zip(crate::metrics::DockerEventAction::parse(&action));
+        if let Some((t, a)) = kind {
+            self.metrics.docker_event(t, a); // (the subscription's filter names every type and action)
+        }
+        debug!(
+            event_type = %typ,
+            event_action = %action,
+            age_ms = (unix_now() - event_time(ev)) * 1000.0,
+            "docker event"
+        );
         let drivers = self.medic().config.calico_drivers.clone();
         match classify(ev, &drivers) {
             Some(EventAction::Started { id, unix_seconds }) => self.enqueue(&id, Trigger::Started { unix_seconds }),
@@ -123,7 +131,7 @@ impl Agent {
             if let Err(e) = docker.ping().await {
                 self.set_docker_connected(false);
                 let retry = policy.failed();
-                warn!("{e}; retrying in {retry:?}");
+                warn!(error = %e, retry_ms = retry.as_millis() as u64, "docker: not reachable; retrying");
                 if !self.pause(retry, &mut shutdown).await {
                     return;
                 }
@@ -131,14 +139,14 @@ impl Agent {
             }
             let wait = policy.resync_wait(std::time::Instant::now());
             if !wait.is_zero() {
-                debug!("next resync allowed in {wait:?}");
+                debug!(wait_ms = wait.as_millis() as u64, "waiting before the next resync");
                 if !self.pause(wait, &mut shutdown).await {
                     return;
                 }
             }
             if connected_before {
                 self.metrics.docker_reconnected();
-                info!("reconnected to Docker at {}", docker.endpoint());
+                info!(endpoint = %docker.endpoint(), "reconnected to Docker");
             }
             connected_before = true;
             // Subscribe from a moment ago (or from the last event seen) so nothing between
@@ -150,10 +158,10 @@ impl Agent {
             self.health.follower_beat();
             match self.resync().await {
                 Ok(n) => {
-                    info!("resync: {n} running container(s) queued");
+                    info!(containers = n, "resync: running containers queued");
                     self.health.set_resynced();
                 }
-                Err(e) => warn!("resync failed: {e}"),
+                Err(e) => warn!(error = %e, "resync failed"),
             }
             let subscribed = std::time::Instant::now();
             loop {
@@ -170,7 +178,7 @@ impl Agent {
                             self.handle_event(&ev);
                         }
                         Some(Err(e)) => {
-                            warn!("docker event stream error: {e}");
+                            warn!(error = %e, "docker event stream error");
                             break;
                         }
                         None => {
@@ -183,7 +191,12 @@ impl Agent {
             self.set_docker_connected(false);
             let retry = policy.stream_ended(subscribed.elapsed());
             if !retry.is_zero() {
-                warn!("event stream lasted {:?}; reconnecting in {retry:?}", subscribed.elapsed());
+                // (message and first field read "… reconnecting in retry_ms=…"; wedge matches "reconnecting in")
+                warn!(
+                    retry_ms = retry.as_millis() as u64,
+                    lasted_ms = subscribed.elapsed().as_millis() as u64,
+                    "docker event stream ended early; reconnecting in"
+                );
                 if !self.pause(retry, &mut shutdown).await {
                     return;
                 }

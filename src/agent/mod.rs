@@ -250,7 +250,8 @@ impl Agent {
             });
         }
         if limit != old {
-            info!("max_concurrent_checks: {old} → {limit}");
+            // (the message keeps "max_concurrent_checks: 8 → 2": daemon_ops matches it)
+            info!(setting = %"max_concurrent_checks", old, new = limit, "max_concurrent_checks: {old} → {limit}");
         }
     }
 
@@ -361,7 +362,7 @@ impl Agent {
             }
         }
         if !inflight.is_empty() {
-            info!("shutting down: waiting for {} in-flight pass(es)", inflight.len());
+            info!(passes = inflight.len(), "shutting down: waiting for in-flight passes");
         }
         self.stop_prestart();
         while inflight.join_next().await.is_some() {}
@@ -484,7 +485,7 @@ impl Agent {
             current
         };
         if !current {
-            debug!("container {id} died during its pass; result discarded");
+            debug!(container = %id, "container died during its pass; result discarded");
             return;
         }
         match &outcome {
@@ -518,11 +519,11 @@ impl Agent {
             st.pending_event = None;
         }
         if e.is_container_gone() {
-            debug!("container {id} went away during its pass: {e}");
+            debug!(container = %id, error = %e, "container went away during its pass");
         } else if e.is_not_ours() {
             st.calico_hint = false;
         } else {
-            warn!("cannot check container {id}: {e}");
+            warn!(container = %id, error = %e, "cannot check container");
             self.metrics.check_error(e);
         }
     }
@@ -564,7 +565,14 @@ impl Agent {
                     for _ in out.reports.iter().filter(|r| mac_fixed(r)) {
                         let latency = unix_now() - ts;
                         self.metrics.repaired_at_start(crate::metrics::StartPath::AfterStart, latency);
-                        debug!(latency_ms = latency * 1000.0, "{}: repaired after start", out.workload.identity());
+                        let who = out.workload.identity();
+                        debug!(
+                            container = %crate::workload::Escaped(&who.container),
+                            app = who.app.as_deref().map(crate::workload::Escaped).map(tracing::field::display),
+                            task = who.task.as_deref().map(crate::workload::Escaped).map(tracing::field::display),
+                            latency_ms = latency * 1000.0,
+                            "repaired after start"
+                        );
                     }
                 }
             }
@@ -572,10 +580,15 @@ impl Agent {
         let kind = if mode == Mode::DryRun { PassKind::Repair } else { kind };
         let after = st.backoff.after_pass(Instant::now(), wrote, all_healthy, kind, &cfg.backoff);
         if let Some((repairs, delay)) = after.backed_off {
+            let who = out.workload.identity();
             warn!(
-                "backing off {}: {repairs} repairs within {:?}; repairs paused for {delay:?} or until it settles",
-                out.workload.identity(),
-                cfg.backoff.window,
+                container = %crate::workload::Escaped(&who.container),
+                app = who.app.as_deref().map(crate::workload::Escaped).map(tracing::field::display),
+                task = who.task.as_deref().map(crate::workload::Escaped).map(tracing::field::display),
+                repairs,
+                window_ms = cfg.backoff.window.as_millis() as u64,
+                delay_ms = delay.as_millis() as u64,
+                "backing off: repairs paused for the delay or until it settles"
             );
         }
         after.recheck_in
@@ -591,7 +604,7 @@ impl Agent {
             // The pre-start path reads each new container's policy from Docker's record.
             match docker.root_dir().await {
                 Ok(root) => self.containers().sandboxes.docker_root = root,
-                Err(e) => debug!("pre-start: Docker's data root unknown ({e}); policies before start unknown"),
+                Err(e) => debug!(error = %e, "pre-start: Docker's data root unknown; policies before start unknown"),
             }
         }
         let stale: Vec<String> = {
@@ -627,7 +640,7 @@ impl Agent {
             }
             if self.health.is_ready() {
                 if let Err(e) = self.resync().await {
-                    warn!("periodic resync failed: {e}");
+                    warn!(error = %e, "periodic resync failed");
                 }
             }
         }

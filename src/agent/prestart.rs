@@ -31,7 +31,7 @@ use crate::diagnose::{diagnose_container, FaultKind};
 use crate::error::MedicError;
 use crate::marathon::Policy;
 use crate::medic::{endpoint_pass_from, Mode};
-use crate::metrics::StartPath;
+use crate::metrics::{PrestartOutcome, StartPath};
 use crate::netlink::watch::{watch_host, watch_netns, Change, ChangeKind, WatchEvent};
 use crate::netlink::Netlink;
 use crate::netns::{container_in_netns, sandbox_files, NsIdentity, SandboxFile, TargetNetns};
@@ -152,7 +152,11 @@ fn raise_priority() {
     let tid = nix::unistd::gettid().as_raw() as libc::id_t;
     // SAFETY: setpriority(2) on this thread only; failure (no CAP_SYS_NICE) is harmless.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, FOLLOWER_NICE) } != 0 {
-        debug!("pre-start: follower keeps its priority: {rt_error}; {}", std::io::Error::last_os_error());
+        debug!(
+            rt_error = %rt_error,
+            error = %std::io::Error::last_os_error(),
+            "pre-start: follower keeps its priority"
+        );
     }
 }
 
@@ -230,7 +234,7 @@ impl Agent {
         runtime.spawn(async move {
             let outcome = agent.follow(ifindex, &notify).await;
             if let Err(e) = &outcome {
-                debug!("pre-start: host link #{ifindex}: {e}");
+                debug!(ifindex, error = %e, "pre-start: following the host link failed");
             }
             if let Some((f, at)) = agent.containers().sandboxes.followed.get_mut(&ifindex) {
                 *f = Followed::Finished;
@@ -249,7 +253,10 @@ impl Agent {
         let runtime = match existing.map_or_else(follower_runtime, Ok) {
             Ok(h) => h,
             Err(e) => {
-                warn!("pre-start path unavailable (follower thread: {e}); new tasks are repaired after start");
+                warn!(
+                    error = %e,
+                    "pre-start path unavailable (no follower thread); new tasks are repaired after start"
+                );
                 return;
             }
         };
@@ -269,7 +276,10 @@ impl Agent {
         match watch {
             Ok(w) => c.sandboxes.host_watch = Some(w),
             Err(e) => {
-                warn!("pre-start path unavailable (host subscription: {e}); new tasks are repaired after start");
+                warn!(
+                    error = %e,
+                    "pre-start path unavailable (no host subscription); new tasks are repaired after start"
+                );
                 return;
             }
         }
@@ -304,7 +314,7 @@ impl Agent {
         match crate::docker::created_env(&root, id) {
             Ok(env) => Some(Policy::of_task(&env, &self.medic().config.marathon).0),
             Err(e) => {
-                debug!("pre-start: no record of container {id} under {}: {e}", root.display());
+                debug!(container = %id, dir = %root.display(), error = %e, "pre-start: no record of the container");
                 None
             }
         }
@@ -350,8 +360,13 @@ impl Agent {
         let mut counted = false;
         let left = |agent: &Agent, counted: bool, why: &str| {
             if counted {
-                agent.metrics.prestart_outcome("left_to_post_start");
-                debug!("pre-start: host link #{ifindex}: left to the post-start pass ({why})");
+                agent.metrics.prestart_outcome(PrestartOutcome::LeftToPostStart);
+                debug!(
+                    ifindex,
+                    result = %PrestartOutcome::LeftToPostStart,
+                    reason = %why,
+                    "pre-start: host link left to the post-start pass"
+                );
             }
         };
         // 1. The host side: a calico veth whose peer moved, with Felix's neighbour entry.
@@ -418,12 +433,17 @@ impl Agent {
             match sandbox_state(side.link.as_ref().map(|l| l.name.as_str()), &stem, &kinds) {
                 SandboxState::Configuring => {}
                 SandboxState::Healthy => {
-                    self.metrics.prestart_outcome("healthy");
+                    self.metrics.prestart_outcome(PrestartOutcome::Healthy);
                     self.record(
                         &facts.name,
                         PrestartResult { repaired: false, container: None, repaired_at: 0.0, latency: 0.0 },
                     );
-                    debug!("pre-start: {} in {} is healthy before start", facts.name, file.path.display());
+                    debug!(
+                        host_interface = %facts.name,
+                        sandbox = %file.path.display(),
+                        result = %PrestartOutcome::Healthy,
+                        "pre-start: healthy before start"
+                    );
                     return Ok(());
                 }
                 SandboxState::MacOnly => break (side, faults),
@@ -443,8 +463,14 @@ impl Agent {
             policy: container.as_deref().and_then(|id| self.created_policy(id)),
         };
         if let Err(why) = self.may_write_before_start(&facts_for_policy) {
-            self.metrics.prestart_outcome("not_allowed");
-            info!("pre-start: not repairing {} before start: {why}", facts_for_policy.host_interface);
+            self.metrics.prestart_outcome(PrestartOutcome::NotAllowed);
+            info!(
+                container = facts_for_policy.container.map(tracing::field::display),
+                host_interface = %facts_for_policy.host_interface,
+                result = %PrestartOutcome::NotAllowed,
+                reason = %why,
+                "pre-start: not repairing before start"
+            );
             return Ok(());
         }
         let who = Identity::named(&container.clone().unwrap_or_else(|| format!("sandbox {}", file.path.display())));
@@ -452,13 +478,16 @@ impl Agent {
         self.metrics.count_actions(&pass.actions);
         let verified = pass.remaining.is_empty();
         debug!(
-            "pre-start timings after the move: located {located:?}, configured {configured:?}, named {named:?}, repaired {:?} ({})",
-            moved_at.elapsed(),
-            who.container
+            container = %who.container,
+            located_ms = located.as_secs_f64() * 1000.0,
+            configured_ms = configured.as_secs_f64() * 1000.0,
+            named_ms = named.as_secs_f64() * 1000.0,
+            repaired_ms = moved_at.elapsed().as_secs_f64() * 1000.0,
+            "pre-start: timings after the move"
         );
         let seconds = moved_at.elapsed().as_secs_f64();
         if verified {
-            self.metrics.prestart_outcome("repaired");
+            self.metrics.prestart_outcome(PrestartOutcome::Repaired);
             // From the netlink notification (the veth's move) to the verified repair.
             self.metrics.repaired_after(seconds);
             self.record(
@@ -470,20 +499,28 @@ impl Agent {
                     latency: seconds,
                 },
             );
+            let commands: Vec<&str> = pass.actions.iter().map(|a| a.command.as_str()).collect();
             info!(
                 container = %who.container,
+                fault = %FaultKind::MacMismatch,
+                action = commands.join("; ").as_str(),
+                result = %PrestartOutcome::Repaired,
                 host_interface = facts.name.as_str(),
                 ip = %facts.ip,
                 mac = %expected.mac,
                 mac_source = expected.mac_source.as_str(),
+                sandbox = %file.path.display(),
                 latency_ms = seconds * 1000.0,
-                "repaired in the sandbox: {} ms after the veth moved into {}",
-                (seconds * 1000.0).round(),
-                file.path.display()
+                "repaired in the sandbox"
             );
         } else {
-            self.metrics.prestart_outcome("failed");
-            warn!("pre-start: {} still faulty after repair; the post-start pass takes over", facts.name);
+            self.metrics.prestart_outcome(PrestartOutcome::Failed);
+            warn!(
+                container = %who.container,
+                host_interface = %facts.name,
+                result = %PrestartOutcome::Failed,
+                "pre-start: still faulty after repair; the post-start pass takes over"
+            );
         }
         Ok(())
     }
@@ -545,11 +582,13 @@ impl Agent {
             });
             if holds_peer {
                 debug!(
-                    "pre-start: located {} after {tried} other candidates ({asked} namespace ids asked; {} files listed in {:?}) in {:?}",
-                    file.path.display(),
-                    listed.0,
-                    listed.1,
-                    t0.elapsed()
+                    sandbox = %file.path.display(),
+                    tried,
+                    asked,
+                    files = listed.0,
+                    list_ms = listed.1.as_secs_f64() * 1000.0,
+                    took_ms = t0.elapsed().as_secs_f64() * 1000.0,
+                    "pre-start: sandbox located"
                 );
                 return Some((ns, file));
             }

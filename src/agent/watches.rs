@@ -66,7 +66,7 @@ impl Agent {
         });
         match result {
             Ok(w) => self.containers().host_watch = Some(w),
-            Err(e) => warn!("host watch unavailable, relying on events and resyncs: {e}"),
+            Err(e) => warn!(error = %e, "host watch unavailable, relying on events and resyncs"),
         }
     }
 
@@ -86,7 +86,16 @@ impl Agent {
                     st.watch = Some((pid, w));
                 }
             }
-            Err(e) => warn!("cannot watch {}: {e}", out.workload.identity()),
+            Err(e) => {
+                let who = out.workload.identity();
+                warn!(
+                    container = %crate::workload::Escaped(&who.container),
+                    app = who.app.as_deref().map(crate::workload::Escaped).map(tracing::field::display),
+                    task = who.task.as_deref().map(crate::workload::Escaped).map(tracing::field::display),
+                    error = %e,
+                    "cannot watch container"
+                );
+            }
         }
     }
 
