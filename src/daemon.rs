@@ -101,7 +101,7 @@ impl Daemon {
             match build_medic(config.clone()).await {
                 Ok(m) => break m,
                 Err(e @ (MedicError::DockerUnreachable { .. } | MedicError::Timeout { .. })) => {
-                    warn!("{e}; retrying in 2s");
+                    warn!(error = %e, retry_ms = 2000, "docker: not reachable yet; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                         _ = signals.term.recv() => return Ok(None),
@@ -117,17 +117,19 @@ impl Daemon {
         if let Some(ds) = &datastore {
             let s = &ds.settings;
             info!(
-                "datastore: etcd {} (from {}), host {:?}, key {}",
-                s.endpoints.join(","),
-                s.origin,
-                s.hostname,
-                ds.dir
+                url = %s.endpoints.join(","),
+                origin = %s.origin,
+                host = ?s.hostname,
+                key = %ds.dir,
+                "datastore: etcd configured"
             );
         }
         info!(
-            "calico-medic {} starting: docker={} listen={listen} dry_run={dry_run}",
-            env!("CARGO_PKG_VERSION"),
-            medic.docker.endpoint(),
+            version = env!("CARGO_PKG_VERSION"),
+            docker = %medic.docker.endpoint(),
+            listen = %listen,
+            dry_run,
+            "calico-medic starting"
         );
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
@@ -169,13 +171,16 @@ impl Daemon {
                     Ok(new) => match self.reload(new).await {
                         Ok(r) => {
                             for key in &r.needs_restart {
-                                warn!("SIGHUP: {key} changed; that takes a restart, keeping the running value");
+                                warn!(
+                                    key = %key,
+                                    "SIGHUP: setting changed; that takes a restart, keeping the running value"
+                                );
                             }
                             info!("SIGHUP: configuration reloaded");
                         }
-                        Err(e) => error!("SIGHUP: keeping the old configuration: {e}"),
+                        Err(e) => error!(error = %e, "SIGHUP: keeping the old configuration"),
                     },
-                    Err(e) => error!("SIGHUP: keeping the old configuration: {e}"),
+                    Err(e) => error!(error = %e, "SIGHUP: keeping the old configuration"),
                 },
                 _ = tick.tick(), if watchdog.is_some() => {
                     // Fed only while work makes progress: a wedged agent gets restarted.
@@ -188,7 +193,7 @@ impl Daemon {
                         }
                         Err(why) => {
                             if !std::mem::replace(&mut unhealthy, true) {
-                                error!("liveness: {why}; no longer feeding the systemd watchdog");
+                                error!(reason = %why, "liveness: no longer feeding the systemd watchdog");
                             }
                         }
                     }
@@ -210,7 +215,10 @@ impl Daemon {
         let _ = self.stop.send(true);
         let drain = futures::future::join_all(self.tasks);
         if tokio::time::timeout(DRAIN, drain).await.is_err() {
-            warn!("shutdown: in-flight work did not finish within {DRAIN:?}; exiting anyway");
+            warn!(
+                drain_ms = DRAIN.as_millis() as u64,
+                "shutdown: in-flight work did not finish in time; exiting anyway"
+            );
         }
     }
 }

@@ -109,7 +109,7 @@ fn with_version_prefix(mut req: bollard::BollardRequest, version: &ClientVersion
     let versioned = versioned_uri(&req.uri().to_string(), version);
     match versioned.parse() {
         Ok(uri) => *req.uri_mut() = uri,
-        Err(e) => debug!("docker: cannot add the API version to {}: {e}", req.uri()),
+        Err(e) => debug!(uri = %req.uri(), error = %e, "docker: cannot add the API version to the request"),
     }
     req
 }
@@ -178,7 +178,7 @@ impl DockerClient {
             api_pinned: pinned.is_some(),
             api_logged: AtomicBool::new(false),
         };
-        debug!("{}", client.api_description());
+        debug!(endpoint = %client.endpoint, api = %client.api_description(), "docker: client ready");
         Ok(client)
     }
 
@@ -187,10 +187,10 @@ impl DockerClient {
         self.docker.client_version().to_string()
     }
 
-    /// "docker: <endpoint>: Engine API 1.41 (negotiated)" — one line for the log.
+    /// "Engine API 1.41 (negotiated)" — the log's `api` field.
     pub fn api_description(&self) -> String {
         let how = if self.api_pinned { "pinned by DOCKER_API_VERSION" } else { "negotiated" };
-        format!("docker: {}: Engine API {} ({how})", self.endpoint, self.api_version())
+        format!("Engine API {} ({how})", self.api_version())
     }
 
     /// Sets the per-request deadline (`call_timeout`).
@@ -231,7 +231,7 @@ impl DockerClient {
         let ping = async { self.docker.ping().await.map(|_| ()).map_err(|e| unreachable(&self.endpoint, e)) };
         self.within(|| "ping".into(), ping).await?;
         if !self.api_logged.swap(true, Ordering::Relaxed) {
-            info!("{}", self.api_description());
+            info!(endpoint = %self.endpoint, api = %self.api_description(), "docker: API version in use");
         }
         Ok(())
     }

@@ -271,7 +271,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: HttpState, mut shut
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
-                    warn!("http: accept: {e}");
+                    warn!(error = %e, "http: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -281,11 +281,14 @@ pub async fn serve(listener: tokio::net::TcpListener, state: HttpState, mut shut
             Ok(p) => p,
             Err(_) => {
                 if !warned_full {
-                    warn!("http: {MAX_CONNECTIONS} connections open; closing the oldest idle ones to make room");
+                    warn!(
+                        connections = MAX_CONNECTIONS,
+                        "http: connection limit reached; closing the oldest idle ones to make room"
+                    );
                     warned_full = true;
                 }
                 if !conns.evict_idle() {
-                    debug!("http: every connection is busy; refusing {peer}");
+                    debug!(peer = %peer, "http: every connection is busy; refusing a new one");
                     continue; // drop(stream) closes it
                 }
                 match tokio::time::timeout(Duration::from_millis(200), slots.clone().acquire_owned()).await {
@@ -367,7 +370,7 @@ async fn serve_connection(
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
-                    debug!("http connection: {e}");
+                    debug!(error = %e, "http: connection ended with an error");
                 }
                 return;
             }

@@ -207,7 +207,13 @@ impl Medic {
             host = match probe::host_icmp(report.ip, timeout).await {
                 Ok(rtt) => rtt,
                 Err(e) => {
-                    warn!("probe of {} ({}) failed to run: {e}", Escaped(&report.container_name), report.ip);
+                    warn!(
+                        container = %Escaped(&report.container_name),
+                        ip = %report.ip,
+                        probe = %"icmp",
+                        error = %e,
+                        "probe failed to run"
+                    );
                     return;
                 }
             };
@@ -220,7 +226,14 @@ impl Medic {
         for target in &self.config.probe.targets {
             match probe::from_netns(ns, target, timeout).await {
                 Ok(rtt) => results.push(ProbeResult::new(&target.label(), rtt)),
-                Err(e) => warn!("probe {} from {} failed to run: {e}", target.label(), Escaped(&report.container_name)),
+                Err(e) => {
+                    warn!(
+                        container = %Escaped(&report.container_name),
+                        probe = %target.label(),
+                        error = %e,
+                        "probe failed to run"
+                    )
+                }
             }
         }
         report.reachable = Some(host.is_some());
@@ -261,7 +274,14 @@ impl Medic {
         let host = match observe_host(&self.host, &host_interface, endpoint.ip).await {
             Ok(h) => Some(h),
             Err(e) => {
-                warn!("{who} host side of {} unknown: {e}", endpoint.ip);
+                warn!(
+                    container = %Escaped(&who.container),
+                    app = who.app.as_deref().map(Escaped).map(tracing::field::display),
+                    task = who.task.as_deref().map(Escaped).map(tracing::field::display),
+                    ip = %endpoint.ip,
+                    error = %e,
+                    "host side unknown"
+                );
                 report.host_error = Some(e.to_string());
                 None
             }
@@ -290,10 +310,13 @@ impl Medic {
         report.mac_disagreements = expected.mac_disagreements.clone();
         if !expected.mac_disagreements.is_empty() {
             info!(
-                "{who} mac sources disagree: expected {} from {}, but {}",
-                expected.mac,
-                expected.mac_source.as_str(),
-                expected.mac_disagreements.join(", ")
+                container = %Escaped(&who.container),
+                app = who.app.as_deref().map(Escaped).map(tracing::field::display),
+                task = who.task.as_deref().map(Escaped).map(tracing::field::display),
+                mac = %expected.mac,
+                mac_source = %expected.mac_source.as_str(),
+                disagreements = %expected.mac_disagreements.join(", "),
+                "mac sources disagree"
             );
         }
 

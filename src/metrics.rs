@@ -10,6 +10,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::datastore::follow::ReadReason;
 use crate::diagnose::FaultKind;
 use crate::error::MedicError;
 use crate::marathon::{Policy, Reason};
@@ -252,8 +253,8 @@ impl Metrics {
             "Requests to Marathon to replace an unrepairable task, by result (killed includes already gone; suppressed counts each time a task is newly held back).",
             &["result"],
         );
-        for result in ["killed", "dry_run", "suppressed", "failed"] {
-            escalations.with_label_values(&[result]);
+        for result in EscalationResult::ALL {
+            escalations.with_label_values(&[result.as_str()]);
         }
         let escalation_suppressed = gauge_vec(
             &r,
@@ -309,7 +310,7 @@ impl Metrics {
     }
 
     /// Registers the datastore series (once; `read_reasons` pre-creates the counters).
-    pub fn enable_datastore(&self, read_reasons: &[&str]) {
+    pub fn enable_datastore(&self, read_reasons: &[ReadReason]) {
         self.datastore.get_or_init(|| {
             let r = &self.registry;
             let gauge = |name: &str, help: &str| {
@@ -324,7 +325,7 @@ impl Metrics {
                 &["reason"],
             );
             for reason in read_reasons {
-                full_reads.with_label_values(&[reason]);
+                full_reads.with_label_values(&[reason.as_str()]);
             }
             let last_full_read = Gauge::with_opts(
                 Opts::new("datastore_full_read_seconds", "Duration of the last full read of the datastore.")
@@ -352,9 +353,9 @@ impl Metrics {
         }
     }
 
-    pub fn datastore_read(&self, reason: &str, endpoints: usize, seconds: f64) {
+    pub fn datastore_read(&self, reason: ReadReason, endpoints: usize, seconds: f64) {
         if let Some(d) = self.datastore.get() {
-            d.full_reads.with_label_values(&[reason]).inc();
+            d.full_reads.with_label_values(&[reason.as_str()]).inc();
             d.endpoints.set(endpoints as i64);
             d.last_full_read.set(seconds);
         }
@@ -481,9 +482,9 @@ impl Metrics {
         self.docker_reconnects.inc();
     }
 
-    /// `action` must be bounded (the part before any `:`).
-    pub fn docker_event(&self, typ: &str, action: &str) {
-        self.docker_events.with_label_values(&[typ, action]).inc();
+    /// One Docker event of a type and action the agent subscribes to.
+    pub fn docker_event(&self, typ: DockerEventType, action: DockerEventAction) {
+        self.docker_events.with_label_values(&[typ.as_str(), action.as_str()]).inc();
     }
 
     pub fn probe_only_pass(&self) {
@@ -517,8 +518,8 @@ impl Metrics {
     }
 
     /// One escalation result: `killed`, `dry_run`, `suppressed` or `failed`.
-    pub fn escalation(&self, result: &str) {
-        self.escalations.with_label_values(&[result]).inc();
+    pub fn escalation(&self, result: EscalationResult) {
+        self.escalations.with_label_values(&[result.as_str()]).inc();
     }
 
     pub fn set_escalation_suppressed(&self, counts: &[(Reason, usize)]) {
@@ -557,7 +558,132 @@ impl StartPath {
 }
 
 /// What the pre-start path did with one new endpoint (bounded label set).
-pub const PRESTART_OUTCOMES: [&str; 5] = ["repaired", "healthy", "left_to_post_start", "not_allowed", "failed"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrestartOutcome {
+    Repaired,
+    Healthy,
+    LeftToPostStart,
+    NotAllowed,
+    Failed,
+}
+
+impl PrestartOutcome {
+    pub const ALL: [PrestartOutcome; 5] = [
+        PrestartOutcome::Repaired,
+        PrestartOutcome::Healthy,
+        PrestartOutcome::LeftToPostStart,
+        PrestartOutcome::NotAllowed,
+        PrestartOutcome::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrestartOutcome::Repaired => "repaired",
+            PrestartOutcome::Healthy => "healthy",
+            PrestartOutcome::LeftToPostStart => "left_to_post_start",
+            PrestartOutcome::NotAllowed => "not_allowed",
+            PrestartOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for PrestartOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What became of one escalation (`escalations_total{result}`): `killed` includes a task
+/// Marathon says is already gone; `suppressed` counts each time a task is newly held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscalationResult {
+    Killed,
+    DryRun,
+    Suppressed,
+    Failed,
+}
+
+impl EscalationResult {
+    pub const ALL: [EscalationResult; 4] =
+        [EscalationResult::Killed, EscalationResult::DryRun, EscalationResult::Suppressed, EscalationResult::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscalationResult::Killed => "killed",
+            EscalationResult::DryRun => "dry_run",
+            EscalationResult::Suppressed => "suppressed",
+            EscalationResult::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for EscalationResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The Docker event types the agent subscribes to (`docker_events_total{type}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerEventType {
+    Container,
+    Network,
+}
+
+impl DockerEventType {
+    pub const ALL: [DockerEventType; 2] = [DockerEventType::Container, DockerEventType::Network];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DockerEventType::Container => "container",
+            DockerEventType::Network => "network",
+        }
+    }
+
+    /// Docker's spelling; `None` for a type the agent does not subscribe to.
+    pub fn parse(typ: &str) -> Option<DockerEventType> {
+        DockerEventType::ALL.into_iter().find(|t| t.as_str() == typ)
+    }
+}
+
+/// The Docker event actions the agent subscribes to (`docker_events_total{action}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerEventAction {
+    Start,
+    Restart,
+    Die,
+    Destroy,
+    Connect,
+    Disconnect,
+}
+
+impl DockerEventAction {
+    pub const ALL: [DockerEventAction; 6] = [
+        DockerEventAction::Start,
+        DockerEventAction::Restart,
+        DockerEventAction::Die,
+        DockerEventAction::Destroy,
+        DockerEventAction::Connect,
+        DockerEventAction::Disconnect,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DockerEventAction::Start => "start",
+            DockerEventAction::Restart => "restart",
+            DockerEventAction::Die => "die",
+            DockerEventAction::Destroy => "destroy",
+            DockerEventAction::Connect => "connect",
+            DockerEventAction::Disconnect => "disconnect",
+        }
+    }
+
+    /// Docker's spelling (the part before any `:`); `None` for an action the agent does
+    /// not subscribe to.
+    pub fn parse(action: &str) -> Option<DockerEventAction> {
+        DockerEventAction::ALL.into_iter().find(|a| a.as_str() == action)
+    }
+}
 
 /// New endpoints repaired at start, by path, and the pre-start path's outcomes.
 struct StartMetrics {
@@ -597,8 +723,8 @@ impl StartMetrics {
         for path in [StartPath::BeforeStart, StartPath::AfterStart] {
             repairs.with_label_values(&[path.as_str()]);
         }
-        for o in PRESTART_OUTCOMES {
-            outcomes.with_label_values(&[o]);
+        for o in PrestartOutcome::ALL {
+            outcomes.with_label_values(&[o.as_str()]);
         }
         StartMetrics { repairs, latency, outcomes }
     }
@@ -619,10 +745,9 @@ impl Metrics {
         }
     }
 
-    /// One new endpoint's pre-start outcome (one of `PRESTART_OUTCOMES`).
-    pub fn prestart_outcome(&self, outcome: &'static str) {
-        debug_assert!(PRESTART_OUTCOMES.contains(&outcome));
-        self.start.outcomes.with_label_values(&[outcome]).inc();
+    /// One new endpoint's pre-start outcome.
+    pub fn prestart_outcome(&self, outcome: PrestartOutcome) {
+        self.start.outcomes.with_label_values(&[outcome.as_str()]).inc();
     }
 }
 
@@ -644,5 +769,39 @@ mod tests {
         assert_eq!(capped.chars().count(), LABEL_CAP);
         assert!(capped.ends_with('…'));
         assert_eq!(cap_label(&"a".repeat(LABEL_CAP)), "a".repeat(LABEL_CAP), "exactly the cap is kept");
+    }
+
+    #[test]
+    fn enum_labels_keep_their_values() {
+        let names = |v: Vec<&'static str>| v.join(",");
+        assert_eq!(
+            names(PrestartOutcome::ALL.iter().map(|o| o.as_str()).collect()),
+            "repaired,healthy,left_to_post_start,not_allowed,failed"
+        );
+        assert_eq!(
+            names(EscalationResult::ALL.iter().map(|r| r.as_str()).collect()),
+            "killed,dry_run,suppressed,failed"
+        );
+        assert_eq!(DockerEventType::parse("container"), Some(DockerEventType::Container));
+        assert_eq!(DockerEventAction::parse("disconnect"), Some(DockerEventAction::Disconnect));
+        assert_eq!(DockerEventAction::parse("exec_start"), None);
+        let m = Metrics::new();
+        m.enable_datastore(&ReadReason::ALL);
+        m.escalation(EscalationResult::DryRun);
+        m.prestart_outcome(PrestartOutcome::LeftToPostStart);
+        m.datastore_read(ReadReason::IndexCleared, 3, 0.1);
+        m.docker_event(DockerEventType::Container, DockerEventAction::Start);
+        let text = String::from_utf8(m.render()).unwrap();
+        for line in [
+            "calico_medic_escalations_total{result=\"dry_run\"} 1",
+            "calico_medic_escalations_total{result=\"suppressed\"} 0",
+            "calico_medic_prestart_outcomes_total{outcome=\"left_to_post_start\"} 1",
+            "calico_medic_prestart_outcomes_total{outcome=\"not_allowed\"} 0",
+            "calico_medic_datastore_full_reads_total{reason=\"index_cleared\"} 1",
+            "calico_medic_datastore_full_reads_total{reason=\"periodic\"} 0",
+            "calico_medic_docker_events_total{action=\"start\",type=\"container\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
     }
 }

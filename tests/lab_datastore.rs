@@ -344,6 +344,41 @@ impl Drop for KeyGuard {
     }
 }
 
+/// Issue 20: with `--log-format json` a datastore outage and its end are events whose
+/// fields carry the etcd URL and the error (not text inside the message).
+#[test]
+fn outage_is_logged_with_fields_in_json() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let mut etcd = Etcd::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &etcd.url(), "medic-json-log", None, "watch_timeout = \"1s\"\n");
+    let daemon = Daemon::start(&["--config", cfg.to_str().unwrap(), "--log-format", "json"]);
+    wait_for("datastore_up 1", Duration::from_secs(5), || daemon.metric("calico_medic_datastore_up") == Some(1.0));
+    etcd.kill();
+    wait_for("datastore_up 0", Duration::from_secs(5), || daemon.metric("calico_medic_datastore_up") == Some(0.0));
+    etcd.launch();
+    wait_for("datastore_up 1 again", Duration::from_secs(5), || {
+        daemon.metric("calico_medic_datastore_up") == Some(1.0)
+    });
+    let text = daemon.log_text();
+    let lines = json_log_lines(&text);
+    let outage =
+        json_event(&lines, "datastore: etcd unreachable").unwrap_or_else(|| panic!("no outage event:\n{text}"));
+    assert_log_fields(outage, &["url", "error", "retry_ms"]);
+    assert_eq!(outage["level"], "WARN", "{outage}");
+    assert_eq!(outage["url"], etcd.url(), "{outage}");
+    assert!(outage["error"].as_str().is_some_and(|e| !e.is_empty()), "{outage}");
+    assert!(!outage["message"].as_str().unwrap().contains(&etcd.url()), "the URL is a field, not text: {outage}");
+    let back = json_event(&lines, "datastore: etcd answers again").unwrap_or_else(|| panic!("no recovery:\n{text}"));
+    assert_log_fields(back, &["url", "down_ms"]);
+    assert_eq!(back["url"], etcd.url(), "{back}");
+    let read = json_event(&lines, "datastore: full read").unwrap_or_else(|| panic!("no full read:\n{text}"));
+    assert_log_fields(read, &["url", "reason", "endpoints", "index", "took_ms"]);
+}
+
 /// Must show 3: etcd stops; the agent keeps repairing omit-MAC tasks from the host's
 /// view with `datastore_up` 0 and one warning; etcd returns: `datastore_up` 1, the
 /// watch resumes and findings are fresh within seconds; an index older than etcd

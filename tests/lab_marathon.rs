@@ -91,11 +91,17 @@ impl Setup {
 /// `calico-medic run --config …` with every log line (debug included), so the
 /// credential check sees everything the agent could say.
 fn daemon(config: &Path) -> Daemon {
+    daemon_with(config, &[])
+}
+
+/// `daemon` with more arguments (`--log-format json`).
+fn daemon_with(config: &Path, extra: &[&str]) -> Daemon {
     let addr = format!("127.0.0.1:{}", free_port());
     let log = std::env::temp_dir().join(format!("calico-medic-marathon-{}.log", addr.replace([':', '.'], "_")));
     let file = std::fs::File::create(&log).unwrap();
     let child = Command::new(medic_bin())
         .args(["run", "--listen", &addr, "--config", config.to_str().unwrap()])
+        .args(extra)
         .env("CALICO_MEDIC_LOG", "debug,bollard=info")
         .stderr(file)
         .spawn()
@@ -193,6 +199,42 @@ fn young_task_is_not_killed() {
     assert!(marathon.deletes().is_empty(), "{:?}", marathon.requests());
     assert_eq!(escalations(&d, "suppressed"), 1.0, "counted once, not per pass");
     assert_eq!(escalations(&d, "killed"), 0.0);
+}
+
+/// Issue 20: with `--log-format json` an escalation decision is one event whose fields
+/// name the container, the app, the task, the action, its result and the reason.
+#[test]
+fn escalation_is_logged_with_fields_in_json() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let marathon = Standin::start(None);
+    let setup = Setup::new(&format!(
+        "enabled = true\nurls = [\"{}\"]\nescalate_after = 2\nmin_task_age = \"1h\"\nhost_breaker_share = 1.0\n",
+        marathon.url
+    ));
+    let d = daemon_with(setup.path(), &["--log-format", "json"]);
+    let (young, task_id) = marathon_task("/medic-e2e/json-log", "calico-lab", Some("escalate"));
+    young.break_it("delete-link");
+    assert!(
+        wait_until(Duration::from_secs(8), || suppressed(&d, "task_too_young") == 1.0),
+        "suppressed as too young; metrics:\n{}",
+        d.metrics()
+    );
+    let text = d.log_text();
+    let lines = json_log_lines(&text);
+    let event =
+        json_event(&lines, "escalation suppressed").unwrap_or_else(|| panic!("no escalation event in:\n{text}"));
+    assert_log_fields(event, &["container", "app", "task", "action", "result", "reason"]);
+    assert_eq!(event["level"], "WARN", "{event}");
+    assert_eq!(event["container"], young.name.as_str(), "{event}");
+    assert_eq!(event["app"], "/medic-e2e/json-log", "{event}");
+    assert_eq!(event["task"], task_id.as_str(), "{event}");
+    assert_eq!(event["action"], "kill", "{event}");
+    assert_eq!(event["result"], "suppressed", "{event}");
+    assert_eq!(event["reason"], "task_too_young", "{event}");
+    assert!(marathon.deletes().is_empty(), "{:?}", marathon.requests());
 }
 
 #[test]

@@ -168,6 +168,44 @@ fn omit_mac_tasks_see_the_calico_mac_as_their_first_act() {
     );
 }
 
+/// Issue 20: with `--log-format json` a repair before start is one event whose fields
+/// name the container, the fault, the action, its result and the latency.
+#[test]
+fn prestart_repair_is_logged_with_fields_in_json() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let cfg = config();
+    let d = Daemon::start(&["--config", cfg.path().to_str().unwrap(), "--log-format", "json"]);
+    let mut started = Started(Vec::new());
+    start_many(3, 1, NOMAC, FIRST_ACT, &mut started);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (text, lines) = loop {
+        let text = d.log_text();
+        let lines = json_log_lines(&text);
+        if json_event(&lines, "repaired in the sandbox").is_some() || Instant::now() > deadline {
+            break (text, lines);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let event = json_event(&lines, "repaired in the sandbox")
+        .unwrap_or_else(|| panic!("no pre-start repair event in:\n{text}"));
+    assert_log_fields(event, &["container", "fault", "action", "result", "latency_ms"]);
+    assert_eq!(event["level"], "INFO", "{event}");
+    assert_eq!(event["fault"], "mac_mismatch", "{event}");
+    assert!(event["action"].as_str().unwrap().contains("address ee:ee:ee:ee:ee:ee"), "{event}");
+    assert_eq!(event["result"], "repaired", "{event}");
+    assert!(event["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{event}");
+    // Named by id before start (no inspect), or by its sandbox when no process names it yet.
+    let container = event["container"].as_str().unwrap();
+    assert!(
+        container.starts_with("sandbox ")
+            || started.0.iter().any(|id| !container.is_empty() && id.starts_with(container)),
+        "container {container} is one of ours: {event}"
+    );
+}
+
 /// Must show 2: `docker run` with the agent is as fast as without (same run, same
 /// task kind; the ratio of medians is printed; documented budget ≤ 1.5), every start
 /// succeeds, and bridge/none tasks' sandboxes are never written.

@@ -10,9 +10,9 @@ use super::escalation::task_view;
 use super::pass::{PassDone, PassResult};
 use super::scheduler::{Internal, Scheduler};
 use super::state::{endpoint_gauges, Trigger};
-use crate::marathon::{Decision, KillOutcome, KillResult, Policy};
+use crate::marathon::{Decision, KillOutcome, KillResult, MarathonClient, Policy};
 use crate::medic::{ContainerOutcome, Mode};
-use crate::metrics::StartPath;
+use crate::metrics::{EscalationResult, Metrics, StartPath};
 use crate::netlink::watch::Watch;
 use crate::report::unix_now;
 use crate::workload::Escaped;
@@ -90,7 +90,8 @@ impl Scheduler {
             }
             Effect::BackedOff { repairs, delay } => {
                 let window = self.ctx.current.medic().config.backoff.window;
-                warn!(container = id, repairs, ?window, ?delay, "backing off: repairs paused until it settles");
+                let (window_ms, delay_ms) = (window.as_millis() as u64, delay.as_millis() as u64);
+                warn!(container = id, repairs, window_ms, delay_ms, "backing off: repairs paused until it settles");
             }
             Effect::HostLinks { removed, added } => self.map_host_links(id, &removed, &added),
             Effect::KeepWatch => match watch.take() {
@@ -128,9 +129,9 @@ impl Scheduler {
         let docker_up = self.ctx.health.docker_connected();
         let decision = self.escalator.after_pass(unix_now(), &task_view(id, out, mode), docker_up, &settings);
         let who = out.workload.identity();
-        let (app, task) = (who.app.as_deref().map(Escaped), who.task.as_deref().map(Escaped));
-        let (app, task) = (app.as_ref().map(tracing::field::display), task.as_ref().map(tracing::field::display));
         let container = Escaped(&who.container);
+        let app = who.app.as_deref().map(Escaped).map(tracing::field::display);
+        let task = who.task.as_deref().map(Escaped).map(tracing::field::display);
         let probe_again =
             |s: &Scheduler, delay| s.after(delay, Internal::Due { id: id.to_string(), trigger: Trigger::Probe });
         match decision {
@@ -138,35 +139,23 @@ impl Scheduler {
             Decision::Wait(delay) => probe_again(self, delay),
             Decision::Suppressed { reason, newly, again_in } => {
                 if newly {
-                    warn!(reason = reason.as_str(), container = %container, app, task, "escalation suppressed: cannot be repaired from the host, but no kill now");
-                    self.ctx.metrics.escalation("suppressed");
+                    // (`reason` first: the text format reads "escalation suppressed: reason=…")
+                    let result = EscalationResult::Suppressed;
+                    warn!(reason = reason.as_str(), container = %container, app, task, action = "kill", result = %result, "escalation suppressed:");
+                    self.ctx.metrics.escalation(result);
                 }
                 probe_again(self, again_in);
             }
-            Decision::Kill { app: a, task: t, dry_run: true } => {
-                info!(container = %container, app, task, action = "kill", result = "dry_run", "escalation (dry run): would ask Marathon to replace task {} of app {}", Escaped(&t), Escaped(&a));
-                self.ctx.metrics.escalation("dry_run");
+            Decision::Kill { task: t, dry_run: true, .. } => {
+                let result = EscalationResult::DryRun;
+                info!(container = %container, app, task, action = "kill", result = %result, "escalation (dry run): would ask Marathon to replace task {}", Escaped(&t));
+                self.ctx.metrics.escalation(result);
             }
             Decision::Kill { app: a, task: t, dry_run: false } => {
                 let (metrics, internal, id) = (self.ctx.metrics.clone(), self.internal.clone(), id.to_string());
+                let name = who.container.clone();
                 tokio::spawn(async move {
-                    let outcome = match client.kill(&a, &t).await {
-                        KillResult::Killed { url } => {
-                            info!(container = %id, app = %Escaped(&a), task = %Escaped(&t), action = "kill", result = "killed", url = %url, "escalation: Marathon is replacing the task");
-                            metrics.escalation("killed");
-                            KillOutcome::Done
-                        }
-                        KillResult::AlreadyGone { url } => {
-                            info!(container = %id, app = %Escaped(&a), task = %Escaped(&t), action = "kill", result = "already_gone", url = %url, "escalation: Marathon says task {} is already gone", Escaped(&t));
-                            metrics.escalation("killed");
-                            KillOutcome::Done
-                        }
-                        KillResult::Failed { why } => {
-                            warn!(container = %id, app = %Escaped(&a), task = %Escaped(&t), action = "kill", result = "failed", reason = %why, "escalation: killing the task failed");
-                            metrics.escalation("failed");
-                            KillOutcome::Failed
-                        }
-                    };
+                    let outcome = send_kill(&client, &metrics, &name, &a, &t).await;
                     let _ = internal.send(Internal::KillFinished { id, task: t, outcome });
                 });
             }
@@ -176,7 +165,8 @@ impl Scheduler {
 
     pub(super) fn kill_finished(&mut self, id: &str, task: &str, outcome: KillOutcome) {
         if let Some(delay) = self.escalator.kill_finished(unix_now(), id, task, outcome) {
-            info!(container = id, task = %Escaped(task), retry_in = ?delay, "escalation: next attempt later");
+            let retry_ms = delay.as_millis() as u64;
+            info!(container_id = id, task = %Escaped(task), retry_ms, "escalation: next attempt scheduled");
             let due = Internal::Due { id: id.to_string(), trigger: Trigger::Probe };
             self.after(delay + Duration::from_millis(10), due);
         }
@@ -199,4 +189,25 @@ impl Scheduler {
         self.ctx.metrics.set_policy_counts(&counts);
         self.ctx.metrics.set_escalation_suppressed(&self.escalator.suppressed_counts());
     }
+}
+
+/// Asks Marathon to replace the task; one log line and one count per answer.
+async fn send_kill(client: &MarathonClient, metrics: &Metrics, container: &str, app: &str, task: &str) -> KillOutcome {
+    let (container, app_e, task_e) = (Escaped(container), Escaped(app), Escaped(task));
+    let (result, outcome) = match client.kill(app, task).await {
+        KillResult::Killed { url } => {
+            info!(container = %container, app = %app_e, task = %task_e, url = %url, action = "kill", result = "killed", "escalation: Marathon at {url} is replacing task {task_e}");
+            (EscalationResult::Killed, KillOutcome::Done)
+        }
+        KillResult::AlreadyGone { url } => {
+            info!(container = %container, app = %app_e, task = %task_e, url = %url, action = "kill", result = "already_gone", "escalation: Marathon says task {task_e} is already gone");
+            (EscalationResult::Killed, KillOutcome::Done)
+        }
+        KillResult::Failed { why } => {
+            warn!(container = %container, app = %app_e, task = %task_e, action = "kill", result = "failed", reason = %why, "escalation: killing the task failed");
+            (EscalationResult::Failed, KillOutcome::Failed)
+        }
+    };
+    metrics.escalation(result);
+    outcome
 }

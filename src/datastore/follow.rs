@@ -58,14 +58,16 @@ pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut s
         ($e:expr) => {{
             if down_since.is_none() {
                 warn!(
-                    "datastore: etcd unreachable ({}); using the host's view until it answers (retrying every {RETRY:?})",
-                    $e
+                    url = %ds.client.current(),
+                    error = %$e,
+                    retry_ms = RETRY.as_millis() as u64,
+                    "datastore: etcd unreachable; using the host's view until it answers"
                 );
                 down_since = Some(Instant::now());
                 ds.set_up(false);
                 let _ = tx.send(Change::Up(false));
             } else {
-                debug!("datastore: still unreachable: {}", $e);
+                debug!(url = %ds.client.current(), error = %$e, "datastore: still unreachable");
             }
             tokio::select! {
                 _ = tokio::time::sleep(RETRY) => {}
@@ -86,19 +88,23 @@ pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut s
             match read {
                 Ok(read) => {
                     if let Some(since) = down_since.take() {
-                        info!("datastore: etcd at {} answers again after {:.1?}", ds.client.current(), since.elapsed());
+                        info!(
+                            url = %ds.client.current(),
+                            down_ms = since.elapsed().as_millis() as u64,
+                            "datastore: etcd answers again"
+                        );
                         let _ = tx.send(Change::Up(true));
                     } else if reason == ReadReason::Start {
                         let _ = tx.send(Change::Up(true));
                     }
                     info!(
-                        "datastore: read {} endpoint(s) of {} from {} at index {} in {:.1?} ({})",
-                        read.endpoints,
-                        settings.hostname,
-                        ds.client.current(),
-                        read.index,
-                        read.took,
-                        reason.as_str()
+                        endpoints = read.endpoints,
+                        host = %settings.hostname,
+                        url = %ds.client.current(),
+                        index = read.index,
+                        took_ms = read.took.as_secs_f64() * 1000.0,
+                        reason = %reason.as_str(),
+                        "datastore: full read"
                     );
                     let _ = tx.send(Change::FullRead(reason, read));
                     pending_read = None;
@@ -117,8 +123,10 @@ pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut s
         let answered = |endpoint: &str| {
             if let Some(since) = down_since.take() {
                 info!(
-                    "datastore: etcd at {endpoint} answers again after {:.1?}; resuming the watch at index {index}",
-                    since.elapsed()
+                    url = %endpoint,
+                    down_ms = since.elapsed().as_millis() as u64,
+                    index,
+                    "datastore: etcd answers again; resuming the watch"
                 );
                 ds.set_up(true);
                 let _ = tx.send(Change::Up(true));
@@ -131,19 +139,20 @@ pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut s
         match watched {
             Ok(Watched::Event(ev)) => {
                 let ids = ds.apply(&ev);
-                debug!("datastore: {} {} (index {})", ev.action, ev.key, ev.modified_index);
+                debug!(etcd_action = %ev.action, key = %ev.key, index = ev.modified_index, "datastore: watch event");
                 if !ids.is_empty() {
                     let _ = tx.send(Change::Watched(ids));
                 }
             }
             Ok(Watched::Cleared(current)) if current < index => {
-                info!("datastore: etcd's index went back from {} to {current}; reading everything again", index - 1);
+                info!(index = index - 1, current, "datastore: etcd's index went back; reading everything again");
                 pending_read = Some(ReadReason::IndexCleared);
             }
             Ok(Watched::Cleared(current)) => {
                 info!(
-                    "datastore: etcd no longer has the events after index {} (now at {current}); reading everything again",
-                    index - 1
+                    index = index - 1,
+                    current = %current,
+                    "datastore: etcd no longer has the events after index; reading everything again"
                 );
                 pending_read = Some(ReadReason::IndexCleared);
             }

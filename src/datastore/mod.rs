@@ -170,7 +170,7 @@ impl Datastore {
         let dir = self.client.get_dir(&self.dir).await?;
         let (endpoints, unreadable) = parse_nodes(&self.dir, &dir.nodes);
         for (key, why) in &unreadable {
-            tracing::warn!("datastore: {key}: {why}; ignored");
+            tracing::warn!(key = %key, reason = %why, "datastore: unreadable endpoint ignored");
         }
         let mut v = self.view.write().unwrap();
         let changed = diff_ids(&v.endpoints, &endpoints);
@@ -212,7 +212,7 @@ impl Datastore {
                     v.endpoints.insert(id.to_string(), rec);
                 }
                 Some(Err(why)) => {
-                    tracing::warn!("datastore: {}: {why}; ignored", event.key);
+                    tracing::warn!(key = %event.key, reason = %why, "datastore: unreadable endpoint ignored");
                     v.endpoints.remove(id);
                     v.unreadable.push(id.to_string());
                 }

@@ -86,7 +86,7 @@ impl Settings {
                 source: e,
             })?;
             let Some(api) = calicoctl::parse(&text).map_err(|e| MedicError::Config(format!("{path}: {e}")))? else {
-                tracing::info!("{path}: datastoreType is not etcdv2; no datastore is read");
+                tracing::info!(path = %path, "calicoctl config: datastoreType is not etcdv2; no datastore is read");
                 return Ok(None);
             };
             s.endpoints = api.endpoints;

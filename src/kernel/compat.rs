@@ -63,8 +63,10 @@ pub fn available(feature: Feature) -> bool {
 /// Records a refusal; logged the first time only.
 pub fn unavailable(feature: Feature, reason: &str) {
     if !feature.slot().swap(true, Ordering::Relaxed) {
+        // The message names the feature and its fallback (a bounded set of phrases).
         tracing::info!(
-            "kernel: {} not available ({reason}); using {} from now on",
+            reason = %reason,
+            "kernel: {} not available; using {} from now on",
             feature.describe(),
             feature.fallback()
         );
@@ -87,8 +89,11 @@ pub fn emulated_kernel() -> Option<(u32, u32)> {
         let raw = std::env::var("CALICO_MEDIC_EMULATE_KERNEL").ok().filter(|v| !v.is_empty())?;
         let parsed = parse_version(&raw);
         match parsed {
-            Some(v) => tracing::info!("emulating kernel {}.{}: newer kernel features answer as refused", v.0, v.1),
-            None => tracing::warn!("CALICO_MEDIC_EMULATE_KERNEL={raw:?} is not a version like 3.10; ignored"),
+            Some(v) => tracing::info!(
+                kernel = %format_args!("{}.{}", v.0, v.1),
+                "emulating an older kernel: newer kernel features answer as refused"
+            ),
+            None => tracing::warn!(value = ?raw, "CALICO_MEDIC_EMULATE_KERNEL is not a version like 3.10; ignored"),
         }
         parsed
     })

@@ -183,7 +183,7 @@ where
                         Some(libc::ENOBUFS) => on_event(WatchEvent::Overflow),
                         Some(libc::EINTR) => {}
                         _ => {
-                            tracing::warn!("watch on {what} stopped: {e}");
+                            tracing::warn!(netns = %what, error = %e, "netlink watch stopped");
                             on_event(WatchEvent::Lost);
                             return;
                         }

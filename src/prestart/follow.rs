@@ -15,6 +15,7 @@ use super::Inner;
 use crate::diagnose::{diagnose_container, FaultKind};
 use crate::error::MedicError;
 use crate::medic::{endpoint_pass_from, Medic, Mode};
+use crate::metrics::PrestartOutcome;
 use crate::netlink::watch::watch_netns;
 use crate::netlink::Netlink;
 use crate::netns::{container_in_netns, sandbox_files, NsIdentity, SandboxFile, TargetNetns};
@@ -82,8 +83,9 @@ impl Inner {
 
     fn left(&self, f: &Follow, why: &str) {
         if f.counted {
-            self.metrics.prestart_outcome("left_to_post_start");
-            debug!(ifindex = f.ifindex, reason = why, "pre-start: left to the post-start pass");
+            self.metrics.prestart_outcome(PrestartOutcome::LeftToPostStart);
+            let result = PrestartOutcome::LeftToPostStart;
+            debug!(ifindex = f.ifindex, result = %result, reason = why, "pre-start: host link left to the post-start pass");
         }
     }
 
@@ -162,7 +164,7 @@ impl Inner {
             match sandbox_state(side.link.as_ref().map(|l| l.name.as_str()), &stem, &kinds) {
                 SandboxState::Configuring => {}
                 SandboxState::Healthy => {
-                    self.metrics.prestart_outcome("healthy");
+                    self.metrics.prestart_outcome(PrestartOutcome::Healthy);
                     let none = PrestartResult { repaired: false, container: None, repaired_at: 0.0, latency: 0.0 };
                     self.record(&at.facts.name, none);
                     debug!(host_interface = at.facts.name.as_str(), sandbox = %at.file.path.display(), "pre-start: healthy before start");
@@ -187,11 +189,24 @@ impl Inner {
         };
         let (dry_run, enabled) = (self.current.dry_run(), self.current.medic().config.prestart.enabled);
         if let Err(why) = may_write_before_start(&facts, dry_run, enabled) {
-            self.metrics.prestart_outcome("not_allowed");
-            info!(host_interface = facts.host_interface, reason = why, "pre-start: not repairing before start");
+            self.metrics.prestart_outcome(PrestartOutcome::NotAllowed);
+            info!(
+                container = facts.container.map(tracing::field::display),
+                host_interface = facts.host_interface,
+                result = %PrestartOutcome::NotAllowed,
+                reason = why,
+                "pre-start: not repairing before start"
+            );
             return Ok(());
         }
-        debug!(?located, ?configured, ?named, "pre-start timings after the move");
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        debug!(
+            host_interface = at.facts.name.as_str(),
+            located_ms = ms(located),
+            configured_ms = ms(configured),
+            named_ms = ms(named),
+            "pre-start: timings after the move"
+        );
         self.repair(&nl, &expected, &at, container, (side, faults)).await
     }
 
@@ -209,19 +224,22 @@ impl Inner {
         self.metrics.count_actions(&pass.actions);
         let seconds = at.moved_at.elapsed().as_secs_f64();
         if !pass.remaining.is_empty() {
-            self.metrics.prestart_outcome("failed");
+            self.metrics.prestart_outcome(PrestartOutcome::Failed);
             warn!(
+                container = %who.container,
                 host_interface = at.facts.name.as_str(),
+                result = %PrestartOutcome::Failed,
                 "pre-start: still faulty after repair; the post-start pass takes over"
             );
             return Ok(());
         }
-        self.metrics.prestart_outcome("repaired");
+        self.metrics.prestart_outcome(PrestartOutcome::Repaired);
         // From the netlink notification (the veth's move) to the verified repair.
         self.metrics.repaired_after(seconds);
         let result =
             PrestartResult { repaired: true, container, repaired_at: crate::report::unix_now(), latency: seconds };
         self.record(&at.facts.name, result);
+        let commands: Vec<&str> = pass.actions.iter().map(|a| a.command.as_str()).collect();
         info!(
             container = %who.container,
             host_interface = at.facts.name.as_str(),
@@ -229,12 +247,11 @@ impl Inner {
             mac = %expected.mac,
             mac_source = expected.mac_source.as_str(),
             fault = %FaultKind::MacMismatch,
-            action = "set_mac",
-            result = "success",
+            action = commands.join("; ").as_str(),
+            result = %PrestartOutcome::Repaired,
             latency_ms = seconds * 1000.0,
             sandbox = %at.file.path.display(),
-            "repaired in the sandbox: {} ms after the veth moved",
-            (seconds * 1000.0).round(),
+            "repaired in the sandbox"
         );
         Ok(())
     }
@@ -272,7 +289,8 @@ impl Inner {
             });
             if holds_peer {
                 let took = t0.elapsed();
-                debug!(sandbox = %file.path.display(), tried, asked, listed, ?took, "pre-start: located the sandbox");
+                let took_ms = took.as_secs_f64() * 1000.0;
+                debug!(sandbox = %file.path.display(), tried, asked, files = listed, took_ms, "pre-start: sandbox located");
                 return Some((ns, file));
             }
         }

@@ -21,8 +21,7 @@ pub const ORPHAN_GRACE: Duration = Duration::from_secs(2);
 
 /// Follows the datastore until `shutdown` flips.
 pub async fn follow_datastore(ctx: SourceCtx, ds: Arc<Datastore>, shutdown: watch::Receiver<bool>) {
-    let names: Vec<&str> = ReadReason::ALL.iter().map(|r| r.as_str()).collect();
-    ctx.metrics.enable_datastore(&names);
+    ctx.metrics.enable_datastore(&ReadReason::ALL);
     ctx.metrics.datastore_up(false);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let recount = Arc::new(Notify::new());
@@ -35,7 +34,7 @@ pub async fn follow_datastore(ctx: SourceCtx, ds: Arc<Datastore>, shutdown: watc
                 Notice::DatastoreUp(up)
             }
             Change::FullRead(reason, read) => {
-                ctx.metrics.datastore_read(reason.as_str(), read.endpoints, read.took.as_secs_f64());
+                ctx.metrics.datastore_read(reason, read.endpoints, read.took.as_secs_f64());
                 Notice::DatastoreChanged { endpoints: read.changed }
             }
             Change::Watched(ids) => {
@@ -89,7 +88,9 @@ async fn count_orphans(ctx: SourceCtx, ds: Arc<Datastore>, recount: Arc<Notify>,
         confirmed.sort();
         ctx.metrics.datastore_orphans(confirmed.len());
         for id in confirmed.iter().filter(|id| !reported.contains(id)) {
-            warn!(endpoint = %id, "datastore: {}", describe_orphan(&ds.dir, id, &view.endpoints));
+            // (`detail` keeps the one-line description the check command prints)
+            let detail = describe_orphan(&ds.dir, id, &view.endpoints);
+            warn!(endpoint = %id, detail = %detail, "datastore: orphan endpoint");
         }
         reported = confirmed;
     }

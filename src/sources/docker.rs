@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::{Notice, SourceCtx};
 use crate::error::MedicError;
+use crate::metrics::{DockerEventAction, DockerEventType};
 use crate::report::unix_now;
 
 /// What an event means for the agent.
@@ -220,8 +221,11 @@ async fn subscription(
 
 fn handle_event(ctx: &SourceCtx, ev: &EventMessage) {
     let (typ, action) = labels(ev);
-    ctx.metrics.docker_event(&typ, &action);
-    debug!(r#type = %typ, action = %action, age_ms = (unix_now() - event_time(ev)) * 1000.0, "docker event");
+    // (the subscription's filter names every type and action the enums hold)
+    if let Some((t, a)) = DockerEventType::parse(&typ).zip(DockerEventAction::parse(&action)) {
+        ctx.metrics.docker_event(t, a);
+    }
+    debug!(event_type = %typ, event_action = %action, age_ms = (unix_now() - event_time(ev)) * 1000.0, "docker event");
     let drivers = ctx.current.medic().config.calico_drivers.clone();
     if let Some(n) = notice(ev, &drivers) {
         ctx.send(n);

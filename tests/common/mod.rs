@@ -246,6 +246,28 @@ impl Drop for Daemon {
     }
 }
 
+/// The lines of a `--log-format json` log, each parsed (tracing-subscriber's JSON with
+/// the event flattened: `level`, `message` and the event's fields side by side).
+/// Panics on a line that is not JSON.
+pub fn json_log_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}\nlog:\n{text}")))
+        .collect()
+}
+
+/// The first JSON log event whose message starts with `message`.
+pub fn json_event<'a>(lines: &'a [serde_json::Value], message: &str) -> Option<&'a serde_json::Value> {
+    lines.iter().find(|l| l["message"].as_str().is_some_and(|m| m.starts_with(message)))
+}
+
+/// Asserts that a JSON log event carries each of `fields` (present and not null).
+pub fn assert_log_fields(event: &serde_json::Value, fields: &[&str]) {
+    for f in fields {
+        assert!(event.get(*f).is_some_and(|v| !v.is_null()), "no field {f:?} in {event}");
+    }
+}
+
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Daemon tests share the host's containers: run them one at a time.
