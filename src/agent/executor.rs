@@ -141,7 +141,7 @@ impl Scheduler {
                 if newly {
                     // (`reason` first: the text format reads "escalation suppressed: reason=…")
                     let result = EscalationResult::Suppressed;
-                    warn!(reason = reason.as_str(), container = %container, app, task, action = "kill", result = %result, "escalation suppressed:");
+                    warn!(reason = %reason.as_str(), container = %container, app, task, action = "kill", result = %result, "escalation suppressed:");
                     self.ctx.metrics.escalation(result);
                 }
                 probe_again(self, again_in);
