@@ -13,6 +13,7 @@ mod backoff;
 mod decide;
 mod escalation;
 mod executor;
+mod kills;
 mod pass;
 mod queue;
 mod scheduler;
