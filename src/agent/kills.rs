@@ -55,11 +55,17 @@ pub(crate) struct Pending {
 
 /// The escalation core with the budget the state file holds (escalation off: empty).
 pub(crate) fn restore_escalator(marathon: &MarathonConfig, now: f64) -> Escalator {
+    Escalator::with_budget(restore_budget(marathon, now))
+}
+
+/// The budget the state file holds: read at start and again on SIGHUP (after
+/// `calico-medic escalations --reset`, or a repaired file).
+pub(crate) fn restore_budget(marathon: &MarathonConfig, now: f64) -> Budget {
     if !marathon.enabled {
-        return Escalator::default();
+        return Budget::default();
     }
     let path = Path::new(&marathon.state_file);
-    let budget = match ledger::load(path) {
+    match ledger::load(path) {
         Loaded::Missing => Budget::default(),
         Loaded::Kills(kills) => {
             info!(path = %path.display(), kills = kills.len(), "escalation: state restored");
@@ -69,8 +75,7 @@ pub(crate) fn restore_escalator(marathon: &MarathonConfig, now: f64) -> Escalato
             warn!(path = %path.display(), reason = %why, "escalation: state file unreadable; no kills for an hour");
             Budget::blocked(now)
         }
-    };
-    Escalator::with_budget(budget)
+    }
 }
 
 impl Scheduler {
@@ -102,7 +107,7 @@ impl Scheduler {
                 if newly {
                     // (`reason` first: the text format reads "escalation suppressed: reason=…")
                     let result = EscalationResult::Suppressed;
-                    warn!(reason = reason.as_str(), container = %container, app, task, action = "kill", result = %result, "escalation suppressed:");
+                    warn!(reason = %reason.as_str(), container = %container, app, task, action = "kill", result = %result, "escalation suppressed:");
                     self.ctx.metrics.escalation(result);
                 }
                 probe_again(self, again_in);
@@ -135,7 +140,7 @@ impl Scheduler {
         let held = match result {
             Err(nc) => {
                 let said = Escaped(&nc.marathon_value()).to_string();
-                warn!(reason = Reason::NotConfirmed.as_str(), container = %container, app = %app, task = %task, action = "kill", check = nc.check(), marathon = %said, "escalation suppressed: Marathon does not confirm the task");
+                warn!(reason = %Reason::NotConfirmed.as_str(), container = %container, app = %app, task = %task, action = "kill", check = nc.check(), marathon = %said, "escalation suppressed: Marathon does not confirm the task");
                 Some(Reason::NotConfirmed)
             }
             Ok(()) => {
@@ -143,7 +148,7 @@ impl Scheduler {
                 match ledger::save(Path::new(&path), &self.escalator.budget().persisted()) {
                     Ok(()) => None,
                     Err(e) => {
-                        warn!(reason = Reason::StateFile.as_str(), container = %container, app = %app, task = %task, action = "kill", path = %path, error = %e, "escalation suppressed: the kill cannot be recorded");
+                        warn!(reason = %Reason::StateFile.as_str(), container = %container, app = %app, task = %task, action = "kill", path = %path, error = %e, "escalation suppressed: the kill cannot be recorded");
                         Some(Reason::StateFile)
                     }
                 }

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::decide::{begin, decide, DecideCtx, PassPlan};
-use super::kills::{restore_escalator, Clock, Pending};
+use super::kills::{restore_budget, restore_escalator, Clock, Pending};
 use super::pass::{run_pass, PassDone};
 use super::state::{ContainerState, Trigger};
 use crate::marathon::confirm::NotConfirmed;
@@ -398,6 +398,7 @@ impl Scheduler {
         }
         self.set_watches_enabled(medic.config.watch);
         self.prestart.reconfigure();
+        self.escalator.replace_budget(restore_budget(&medic.config.marathon, self.clock.now()));
     }
 
     fn set_watches_enabled(&mut self, enabled: bool) {

@@ -242,6 +242,11 @@ impl Escalator {
         &self.budget
     }
 
+    /// The budget as the state file now holds it (SIGHUP).
+    pub fn replace_budget(&mut self, budget: Budget) {
+        self.budget = budget;
+    }
+
     /// Accounts one pass over a container; decides what to do about it.
     pub fn after_pass(&mut self, now: f64, v: &TaskView, host: HostView, s: &Settings) -> Decision {
         if v.policy == Policy::Off {
