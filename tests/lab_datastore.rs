@@ -458,18 +458,10 @@ fn outage_falls_back_to_the_host_and_recovers() {
     wait_for("a's key deletion after the full read", Duration::from_secs(1), || daemon.metric(&missing_a) == Some(1.0));
 }
 
-/// Must show 4: TLS to etcd with a CA and a client certificate made here works; a
-/// wrong CA is a clear error (exit 2, the cause named), the check goes on from the host.
-#[test]
-fn tls_to_etcd_with_client_certificates() {
-    if !lab_ready() {
-        return;
-    }
-    let _serial = serial();
-    let pki = tempfile::tempdir().unwrap();
-    let p = |name: &str| pki.path().join(name);
+/// A CA, a wrong CA, and a server and a client certificate signed by the CA, in `dir`.
+fn make_pki(dir: &std::path::Path) {
     let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(pki.path()).output().expect("openssl");
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     for ca in ["ca", "wrong-ca"] {
@@ -489,8 +481,8 @@ fn tls_to_etcd_with_client_certificates() {
             &format!("{ca}.pem"),
         ]);
     }
-    std::fs::write(p("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").unwrap();
-    std::fs::write(p("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
     for (who, ext) in [("server", "server.ext"), ("client", "client.ext")] {
         openssl(&[
             "req",
@@ -522,6 +514,19 @@ fn tls_to_etcd_with_client_certificates() {
             &format!("{who}.pem"),
         ]);
     }
+}
+
+/// Must show 4: TLS to etcd with a CA and a client certificate made here works; a
+/// wrong CA is a clear error (exit 2, the cause named), the check goes on from the host.
+#[test]
+fn tls_to_etcd_with_client_certificates() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let pki = tempfile::tempdir().unwrap();
+    let p = |name: &str| pki.path().join(name);
+    make_pki(pki.path());
     let client = Tls { ca: p("ca.pem"), cert: p("client.pem"), key: p("client.key") };
     let etcd = Etcd::start(Some((client.clone(), p("server.pem"), p("server.key"))));
 

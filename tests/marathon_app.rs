@@ -78,13 +78,7 @@ fn the_marathon_app_runs_as_its_json_says_and_repairs_new_tasks() {
         std::net::TcpStream::connect(&addr).is_err(),
         "port {port} is taken on this host: the app (host network) cannot listen there"
     );
-    // The image, built without any registry.
-    let image = app["container"]["docker"]["image"].as_str().unwrap();
-    let out = std::process::Command::new(repo().join("unit/marathon-image.sh"))
-        .args([medic_bin().to_str().unwrap(), image])
-        .output()
-        .expect("unit/marathon-image.sh");
-    assert!(out.status.success(), "image build: {}", String::from_utf8_lossy(&out.stderr));
+    build_image(&app);
 
     let config = tempfile::tempdir().unwrap();
     std::fs::write(config.path().join("config.toml"), "# defaults\n").unwrap();
@@ -101,19 +95,7 @@ fn the_marathon_app_runs_as_its_json_says_and_repairs_new_tasks() {
         format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
     };
 
-    // What Docker made of it: the JSON's settings, and no more.
-    let hc: serde_json::Value =
-        serde_json::from_str(&docker_ok(&["inspect", "-f", "{{json .HostConfig}}", &name])).unwrap();
-    assert_eq!(hc["Privileged"], false);
-    assert_eq!(hc["NetworkMode"], "host");
-    assert_eq!(hc["PidMode"], "host");
-    assert_eq!(hc["ReadonlyRootfs"], true);
-    let mut caps: Vec<&str> = hc["CapAdd"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
-    caps.sort();
-    let caps: Vec<String> = caps.iter().map(|c| c.trim_start_matches("CAP_").to_string()).collect();
-    assert_eq!(caps, ["NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE"]);
-    assert_eq!(hc["CapDrop"][0].as_str().map(|c| c.trim_start_matches("CAP_")), Some("ALL"));
-    assert!(hc["Binds"].as_array().unwrap().iter().any(|b| b == "/var/run/docker.sock:/var/run/docker.sock:rw"));
+    check_host_config(&name);
 
     // Its health check, as Mesos would run it.
     let mut healthy = None;
@@ -134,16 +116,7 @@ fn the_marathon_app_runs_as_its_json_says_and_repairs_new_tasks() {
         logs()
     );
 
-    // New omit-MAC tasks are repaired within a second of `docker run` returning.
-    let mut latencies = Vec::new();
-    for i in 0..3 {
-        let task = Task::start(&["--nomac", "--app", "marathon-app-e2e"]);
-        let after = task.wait_reachable(Duration::from_secs(3));
-        assert!(after.is_some(), "task {i} never became reachable; agent log:\n{}", logs());
-        assert!(after.unwrap() < Duration::from_secs(1), "run returned → reachable took {:?}", after.unwrap());
-        assert_eq!(task.mac(), "ee:ee:ee:ee:ee:ee");
-        latencies.push(after.unwrap());
-    }
+    let latencies = repair_new_tasks(&logs);
     eprintln!(
         "app container: /healthz 200 after {healthy:?}; omit-MAC task docker run returned → reachable: {latencies:?}"
     );
@@ -157,4 +130,44 @@ fn the_marathon_app_runs_as_its_json_says_and_repairs_new_tasks() {
     assert!(stop.elapsed() < Duration::from_secs(8), "stop took {:?}", stop.elapsed());
     let code = docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &name]);
     assert_eq!(code, "0", "clean exit; log:\n{}", logs());
+}
+
+/// The image, built without any registry.
+fn build_image(app: &serde_json::Value) {
+    let image = app["container"]["docker"]["image"].as_str().unwrap();
+    let out = std::process::Command::new(repo().join("unit/marathon-image.sh"))
+        .args([medic_bin().to_str().unwrap(), image])
+        .output()
+        .expect("unit/marathon-image.sh");
+    assert!(out.status.success(), "image build: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// What Docker made of it: the JSON's settings, and no more.
+fn check_host_config(name: &str) {
+    let hc: serde_json::Value =
+        serde_json::from_str(&docker_ok(&["inspect", "-f", "{{json .HostConfig}}", name])).unwrap();
+    assert_eq!(hc["Privileged"], false);
+    assert_eq!(hc["NetworkMode"], "host");
+    assert_eq!(hc["PidMode"], "host");
+    assert_eq!(hc["ReadonlyRootfs"], true);
+    let mut caps: Vec<&str> = hc["CapAdd"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    caps.sort();
+    let caps: Vec<String> = caps.iter().map(|c| c.trim_start_matches("CAP_").to_string()).collect();
+    assert_eq!(caps, ["NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE"]);
+    assert_eq!(hc["CapDrop"][0].as_str().map(|c| c.trim_start_matches("CAP_")), Some("ALL"));
+    assert!(hc["Binds"].as_array().unwrap().iter().any(|b| b == "/var/run/docker.sock:/var/run/docker.sock:rw"));
+}
+
+/// New omit-MAC tasks are repaired within a second of `docker run` returning.
+fn repair_new_tasks(logs: &dyn Fn() -> String) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    for i in 0..3 {
+        let task = Task::start(&["--nomac", "--app", "marathon-app-e2e"]);
+        let after = task.wait_reachable(Duration::from_secs(3));
+        assert!(after.is_some(), "task {i} never became reachable; agent log:\n{}", logs());
+        assert!(after.unwrap() < Duration::from_secs(1), "run returned → reachable took {:?}", after.unwrap());
+        assert_eq!(task.mac(), "ee:ee:ee:ee:ee:ee");
+        latencies.push(after.unwrap());
+    }
+    latencies
 }

@@ -35,6 +35,9 @@ cargo test -p calico-medic --lib --test netns_repair --test fixtures_core
 step "docs: the configuration reference and the metric table equal the code (no root, no Docker)"
 cargo test -p calico-medic --test docs
 
+step "architecture: layering, kernel access in the kernel layer, file sizes (no Docker)"
+cargo test -p calico-medic --test layers --test kernel_layer --test code_size
+
 step "datastore client against a real etcd (read, watch, cleared index, failover, deadlines; no Docker)"
 cargo test -p calico-medic --test datastore_etcd
 

@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::etcd::Watched;
 use super::{Datastore, FullRead};
+use crate::error::MedicError;
 
 /// How long to wait before asking an unreachable etcd again.
 pub const RETRY: Duration = Duration::from_secs(1);
@@ -53,22 +54,11 @@ pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut s
     let mut pending_read = Some(ReadReason::Start);
     let mut down_since: Option<Instant> = None;
     let mut next_full = Instant::now() + settings.full_read_interval;
-    // Marks an outage once; returns after the retry delay (false: shutting down).
+    // Marks an outage once, then waits the retry delay and goes round again (returns
+    // when shutting down).
     macro_rules! outage {
         ($e:expr) => {{
-            if down_since.is_none() {
-                warn!(
-                    url = %ds.client.current(),
-                    error = %$e,
-                    retry_ms = RETRY.as_millis() as u64,
-                    "datastore: etcd unreachable; using the host's view until it answers"
-                );
-                down_since = Some(Instant::now());
-                ds.set_up(false);
-                let _ = tx.send(Change::Up(false));
-            } else {
-                debug!(url = %ds.client.current(), error = %$e, "datastore: still unreachable");
-            }
+            went_down(&ds, &tx, &mut down_since, &$e);
             tokio::select! {
                 _ = tokio::time::sleep(RETRY) => {}
                 _ = shutdown.changed() => return,
@@ -87,26 +77,7 @@ pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut s
             };
             match read {
                 Ok(read) => {
-                    if let Some(since) = down_since.take() {
-                        info!(
-                            url = %ds.client.current(),
-                            down_ms = since.elapsed().as_millis() as u64,
-                            "datastore: etcd answers again"
-                        );
-                        let _ = tx.send(Change::Up(true));
-                    } else if reason == ReadReason::Start {
-                        let _ = tx.send(Change::Up(true));
-                    }
-                    info!(
-                        endpoints = read.endpoints,
-                        host = %settings.hostname,
-                        url = %ds.client.current(),
-                        index = read.index,
-                        took_ms = read.took.as_secs_f64() * 1000.0,
-                        reason = %reason.as_str(),
-                        "datastore: full read"
-                    );
-                    let _ = tx.send(Change::FullRead(reason, read));
+                    read_done(&ds, &tx, down_since.take(), reason, read);
                     pending_read = None;
                     next_full = Instant::now() + settings.full_read_interval;
                 }
@@ -120,44 +91,113 @@ pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut s
         }
         let wait = settings.watch_timeout.min(next_full - now);
         let index = ds.view().index + 1;
-        let answered = |endpoint: &str| {
-            if let Some(since) = down_since.take() {
-                info!(
-                    url = %endpoint,
-                    down_ms = since.elapsed().as_millis() as u64,
-                    index,
-                    "datastore: etcd answers again; resuming the watch"
-                );
-                ds.set_up(true);
-                let _ = tx.send(Change::Up(true));
-            }
-        };
+        let answered = |endpoint: &str| watch_answered(&ds, &tx, &mut down_since, endpoint, index);
         let watched = tokio::select! {
             w = ds.client.watch(&ds.dir, index, wait, answered) => w,
             _ = shutdown.changed() => return,
         };
         match watched {
-            Ok(Watched::Event(ev)) => {
-                let ids = ds.apply(&ev);
-                debug!(etcd_action = %ev.action, key = %ev.key, index = ev.modified_index, "datastore: watch event");
-                if !ids.is_empty() {
-                    let _ = tx.send(Change::Watched(ids));
+            Ok(w) => {
+                if let Some(reason) = on_watched(&ds, &tx, w, index) {
+                    pending_read = Some(reason);
                 }
             }
-            Ok(Watched::Cleared(current)) if current < index => {
-                info!(index = index - 1, current, "datastore: etcd's index went back; reading everything again");
-                pending_read = Some(ReadReason::IndexCleared);
-            }
-            Ok(Watched::Cleared(current)) => {
-                info!(
-                    index = index - 1,
-                    current = %current,
-                    "datastore: etcd no longer has the events after index; reading everything again"
-                );
-                pending_read = Some(ReadReason::IndexCleared);
-            }
-            Ok(Watched::Quiet) => {}
             Err(e) => outage!(e),
         }
+    }
+}
+
+/// etcd did not answer: the first failure of an outage warns and marks the view
+/// down; later ones only log at debug.
+fn went_down(ds: &Datastore, tx: &mpsc::UnboundedSender<Change>, down_since: &mut Option<Instant>, e: &MedicError) {
+    if down_since.is_none() {
+        warn!(
+            url = %ds.client.current(),
+            error = %e,
+            retry_ms = RETRY.as_millis() as u64,
+            "datastore: etcd unreachable; using the host's view until it answers"
+        );
+        *down_since = Some(Instant::now());
+        ds.set_up(false);
+        let _ = tx.send(Change::Up(false));
+    } else {
+        debug!(url = %ds.client.current(), error = %e, "datastore: still unreachable");
+    }
+}
+
+/// A full read succeeded (`down_since`: the outage it ends, if any).
+fn read_done(
+    ds: &Datastore,
+    tx: &mpsc::UnboundedSender<Change>,
+    down_since: Option<Instant>,
+    reason: ReadReason,
+    read: FullRead,
+) {
+    if let Some(since) = down_since {
+        info!(
+            url = %ds.client.current(),
+            down_ms = since.elapsed().as_millis() as u64,
+            "datastore: etcd answers again"
+        );
+        let _ = tx.send(Change::Up(true));
+    } else if reason == ReadReason::Start {
+        let _ = tx.send(Change::Up(true));
+    }
+    info!(
+        endpoints = read.endpoints,
+        host = %ds.settings.hostname,
+        url = %ds.client.current(),
+        index = read.index,
+        took_ms = read.took.as_secs_f64() * 1000.0,
+        reason = %reason.as_str(),
+        "datastore: full read"
+    );
+    let _ = tx.send(Change::FullRead(reason, read));
+}
+
+/// etcd answered the watch (at `endpoint`): an outage, if one was on, is over.
+fn watch_answered(
+    ds: &Datastore,
+    tx: &mpsc::UnboundedSender<Change>,
+    down_since: &mut Option<Instant>,
+    endpoint: &str,
+    index: u64,
+) {
+    if let Some(since) = down_since.take() {
+        info!(
+            url = %endpoint,
+            down_ms = since.elapsed().as_millis() as u64,
+            index,
+            "datastore: etcd answers again; resuming the watch"
+        );
+        ds.set_up(true);
+        let _ = tx.send(Change::Up(true));
+    }
+}
+
+/// What the watch from `index` brought; `Some` when a full read is needed.
+fn on_watched(ds: &Datastore, tx: &mpsc::UnboundedSender<Change>, watched: Watched, index: u64) -> Option<ReadReason> {
+    match watched {
+        Watched::Event(ev) => {
+            let ids = ds.apply(&ev);
+            debug!(etcd_action = %ev.action, key = %ev.key, index = ev.modified_index, "datastore: watch event");
+            if !ids.is_empty() {
+                let _ = tx.send(Change::Watched(ids));
+            }
+            None
+        }
+        Watched::Cleared(current) if current < index => {
+            info!(index = index - 1, current, "datastore: etcd's index went back; reading everything again");
+            Some(ReadReason::IndexCleared)
+        }
+        Watched::Cleared(current) => {
+            info!(
+                index = index - 1,
+                current = %current,
+                "datastore: etcd no longer has the events after index; reading everything again"
+            );
+            Some(ReadReason::IndexCleared)
+        }
+        Watched::Quiet => None,
     }
 }

@@ -57,19 +57,7 @@ fn main() {
     let n = args.first().copied().unwrap_or(500);
     let rounds = args.get(1).copied().unwrap_or(30).max(1);
     let data = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let mut etcd = Command::new("etcd")
-        .args(["--name", "bench", "--enable-v2", "--data-dir"])
-        .arg(data.path().join("data"))
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("bench={peer_url}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("etcd (apt install etcd-server)");
+    let (mut etcd, url) = start_etcd(&data.path().join("data"));
     // The bench's own writer is a reqwest client too: one crypto provider for both.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -85,30 +73,9 @@ fn main() {
         }
         let host = "bench-host";
         let dir = endpoint_dir(host);
-        let mut docker_ids = HashSet::new();
-        let t = Instant::now();
-        for i in 0..n {
-            let id = format!("{i:064x}");
-            let ip = Ipv4Addr::from(0x0a41_0000 + i as u32 + 1);
-            let value = format!(
-                r#"{{"state":"active","name":"cali{}","active_instance_id":"","mac":"ee:ee:ee:ee:ee:ee","profile_ids":["calico-lab"],"ipv4_nets":["{ip}/32"],"ipv6_nets":[]}}"#,
-                &id[..11]
-            );
-            let res = http
-                .put(format!("{url}/v2/keys{dir}/{id}"))
-                .header("Content-Type", "application/x-www-form-urlencoded")
-                .body(format!("value={}", form_encode(&value)))
-                .send()
-                .await
-                .expect("PUT");
-            assert!(res.status().is_success(), "PUT {}", res.status());
-            // Every endpoint but the last has a container.
-            if i + 1 < n {
-                docker_ids.insert(id);
-            }
-        }
-        println!("wrote {n} endpoints to {url} in {:.2?}", t.elapsed());
-        let answer = http.get(format!("{url}/v2/keys{dir}?recursive=true")).send().await.unwrap().bytes().await.unwrap();
+        let docker_ids = write_endpoints(&http, &url, &dir, n).await;
+        let answer =
+            http.get(format!("{url}/v2/keys{dir}?recursive=true")).send().await.unwrap().bytes().await.unwrap();
         println!("answer of one full read: {} bytes ({} per endpoint)", answer.len(), answer.len() / n.max(1));
 
         let mut config = Config::default();
@@ -149,4 +116,51 @@ fn main() {
     let _ = etcd.kill();
     let _ = etcd.wait();
     result.unwrap();
+}
+
+/// Starts etcd (v2 API) on free loopback ports with its data in `data`; its client URL.
+fn start_etcd(data: &std::path::Path) -> (std::process::Child, String) {
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let etcd = Command::new("etcd")
+        .args(["--name", "bench", "--enable-v2", "--data-dir"])
+        .arg(data)
+        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("bench={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd (apt install etcd-server)");
+    (etcd, url)
+}
+
+/// Writes `n` endpoints under `dir`; the ids of those that have a container (every one
+/// but the last).
+async fn write_endpoints(http: &reqwest::Client, url: &str, dir: &str, n: usize) -> HashSet<String> {
+    let mut docker_ids = HashSet::new();
+    let t = Instant::now();
+    for i in 0..n {
+        let id = format!("{i:064x}");
+        let ip = Ipv4Addr::from(0x0a41_0000 + i as u32 + 1);
+        let value = format!(
+            r#"{{"state":"active","name":"cali{}","active_instance_id":"","mac":"ee:ee:ee:ee:ee:ee","profile_ids":["calico-lab"],"ipv4_nets":["{ip}/32"],"ipv6_nets":[]}}"#,
+            &id[..11]
+        );
+        let res = http
+            .put(format!("{url}/v2/keys{dir}/{id}"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("value={}", form_encode(&value)))
+            .send()
+            .await
+            .expect("PUT");
+        assert!(res.status().is_success(), "PUT {}", res.status());
+        // Every endpoint but the last has a container.
+        if i + 1 < n {
+            docker_ids.insert(id);
+        }
+    }
+    println!("wrote {n} endpoints to {url} in {:.2?}", t.elapsed());
+    docker_ids
 }

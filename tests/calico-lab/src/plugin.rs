@@ -608,18 +608,17 @@ mod tests {
         assert_eq!(normalise_mac("zz:AB:cd:00:11:22"), None);
     }
 
-    #[tokio::test]
-    async fn full_flow_normal_and_omit_mac() {
-        let (p, dir) = plugin("flow");
-        let pool = call(&p, Kind::Ipam, "IpamDriver.RequestPool", json!({"AddressSpace": "CalicoGlobalAddressSpace", "Pool": "10.65.0.0/17", "SubPool": "", "Options": {}, "V6": false})).await.unwrap();
+    /// The pool, the gateway request, two networks (normal, omit-MAC) and two refused.
+    async fn create_networks(p: &Arc<Plugin>) {
+        let pool = call(p, Kind::Ipam, "IpamDriver.RequestPool", json!({"AddressSpace": "CalicoGlobalAddressSpace", "Pool": "10.65.0.0/17", "SubPool": "", "Options": {}, "V6": false})).await.unwrap();
         assert_eq!(pool["PoolID"], "10.65.0.0/17");
         assert_eq!(pool["Data"]["com.docker.network.gateway"], "0.0.0.0/0");
-        let gw = call(&p, Kind::Ipam, "IpamDriver.RequestAddress", json!({"PoolID": "10.65.0.0/17", "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}})).await;
+        let gw = call(p, Kind::Ipam, "IpamDriver.RequestAddress", json!({"PoolID": "10.65.0.0/17", "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}})).await;
         assert!(gw.is_err());
-        call(&p, Kind::Network, "NetworkDriver.CreateNetwork", json!({"NetworkID": "n1", "Options": {"com.docker.network.enable_ipv6": false, "com.docker.network.generic": {}}, "IPv4Data": [{"AddressSpace": "CalicoGlobalAddressSpace", "Pool": "10.65.0.0/17", "Gateway": "0.0.0.0/0"}], "IPv6Data": []})).await.unwrap();
-        call(&p, Kind::Network, "NetworkDriver.CreateNetwork", json!({"NetworkID": "n2", "Options": {"com.docker.network.generic": {"calico-lab.omit-mac": "true"}}, "IPv4Data": [{"Pool": "10.65.128.0/17", "Gateway": "0.0.0.0/0"}]})).await.unwrap();
+        call(p, Kind::Network, "NetworkDriver.CreateNetwork", json!({"NetworkID": "n1", "Options": {"com.docker.network.enable_ipv6": false, "com.docker.network.generic": {}}, "IPv4Data": [{"AddressSpace": "CalicoGlobalAddressSpace", "Pool": "10.65.0.0/17", "Gateway": "0.0.0.0/0"}], "IPv6Data": []})).await.unwrap();
+        call(p, Kind::Network, "NetworkDriver.CreateNetwork", json!({"NetworkID": "n2", "Options": {"com.docker.network.generic": {"calico-lab.omit-mac": "true"}}, "IPv4Data": [{"Pool": "10.65.128.0/17", "Gateway": "0.0.0.0/0"}]})).await.unwrap();
         let bad = call(
-            &p,
+            p,
             Kind::Network,
             "NetworkDriver.CreateNetwork",
             json!({"NetworkID": "n3", "Options": {"com.docker.network.generic": {"foo": "bar"}}, "IPv4Data": []}),
@@ -628,7 +627,7 @@ mod tests {
         .unwrap_err();
         assert!(bad.msg.contains("does not support the flag foo"), "{}", bad.msg);
         let bad = call(
-            &p,
+            p,
             Kind::Network,
             "NetworkDriver.CreateNetwork",
             json!({"NetworkID": "n3", "Options": {}, "IPv4Data": [{"Pool": "10.0.0.0/8", "Gateway": "10.0.0.1/8"}]}),
@@ -636,15 +635,18 @@ mod tests {
         .await
         .unwrap_err();
         assert!(bad.msg.contains("Non-Calico IPAM"));
+    }
 
-        let a = call(&p, Kind::Ipam, "IpamDriver.RequestAddress", json!({"PoolID": "10.65.0.0/17", "Address": ""}))
+    /// Three endpoints (fixed MAC, omit-MAC, the caller's MAC) and a join.
+    async fn create_endpoints_and_join(p: &Arc<Plugin>) {
+        let a = call(p, Kind::Ipam, "IpamDriver.RequestAddress", json!({"PoolID": "10.65.0.0/17", "Address": ""}))
             .await
             .unwrap();
         assert_eq!(a["Address"], "10.65.0.1/32");
-        let r = call(&p, Kind::Network, "NetworkDriver.CreateEndpoint", json!({"NetworkID": "n1", "EndpointID": "e1e1e1e1e1e1e1e1", "Interface": {"Address": "10.65.0.1/32", "AddressIPv6": "", "MacAddress": ""}})).await.unwrap();
+        let r = call(p, Kind::Network, "NetworkDriver.CreateEndpoint", json!({"NetworkID": "n1", "EndpointID": "e1e1e1e1e1e1e1e1", "Interface": {"Address": "10.65.0.1/32", "AddressIPv6": "", "MacAddress": ""}})).await.unwrap();
         assert_eq!(r, json!({"Interface": {"MacAddress": "EE:EE:EE:EE:EE:EE"}}));
         let r = call(
-            &p,
+            p,
             Kind::Network,
             "NetworkDriver.CreateEndpoint",
             json!({"NetworkID": "n2", "EndpointID": "e2", "Interface": {"Address": "10.65.128.1/32"}}),
@@ -652,10 +654,10 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(r, json!({"Interface": {}}));
-        let r = call(&p, Kind::Network, "NetworkDriver.CreateEndpoint", json!({"NetworkID": "n1", "EndpointID": "e3", "Interface": {"Address": "10.65.0.2/32", "MacAddress": "02:42:AC:11:00:02"}})).await.unwrap();
+        let r = call(p, Kind::Network, "NetworkDriver.CreateEndpoint", json!({"NetworkID": "n1", "EndpointID": "e3", "Interface": {"Address": "10.65.0.2/32", "MacAddress": "02:42:AC:11:00:02"}})).await.unwrap();
         assert_eq!(r, json!({"Interface": {}}));
         let j = call(
-            &p,
+            p,
             Kind::Network,
             "NetworkDriver.Join",
             json!({"NetworkID": "n1", "EndpointID": "e1e1e1e1e1e1e1e1", "SandboxKey": "/x", "Options": {}}),
@@ -666,6 +668,14 @@ mod tests {
         assert_eq!(j["Gateway"], "169.254.1.1");
         assert_eq!(j["StaticRoutes"], json!([{"Destination": "169.254.1.1/32", "RouteType": 1, "NextHop": ""}]));
         assert!(j.get("GatewayIPv6").is_none());
+    }
+
+    #[tokio::test]
+    async fn full_flow_normal_and_omit_mac() {
+        let (p, dir) = plugin("flow");
+        create_networks(&p).await;
+
+        create_endpoints_and_join(&p).await;
 
         let ds: Value = serde_json::from_slice(&std::fs::read(dir.join("datastore.json")).unwrap()).unwrap();
         assert_eq!(ds["e1e1e1e1e1e1e1e1"]["mac"], "ee:ee:ee:ee:ee:ee");
