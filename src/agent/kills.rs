@@ -8,75 +8,22 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
+use super::budget::Pending;
 use super::escalation::task_view;
 use super::scheduler::{Internal, Scheduler};
 use super::state::Trigger;
-use crate::config::MarathonConfig;
-use crate::marathon::budget::Budget;
 use crate::marathon::confirm::{NotConfirmed, ThisHost};
 use crate::marathon::escalate::HostView;
-use crate::marathon::ledger::{self, Loaded};
-use crate::marathon::{Decision, Escalator, KillOutcome, KillResult, MarathonClient, Reason};
+use crate::marathon::ledger;
+use crate::marathon::{Decision, KillOutcome, KillResult, MarathonClient, Reason};
 use crate::medic::{ContainerOutcome, Mode};
 use crate::metrics::{EscalationResult, Metrics};
 use crate::netlink::Netlink;
-use crate::report::unix_now;
 use crate::workload::Escaped;
-
-/// Seconds on the escalation clock: monotonic, anchored at the wall clock at start.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock {
-    wall: f64,
-    mono: Instant,
-}
-
-impl Clock {
-    pub(crate) fn start() -> Clock {
-        Clock { wall: unix_now(), mono: Instant::now() }
-    }
-
-    pub(crate) fn now(&self) -> f64 {
-        self.wall + self.mono.elapsed().as_secs_f64()
-    }
-}
-
-/// A kill Marathon is being asked to confirm.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub id: String,
-    pub container: String,
-    pub app: String,
-    pub task: String,
-}
-
-/// The escalation core with the budget the state file holds (escalation off: empty).
-pub(crate) fn restore_escalator(marathon: &MarathonConfig, now: f64) -> Escalator {
-    Escalator::with_budget(restore_budget(marathon, now))
-}
-
-/// The budget the state file holds: read at start and again on SIGHUP (after
-/// `calico-medic escalations --reset`, or a repaired file).
-pub(crate) fn restore_budget(marathon: &MarathonConfig, now: f64) -> Budget {
-    if !marathon.enabled {
-        return Budget::default();
-    }
-    let path = Path::new(&marathon.state_file);
-    match ledger::load(path) {
-        Loaded::Missing => Budget::default(),
-        Loaded::Kills(kills) => {
-            info!(path = %path.display(), kills = kills.len(), "escalation: state restored");
-            Budget::restore(kills, now)
-        }
-        Loaded::Unreadable(why) => {
-            warn!(path = %path.display(), reason = %why, "escalation: state file unreadable; no kills for an hour");
-            Budget::blocked(now)
-        }
-    }
-}
 
 impl Scheduler {
     /// The whole host is known: the first full resync is done and every calico
@@ -140,7 +87,7 @@ impl Scheduler {
         let held = match result {
             Err(nc) => {
                 let said = Escaped(&nc.marathon_value()).to_string();
-                warn!(reason = %Reason::NotConfirmed.as_str(), container = %container, app = %app, task = %task, action = "kill", check = nc.check(), marathon = %said, "escalation suppressed: Marathon does not confirm the task");
+                warn!(reason = %Reason::NotConfirmed.as_str(), container = %container, app = %app, task = %task, action = "kill", check = %nc.check(), marathon = %said, "escalation suppressed: Marathon does not confirm the task");
                 Some(Reason::NotConfirmed)
             }
             Ok(()) => {

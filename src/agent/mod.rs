@@ -10,6 +10,7 @@
 //! across an `.await`, and no source or pass holds the scheduler.
 
 mod backoff;
+mod budget;
 mod decide;
 mod escalation;
 mod executor;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::budget::{restore_budget, restore_escalator, Clock, Pending};
 use super::decide::{begin, decide, DecideCtx, PassPlan};
-use super::kills::{restore_budget, restore_escalator, Clock, Pending};
 use super::pass::{run_pass, PassDone};
 use super::state::{ContainerState, Trigger};
 use crate::marathon::confirm::NotConfirmed;

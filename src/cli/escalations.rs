@@ -61,8 +61,13 @@ impl EscalationsCmd {
         let budget = Budget::restore(kills.clone(), now);
         let used = budget.used(now);
         let next = if used < m.max_kills_per_hour as usize { now } else { budget.free_at(now) };
-        let shown =
-            Shown { state_file: &m.state_file, max_kills_per_hour: m.max_kills_per_hour, kills_last_hour: used, next_kill_allowed: next, kills: &kills };
+        let shown = Shown {
+            state_file: &m.state_file,
+            max_kills_per_hour: m.max_kills_per_hour,
+            kills_last_hour: used,
+            next_kill_allowed: next,
+            kills: &kills,
+        };
         if self.json {
             println!("{}", serde_json::to_string_pretty(&shown).unwrap_or_default());
         } else {

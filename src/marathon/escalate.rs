@@ -159,7 +159,7 @@ pub enum KillOutcome {
 pub const AGENT_ERROR_WINDOW: f64 = 60.0;
 /// How often a task Marathon did not confirm (or whose kill could not be recorded)
 /// is asked about again.
-pub const NOT_SENT_RECHECK: Duration = Duration::from_secs(30);
+pub const NOT_SENT_RECHECK: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 struct TaskState {

@@ -4,6 +4,7 @@
 //! a file and a restarting agent keeps its budget.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,9 @@ fn temporary(path: &Path) -> PathBuf {
 /// Replaces the file with `kills`, atomically.
 pub fn save(path: &Path, kills: &[Kill]) -> std::io::Result<()> {
     let body = serde_json::to_vec(&StateFile { version: VERSION, kills: kills.to_vec() })?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
     let tmp = temporary(path);
     let written = (|| {
         let mut f = std::fs::File::create(&tmp)?;
