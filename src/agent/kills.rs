@@ -17,7 +17,7 @@ use super::escalation::task_view;
 use super::scheduler::{Internal, Scheduler};
 use super::state::Trigger;
 use crate::marathon::confirm::{NotConfirmed, ThisHost};
-use crate::marathon::escalate::HostView;
+use crate::marathon::escalate::{HostView, NOT_SENT_RECHECK};
 use crate::marathon::ledger;
 use crate::marathon::{Decision, KillOutcome, KillResult, MarathonClient, Reason};
 use crate::medic::{ContainerOutcome, Mode};
@@ -83,28 +83,30 @@ impl Scheduler {
     /// task back (one line naming the check that failed).
     pub(super) fn confirmed(&mut self, p: Pending, result: Result<(), NotConfirmed>, client: Arc<MarathonClient>) {
         let now = self.clock.now();
-        let (container, app, task) = (Escaped(&p.container), Escaped(&p.app), Escaped(&p.task));
         let held = match result {
-            Err(nc) => {
-                let said = Escaped(&nc.marathon_value()).to_string();
-                warn!(reason = %Reason::NotConfirmed.as_str(), container = %container, app = %app, task = %task, action = "kill", check = %nc.check(), marathon = %said, "escalation suppressed: Marathon does not confirm the task");
-                Some(Reason::NotConfirmed)
-            }
+            Err(nc) => Some((Reason::NotConfirmed, Some(nc))),
             Ok(()) => {
                 let path = self.ctx.current.medic().config.marathon.state_file.clone();
                 match ledger::save(Path::new(&path), &self.escalator.budget().persisted()) {
                     Ok(()) => None,
                     Err(e) => {
-                        warn!(reason = %Reason::StateFile.as_str(), container = %container, app = %app, task = %task, action = "kill", path = %path, error = %e, "escalation suppressed: the kill cannot be recorded");
-                        Some(Reason::StateFile)
+                        let (container, task) = (Escaped(&p.container), Escaped(&p.task));
+                        warn!(reason = %Reason::StateFile.as_str(), container = %container, task = %task, action = "kill", path = %path, error = %e, "escalation suppressed: the kill cannot be recorded, so it is not sent");
+                        Some((Reason::StateFile, None))
                     }
                 }
             }
         };
-        if let Some(reason) = held {
-            let again = self.escalator.not_sent(now, &p.id, &p.task, reason);
-            self.ctx.metrics.escalation(EscalationResult::Suppressed);
-            self.after(again, Internal::Due { id: p.id, trigger: Trigger::Probe });
+        if let Some((reason, why)) = held {
+            if self.escalator.not_sent(now, &p.id, &p.task, reason) {
+                if let Some(nc) = why {
+                    let (container, app, task) = (Escaped(&p.container), Escaped(&p.app), Escaped(&p.task));
+                    let said = Escaped(&nc.marathon_value()).to_string();
+                    warn!(reason = %reason.as_str(), container = %container, app = %app, task = %task, action = "kill", check = %nc.check(), marathon = %said, "escalation suppressed: Marathon does not confirm the task");
+                }
+                self.ctx.metrics.escalation(EscalationResult::Suppressed);
+            }
+            self.after(NOT_SENT_RECHECK, Internal::Due { id: p.id, trigger: Trigger::Probe });
             self.refresh_gauges();
             return;
         }

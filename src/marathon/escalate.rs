@@ -168,6 +168,9 @@ struct TaskState {
     last_failed: f64,
     unreachable_since: Option<f64>,
     suppressed: Option<Reason>,
+    /// Why its last decided kill was not sent (kept across the retries, so that a
+    /// Marathon that keeps saying no is logged once).
+    not_sent: Option<Reason>,
     in_flight: bool,
     attempts: u32,
     next_attempt: f64,
@@ -191,6 +194,7 @@ impl TaskState {
                 self.failed_passes = 0;
                 self.unreachable_since = None;
                 self.suppressed = None;
+                self.not_sent = None;
                 return false;
             }
             EndpointState::Unrepaired => {
@@ -347,15 +351,15 @@ impl Escalator {
 
     /// A decided kill was never sent (`reason`: Marathon did not confirm the task, or
     /// the state file could not be written): it does not count against the budget,
-    /// the task is held back, and asked about again after the returned delay.
-    pub fn not_sent(&mut self, now: f64, container_id: &str, task: &str, reason: Reason) -> Duration {
+    /// the task is held back, and asked about again after `NOT_SENT_RECHECK`.
+    /// True when the reason is new for this task (log and count it once).
+    pub fn not_sent(&mut self, now: f64, container_id: &str, task: &str, reason: Reason) -> bool {
         self.budget.refund(task);
-        if let Some(st) = self.by_container.get_mut(container_id) {
-            st.in_flight = false;
-            st.suppressed = Some(reason);
-            st.next_attempt = now + NOT_SENT_RECHECK.as_secs_f64();
-        }
-        NOT_SENT_RECHECK
+        let Some(st) = self.by_container.get_mut(container_id) else { return false };
+        st.in_flight = false;
+        st.suppressed = Some(reason);
+        st.next_attempt = now + NOT_SENT_RECHECK.as_secs_f64();
+        st.not_sent.replace(reason) != Some(reason)
     }
 
     /// The container stopped: its endpoints no longer count for the host (a killed
@@ -776,13 +780,15 @@ mod tests {
         let (mut e, s) = (Escalator::default(), Settings { max_kills_per_hour: 1, ..settings() });
         assert!(is_kill(&qualify(&mut e, "c1", "shop_cart.t1", UP, &s)));
         assert_eq!(e.budget().used(T0 + 5.0), 1);
-        let again = e.not_sent(T0 + 5.0, "c1", "shop_cart.t1", Reason::NotConfirmed);
+        assert!(e.not_sent(T0 + 5.0, "c1", "shop_cart.t1", Reason::NotConfirmed), "new reason");
+        let again = NOT_SENT_RECHECK;
         assert_eq!(e.budget().used(T0 + 5.0), 0, "refunded");
         let held = e.suppressed_counts().into_iter().find(|(r, _)| *r == Reason::NotConfirmed).unwrap().1;
         assert_eq!(held, 1);
         let v = view("c1", "shop_cart.t1", EndpointState::Unrepaired);
         assert!(matches!(e.after_pass(T0 + 6.0, &v, UP, &s), Decision::Wait(_)));
         assert!(is_kill(&e.after_pass(T0 + 5.0 + again.as_secs_f64(), &v, UP, &s)), "asked again later");
+        assert!(!e.not_sent(T0 + 16.0, "c1", "shop_cart.t1", Reason::NotConfirmed), "the same answer again: not new");
     }
 
     #[test]
