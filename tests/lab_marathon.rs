@@ -608,6 +608,9 @@ fn the_kill_budget_survives_restarts() {
         "urls = [\"{}\"]\nenabled = true\nescalate_after = 2\nmin_task_age = \"0s\"\nhost_breaker_share = 1.0\nmax_kills_per_hour = 2\n",
         marathon.url
     ));
+    // Healthy neighbours: a host where every endpoint lost its host side gets no kills.
+    let _neighbours: Vec<(Task, String)> =
+        (0..2).map(|i| marathon_task(&format!("/medic-e2e/neighbour{i}"), "calico-lab", Some("repair"))).collect();
     let tasks: Vec<(Task, String)> = (0..5)
         .map(|i| launch(&[&marathon], &format!("/medic-e2e/budget{i}"), "calico-lab", Some("escalate")))
         .collect();
