@@ -213,6 +213,11 @@ fn bystander_snapshot(t: &Task) -> String {
                     skip = true;
                     continue;
                 }
+                // The kernel's duplicate address detection of a fresh link-local
+                // address ends by itself ("tentative" then gone): not a change anyone made.
+                if w == "tentative" {
+                    continue;
+                }
                 cleaned.push(w);
             }
             out.push_str(&cleaned.join(" "));
