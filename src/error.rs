@@ -174,6 +174,19 @@ impl MedicError {
         matches!(self, MedicError::ContainerNotFound(_) | MedicError::NotRunning(_) | MedicError::Stale(_))
     }
 
+    /// The agent's own failure, not the namespace's state: a write the kernel refused
+    /// to the agent (EPERM/EACCES after a capability was dropped, a seccomp denial), a
+    /// request the kernel does not support or cannot buffer, a deadline, a panic, a
+    /// socket that could not be made. Such an endpoint is never called unrepairable.
+    pub fn is_agent_fault(&self) -> bool {
+        const AGENT_ERRNOS: [i32; 5] = [libc::EPERM, libc::EACCES, libc::EOPNOTSUPP, libc::ENOBUFS, libc::ENOMEM];
+        match self {
+            MedicError::Netlink { source, .. } => netlink_errno(source).is_none_or(|e| AGENT_ERRNOS.contains(&e)),
+            MedicError::Timeout { .. } | MedicError::Panic(..) | MedicError::Netns { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Not a calico workload (or not one calico-medic may touch): skipped when scanning a host.
     pub fn is_not_ours(&self) -> bool {
         matches!(self, MedicError::NotCalico { .. } | MedicError::HostNetwork(_) | MedicError::SharedNetwork { .. })
@@ -264,5 +277,22 @@ mod tests {
             e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).and_then(|e| e.raw_os_error()),
             Some(libc::EACCES)
         );
+    }
+
+    #[test]
+    fn the_agents_own_failures_are_told_from_the_namespaces_state() {
+        let errno = |n: i32| {
+            let mut msg = rtnetlink::packet_core::ErrorMessage::default();
+            msg.code = std::num::NonZeroI32::new(-n);
+            MedicError::netlink("ip link set cali0 address ee:ee:ee:ee:ee:ee", rtnetlink::Error::NetlinkError(msg))
+        };
+        for n in [libc::EPERM, libc::EACCES, libc::EOPNOTSUPP] {
+            assert!(errno(n).is_agent_fault(), "errno {n}");
+        }
+        for n in [libc::ENODEV, libc::EEXIST, libc::ENETUNREACH, libc::EINVAL] {
+            assert!(!errno(n).is_agent_fault(), "errno {n} is the namespace's state");
+        }
+        assert!(MedicError::timeout("netlink: setting the MAC", std::time::Duration::from_secs(2)).is_agent_fault());
+        assert!(!MedicError::Stale("c".into()).is_agent_fault());
     }
 }

@@ -361,6 +361,7 @@ impl EndpointPass {
             report.observed_mac = after.link.as_ref().and_then(|l| l.mac);
         }
         report.set_faults(&self.faults);
+        report.agent_error = self.actions.iter().find(|a| a.agent_error).and_then(|a| a.error.clone());
         report.actions = self.actions;
         report.remaining_faults = self.remaining.iter().map(|f| f.kind).collect();
         report.healthy = self.remaining.is_empty();
@@ -427,12 +428,12 @@ pub async fn endpoint_pass_from(
     };
     let mut actions = Vec::with_capacity(planned.len());
     for step in &planned {
-        let (result, error) = match (mode, link_index) {
+        let (result, error, agent_error) = match (mode, link_index) {
             (Mode::Repair, Some(index)) => match apply(nl, index, &step.action).await {
-                Ok(()) => (ActionOutcome::Success, None),
-                Err(e) => (ActionOutcome::Failure, Some(e.to_string())),
+                Ok(()) => (ActionOutcome::Success, None, false),
+                Err(e) => (ActionOutcome::Failure, Some(e.to_string()), e.is_agent_fault()),
             },
-            _ => (ActionOutcome::Skipped, None),
+            _ => (ActionOutcome::Skipped, None, false),
         };
         // One line per action, with fields (the JSON format carries them as such).
         let command = step.action.to_string();
@@ -464,6 +465,7 @@ pub async fn endpoint_pass_from(
             fault: step.fault,
             result,
             error,
+            agent_error,
         });
     }
     let (after, remaining) = if mode == Mode::Repair {

@@ -71,6 +71,9 @@ pub struct ActionResult {
     pub result: ActionOutcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The write failed for a reason of the agent's own (`MedicError::is_agent_fault`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub agent_error: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

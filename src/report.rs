@@ -51,6 +51,10 @@ pub struct EndpointReport {
     /// Set when the endpoint could not be observed at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set when a repair failed for a reason of the agent's own (a refused write, a
+    /// timeout): the agent's fault, never the task's (no escalation counts it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_error: Option<String>,
     /// Set when the host side could not be read: host facts are unknown (no host
     /// faults reported) and the expected MAC came from the next source.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,6 +92,7 @@ impl EndpointReport {
             healthy: false,
             repaired_before_start: false,
             error: None,
+            agent_error: None,
             host_error: None,
             check_seconds: 0.0,
         }
@@ -145,6 +150,8 @@ pub fn render_table(reports: &[EndpointReport]) -> String {
             "not checked (policy off)".to_string()
         } else if let Some(e) = &r.error {
             format!("error: {e}")
+        } else if let Some(e) = &r.agent_error {
+            format!("AGENT_ERROR ({e})")
         } else if r.healthy {
             "healthy".into()
         } else {

@@ -53,6 +53,16 @@ fn marathon_task(app: &str, net: &str, policy: Option<&str>) -> (Task, String) {
     (task, task_id)
 }
 
+/// `marathon_task`, launched by `marathons` (each knows the task belongs to `app`,
+/// as Marathon does: the confirmation before a kill asks it).
+fn launch(marathons: &[&Standin], app: &str, net: &str, policy: Option<&str>) -> (Task, String) {
+    let (task, id) = marathon_task(app, net, policy);
+    for m in marathons {
+        m.launched(app, &id, &task.name);
+    }
+    (task, id)
+}
+
 fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < within {
@@ -79,7 +89,13 @@ impl Setup {
         let text =
             marathon.replace("@PASSWORD_FILE@", pw.to_str().unwrap()).replace("@TOKEN_FILE@", tok.to_str().unwrap());
         let config = dir.path().join("config.toml");
-        std::fs::write(&config, format!("[marathon]\n{text}")).unwrap();
+        // Each test its own escalation state (the budget persists across restarts).
+        let state = if text.contains("state_file") {
+            String::new()
+        } else {
+            format!("state_file = \"{}\"\n", dir.path().join("escalations.json").display())
+        };
+        std::fs::write(&config, format!("[marathon]\n{text}{state}")).unwrap();
         Setup { _dir: dir, config }
     }
 
@@ -148,8 +164,8 @@ fn unrepairable_task_is_killed_exactly_once_repairable_one_never() {
         marathon.url
     ));
     let d = daemon(setup.path());
-    let (gone, gone_id) = marathon_task("/medic-e2e/gone", "calico-lab", Some("escalate"));
-    let (fixable, _) = marathon_task("/medic-e2e/fixable", "calico-lab-nomac", Some("escalate"));
+    let (gone, gone_id) = launch(&[&marathon], "/medic-e2e/gone", "calico-lab", Some("escalate"));
+    let (fixable, _) = launch(&[&marathon], "/medic-e2e/fixable", "calico-lab-nomac", Some("escalate"));
     assert!(fixable.wait_reachable(Duration::from_secs(3)).is_some(), "omit-MAC task repaired; log:\n{}", d.log_text());
     let broke = Instant::now();
     gone.break_it("delete-link");
@@ -252,7 +268,7 @@ fn kills_per_hour_hold_under_ten_broken_tasks() {
     // A healthy neighbour: with every endpoint's host side gone the host would look broken.
     let (_healthy, _) = marathon_task("/medic-e2e/neighbour", "calico-lab", Some("escalate"));
     let tasks: Vec<(Task, String)> =
-        (0..10).map(|i| marathon_task(&format!("/medic-e2e/rate{i}"), "calico-lab", Some("escalate"))).collect();
+        (0..10).map(|i| launch(&[&marathon], &format!("/medic-e2e/rate{i}"), "calico-lab", Some("escalate"))).collect();
     for (t, _) in &tasks {
         t.break_it("delete-link");
     }
@@ -346,7 +362,8 @@ fn marathon_errors_are_counted_retried_and_never_repeat_a_kill() {
     let d = daemon(setup.path());
     let (_healthy, _) = marathon_task("/medic-e2e/neighbour", "calico-lab", Some("escalate"));
     let apps = ["/medic-e2e/e401", "/medic-e2e/e404", "/medic-e2e/e409", "/medic-e2e/slow"];
-    let tasks: Vec<(Task, String)> = apps.iter().map(|a| marathon_task(a, "calico-lab", Some("escalate"))).collect();
+    let tasks: Vec<(Task, String)> =
+        apps.iter().map(|a| launch(&[&marathon], a, "calico-lab", Some("escalate"))).collect();
     for (t, _) in &tasks {
         t.break_it("delete-link");
     }
@@ -399,7 +416,7 @@ fn failover_to_the_next_url_and_unreachable_marathon() {
         no_leader.url, leader.url
     ));
     let d = daemon(setup.path());
-    let (t, id) = marathon_task("/medic-e2e/ha", "calico-lab", Some("escalate"));
+    let (t, id) = launch(&[&no_leader, &leader], "/medic-e2e/ha", "calico-lab", Some("escalate"));
     t.break_it("delete-link");
     assert!(wait_until(Duration::from_secs(10), || leader.deletes().len() == 1), "{}", d.log_text());
     std::thread::sleep(Duration::from_secs(2));
@@ -413,15 +430,16 @@ fn failover_to_the_next_url_and_unreachable_marathon() {
     drop(d);
     drop(t);
 
-    // Nothing answers: failed, retried with backoff, no crash.
+    // Nothing answers: Marathon cannot confirm the task, so no kill is even tried
+    // (issue 21); held back and asked again later, no crash.
     let setup = Setup::new(&format!(
         "enabled = true\nurls = [\"{closed}\"]\nescalate_after = 2\nmin_task_age = \"0s\"\nhost_breaker_share = 1.0\n"
     ));
     let d = daemon(setup.path());
     let (t, _) = marathon_task("/medic-e2e/down", "calico-lab", Some("escalate"));
     t.break_it("delete-link");
-    assert!(wait_until(Duration::from_secs(10), || escalations(&d, "failed") >= 2.0), "{}", d.log_text());
-    assert_eq!(escalations(&d, "killed"), 0.0);
+    assert!(wait_until(Duration::from_secs(10), || suppressed(&d, "not_confirmed") == 1.0), "{}", d.log_text());
+    assert_eq!((escalations(&d, "killed"), escalations(&d, "failed")), (0.0, 0.0));
     assert!(matches!(http_get(&d.addr, "/healthz"), Some((200, _))), "alive");
     assert!(d.log_text().contains("connection failed"), "{}", d.log_text());
 }
@@ -483,4 +501,229 @@ fn policy_labels_off_report_repair() {
     let (_, json, _) = medic_json(&["repair", "--container", &off.name]);
     assert_eq!(json[0]["policy"], "off");
     assert_eq!(off.netns_snapshot(), off_before);
+}
+
+// ------------------------------------------------------------------ issue 21: escalation you can trust
+
+/// A task that claims (in its own env and `MESOS_TASK_ID` label) to be `claimed_task`
+/// of `claimed_app`: what a tenant controls. Its policy label says escalate.
+fn spoofing_task(claimed_app: &str, claimed_task: &str) -> Task {
+    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap().trim().to_string();
+    let name = format!("mesos-{uuid}");
+    let label = format!("MESOS_TASK_ID={claimed_task}");
+    let envs = [
+        format!("MESOS_TASK_ID={claimed_task}"),
+        format!("MARATHON_APP_ID={claimed_app}"),
+        "MARATHON_APP_LABELS=CALICO_MEDIC".to_string(),
+        "MARATHON_APP_LABEL_CALICO_MEDIC=escalate".to_string(),
+    ];
+    let mut args =
+        vec!["run", "-d", "--name", &name, "--network", "calico-lab", "--label", "calico-lab=1", "--label", &label];
+    for e in &envs {
+        args.extend(["-e", e.as_str()]);
+    }
+    args.extend(["calico-lab/busybox:latest", "/bin/sleep", "1000000"]);
+    let out = docker(&args);
+    assert!(out.status.success(), "docker run: {}", String::from_utf8_lossy(&out.stderr));
+    let task = Task { name };
+    wait_host_programmed(&task.ip_on("calico-lab"));
+    task
+}
+
+const TRUSTING: &str =
+    "enabled = true\nescalate_after = 2\nmin_task_age = \"0s\"\nhost_breaker_share = 1.0\nmax_kills_per_hour = 100\n";
+
+/// Must show 1: a task whose env claims another app's task, and breaks itself: Marathon
+/// lists that task elsewhere (another IP), so nothing is killed — neither app.
+#[test]
+fn a_task_claiming_another_apps_ids_gets_nobody_killed() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let marathon = Standin::start(None);
+    let setup = Setup::new(&format!("urls = [\"{}\"]\n{TRUSTING}", marathon.url));
+    let (victim, victim_id) = launch(&[&marathon], "/medic-e2e/victim", "calico-lab", Some("repair"));
+    let d = daemon(setup.path());
+    let attacker = spoofing_task("/medic-e2e/victim", &victim_id);
+    marathon.launched("/medic-e2e/attacker", "medic-e2e_attacker.0f0f0f0f-0000-0000-0000-000000000001", &attacker.name);
+    d.settle();
+    attacker.break_it("delete-link");
+    assert!(
+        wait_until(Duration::from_secs(15), || suppressed(&d, "not_confirmed") == 1.0),
+        "requests {:?}; log:\n{}",
+        marathon.requests(),
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(marathon.deletes().is_empty(), "no kill of anyone: {:?}", marathon.requests());
+    assert!(!marathon.task_reads_of("/medic-e2e/victim").is_empty(), "Marathon was asked");
+    assert_eq!(escalations(&d, "killed"), 0.0);
+    let log = d.log_text();
+    assert!(log.contains("Marathon does not confirm the task") && log.contains("check=ip_address"), "{log}");
+    assert!(victim.wait_reachable(Duration::from_secs(2)).is_some(), "the victim runs on");
+}
+
+/// Must show 2: with health checks and `require_unhealthy`, Marathon seeing the task
+/// healthy means no kill; once Marathon sees it failing too, exactly one.
+#[test]
+fn marathon_seeing_the_task_healthy_holds_the_kill_back() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let marathon = Standin::start(None);
+    let setup = Setup::new(&format!("urls = [\"{}\"]\n{TRUSTING}", marathon.url));
+    let d = daemon(setup.path());
+    marathon.health_checks("/medic-e2e/checked");
+    let (t, id) = launch(&[&marathon], "/medic-e2e/checked", "calico-lab", Some("escalate"));
+    marathon.set_alive(&id, true);
+    d.settle();
+    t.break_it("delete-link");
+    assert!(
+        wait_until(Duration::from_secs(15), || suppressed(&d, "not_confirmed") == 1.0),
+        "requests {:?}; log:\n{}",
+        marathon.requests(),
+        d.log_text()
+    );
+    assert!(marathon.deletes().is_empty(), "Marathon sees it healthy: no kill");
+    assert!(d.log_text().contains("check=health"), "{}", d.log_text());
+    marathon.set_alive(&id, false);
+    assert!(wait_until(Duration::from_secs(15), || marathon.deletes().len() == 1), "{}", d.log_text());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(marathon.kills_of("/medic-e2e/checked").len(), 1, "exactly one");
+}
+
+/// Must show 3: the hourly budget survives SIGKILL and restarts: 2 kills an hour, 5
+/// unrepairable tasks, the agent killed and restarted three times: 2 DELETEs in all,
+/// to 2 different tasks.
+#[test]
+fn the_kill_budget_survives_restarts() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let marathon = Standin::start(None);
+    let setup = Setup::new(&format!(
+        "urls = [\"{}\"]\nenabled = true\nescalate_after = 2\nmin_task_age = \"0s\"\nhost_breaker_share = 1.0\nmax_kills_per_hour = 2\n",
+        marathon.url
+    ));
+    // Healthy neighbours: a host where every endpoint lost its host side gets no kills.
+    let _neighbours: Vec<(Task, String)> =
+        (0..2).map(|i| marathon_task(&format!("/medic-e2e/neighbour{i}"), "calico-lab", Some("repair"))).collect();
+    let tasks: Vec<(Task, String)> = (0..5)
+        .map(|i| launch(&[&marathon], &format!("/medic-e2e/budget{i}"), "calico-lab", Some("escalate")))
+        .collect();
+    let mut d = daemon(setup.path());
+    for (t, _) in &tasks {
+        t.break_it("delete-link");
+    }
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_secs(4));
+        d.child.kill().expect("SIGKILL the agent");
+        let _ = d.child.wait();
+        eprintln!("round {round}: {} DELETE(s) so far; agent killed", marathon.deletes().len());
+        d = daemon(setup.path());
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    let mut killed: Vec<String> = marathon.deletes().iter().map(|r| r.path().to_string()).collect();
+    assert_eq!(killed.len(), 2, "exactly the budget, across restarts: {killed:?}\nlog:\n{}", d.log_text());
+    killed.sort();
+    killed.dedup();
+    assert_eq!(killed.len(), 2, "two different tasks: {killed:?}");
+    let (_, out, _) = medic(&["escalations", "--json", "--config", setup.path().to_str().unwrap()]);
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("escalations --json");
+    assert_eq!(shown["kills_last_hour"], 2, "{out}");
+}
+
+/// Must show 4: three long-broken tasks on a host where most endpoints fail: no kill
+/// in the first resync or after it (host breaker); once the others heal, the three go.
+#[test]
+fn a_broken_host_at_start_kills_nothing_until_it_heals() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let marathon = Standin::start(None);
+    let setup = Setup::new(&format!(
+        "urls = [\"{}\"]\nenabled = true\nescalate_after = 2\nmin_task_age = \"0s\"\nmax_kills_per_hour = 100\nhost_breaker_share = 0.5\nhost_breaker_min = 3\n",
+        marathon.url
+    ));
+    let broken: Vec<(Task, String)> =
+        (0..3).map(|i| launch(&[&marathon], &format!("/medic-e2e/long{i}"), "calico-lab", Some("escalate"))).collect();
+    let others = docker_ok(&["ps", "-q", "--filter", "label=calico-lab=1"]).lines().count() - broken.len();
+    // Failing endpoints the agent only reports (policy report): the host looks broken.
+    let failing: Vec<(Task, String)> =
+        (0..others + 4).map(|i| marathon_task(&format!("/medic-e2e/sick{i}"), "calico-lab", Some("report"))).collect();
+    let _healthy: Vec<(Task, String)> =
+        (0..4).map(|i| marathon_task(&format!("/medic-e2e/fine{i}"), "calico-lab", Some("repair"))).collect();
+    for (t, _) in broken.iter().chain(&failing) {
+        t.break_it("mac");
+    }
+    for (t, _) in &broken {
+        t.break_it("delete-link");
+    }
+    let d = daemon(setup.path());
+    assert!(
+        wait_until(Duration::from_secs(15), || suppressed(&d, "host_breaker") == 3.0),
+        "the three held back by the breaker; metrics:\n{}\nlog:\n{}",
+        d.metrics(),
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(marathon.deletes().is_empty(), "no kill on a broken host: {:?}", marathon.deletes());
+    drop(failing); // the sick tasks go: the host is healthy again
+    assert!(
+        wait_until(Duration::from_secs(25), || marathon.deletes().len() == 3),
+        "the three are killed once the host heals: {:?}\nlog:\n{}",
+        marathon.deletes(),
+        d.log_text()
+    );
+}
+
+/// Must show 5: the agent without CAP_NET_ADMIN (a drop-in, a seccomp policy): its
+/// writes are refused; that is its own fault: no kill, `agent_error` in the report,
+/// counted for the alert.
+#[test]
+fn refused_writes_are_the_agents_fault_and_kill_nobody() {
+    if !lab_ready() {
+        return;
+    }
+    let _serial = serial();
+    let marathon = Standin::start(None);
+    let setup = Setup::new(&format!("urls = [\"{}\"]\n{TRUSTING}", marathon.url));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = std::env::temp_dir().join(format!("calico-medic-nocap-{}.log", addr.replace([':', '.'], "_")));
+    let config = setup.path().to_str().unwrap().to_string();
+    let child = Command::new("setpriv")
+        .args(["--bounding-set=-net_admin", "--inh-caps=-all", "--no-new-privs"])
+        .arg(medic_bin())
+        .args(["run", "--listen", &addr, "--config", &config])
+        .env("CALICO_MEDIC_LOG", "debug,bollard=info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("setpriv calico-medic run");
+    let d = Daemon { child, addr, log };
+    assert!(wait_until(Duration::from_secs(20), || matches!(http_get(&d.addr, "/readyz"), Some((200, _)))));
+    let (t, _) = launch(&[&marathon], "/medic-e2e/nocap", "calico-lab", Some("escalate"));
+    d.settle();
+    t.break_it("mac");
+    assert!(
+        wait_until(Duration::from_secs(15), || d.metric("calico_medic_agent_errors_total").unwrap_or(0.0) >= 1.0),
+        "refused writes counted; log:\n{}",
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(marathon.deletes().is_empty(), "the agent's fault is never the task's: {:?}", marathon.requests());
+    assert!(marathon.task_reads_of("/medic-e2e/nocap").is_empty(), "not even a candidate");
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-net_admin", "--inh-caps=-all", "--no-new-privs"])
+        .arg(medic_bin())
+        .args(["repair", "--container", &t.name, "--json", "--config", &config])
+        .output()
+        .unwrap();
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).expect("repair --json");
+    let agent_error = reports[0]["agent_error"].as_str().unwrap_or_default().to_string();
+    assert!(!agent_error.is_empty(), "agent_error in the report: {reports}");
+    assert_eq!(out.status.code(), Some(1), "faults remain: {reports}");
 }

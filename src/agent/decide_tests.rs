@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::agent::escalation::task_view;
 use crate::agent::state::Trigger;
+use crate::marathon::escalate::HostView;
 use crate::marathon::{Decision, Escalator, Settings};
 use crate::repair::ActionResult;
 use crate::workload::Workload;
@@ -56,6 +57,7 @@ fn outcome(left: &[FaultKind], wrote: bool, policy: Policy) -> ContainerOutcome 
             fault: FaultKind::MacMismatch,
             result: ActionOutcome::Success,
             error: None,
+            agent_error: false,
         });
     }
     ContainerOutcome { workload: w, reports: vec![r], netns: None, policy }
@@ -184,6 +186,7 @@ fn an_unrepairable_task_becomes_an_escalation_candidate_after_n_failed_passes() 
         dry_run: false,
         host_breaker_share: 0.5,
         host_breaker_min: 3,
+        agent_error_breaker: 3,
     };
     let mut escalator = Escalator::default();
     let mut st = ContainerState::default();
@@ -195,7 +198,8 @@ fn an_unrepairable_task_becomes_an_escalation_candidate_after_n_failed_passes() 
         let (plan, effects) = pass(&mut st, &gone, now);
         assert!(effects.contains(&Effect::Escalate), "{effects:?}");
         let unix = 2_000_000_000.0 + f64::from(i) * 2.0;
-        decisions.push(escalator.after_pass(unix, &task_view("c1", &gone, plan.mode), true, &settings));
+        let host = HostView { docker_up: true, known: true };
+        decisions.push(escalator.after_pass(unix, &task_view("c1", &gone, plan.mode), host, &settings));
     }
     assert!(matches!(decisions[0], Decision::Wait(_)), "{decisions:?}");
     assert!(matches!(decisions[1], Decision::Wait(_)), "{decisions:?}");

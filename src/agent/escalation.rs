@@ -10,6 +10,9 @@ use crate::report::EndpointReport;
 
 /// How escalation sees one endpoint after a pass in `mode`.
 fn endpoint_state(r: &EndpointReport, mode: Mode) -> EndpointState {
+    if r.agent_error.is_some() {
+        return EndpointState::AgentError;
+    }
     if r.error.is_some() {
         return EndpointState::Other;
     }
@@ -30,7 +33,7 @@ fn endpoint_state(r: &EndpointReport, mode: Mode) -> EndpointState {
 /// The worst endpoint decides for the container.
 fn container_state(reports: &[EndpointReport], mode: Mode) -> EndpointState {
     let states: Vec<EndpointState> = reports.iter().map(|r| endpoint_state(r, mode)).collect();
-    [EndpointState::Unrepaired, EndpointState::Unreachable, EndpointState::Other]
+    [EndpointState::AgentError, EndpointState::Unrepaired, EndpointState::Unreachable, EndpointState::Other]
         .into_iter()
         .find(|s| states.contains(s))
         .unwrap_or(EndpointState::Healthy)
@@ -81,6 +84,7 @@ mod tests {
                 fault: FaultKind::MacMismatch,
                 result: ActionOutcome::Skipped,
                 error: None,
+                agent_error: false,
             })
             .collect();
         r
@@ -101,7 +105,12 @@ mod tests {
         assert_eq!(endpoint_state(&report(&[WorkloadUnreachable], 0), Mode::Repair), EndpointState::Unreachable);
         assert_eq!(endpoint_state(&report(&[HostRouteMissing], 0), Mode::Repair), EndpointState::Other);
         assert_eq!(endpoint_state(&report(&[], 0), Mode::Repair), EndpointState::Healthy);
-        let both = [report(&[], 0), gone];
+        let both = [report(&[], 0), gone.clone()];
         assert_eq!(container_state(&both, Mode::Repair), EndpointState::Unrepaired);
+        // A write the kernel refused to the agent: the agent's fault, never the task's.
+        let mut refused = report(&[MacMismatch], 1);
+        refused.agent_error = Some("Operation not permitted (os error 1)".into());
+        assert_eq!(endpoint_state(&refused, Mode::Repair), EndpointState::AgentError);
+        assert_eq!(container_state(&[gone, refused], Mode::Repair), EndpointState::AgentError);
     }
 }

@@ -3,19 +3,16 @@
 
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::decide::{account, AccountCtx, Effect, Outcome};
-use super::escalation::task_view;
 use super::pass::{PassDone, PassResult};
 use super::scheduler::{Internal, Scheduler};
 use super::state::{endpoint_gauges, Trigger};
-use crate::marathon::{Decision, KillOutcome, KillResult, MarathonClient, Policy};
-use crate::medic::{ContainerOutcome, Mode};
-use crate::metrics::{EscalationResult, Metrics, StartPath};
+use crate::marathon::Policy;
+use crate::metrics::StartPath;
 use crate::netlink::watch::Watch;
 use crate::report::unix_now;
-use crate::workload::Escaped;
 
 impl Scheduler {
     /// Accounts a finished pass and applies its effects; it leaves the liveness
@@ -120,59 +117,6 @@ impl Scheduler {
         }
     }
 
-    /// After a pass: the pure escalation policy decides; a kill is sent in its own
-    /// task and reports back.
-    fn escalate(&mut self, id: &str, out: &ContainerOutcome, mode: Mode) {
-        let medic = self.ctx.current.medic();
-        let Some(client) = medic.marathon.clone() else { return };
-        let settings = medic.config.marathon.settings(mode == Mode::DryRun);
-        let docker_up = self.ctx.health.docker_connected();
-        let decision = self.escalator.after_pass(unix_now(), &task_view(id, out, mode), docker_up, &settings);
-        let who = out.workload.identity();
-        let container = Escaped(&who.container);
-        let app = who.app.as_deref().map(Escaped).map(tracing::field::display);
-        let task = who.task.as_deref().map(Escaped).map(tracing::field::display);
-        let probe_again =
-            |s: &Scheduler, delay| s.after(delay, Internal::Due { id: id.to_string(), trigger: Trigger::Probe });
-        match decision {
-            Decision::Nothing => {}
-            Decision::Wait(delay) => probe_again(self, delay),
-            Decision::Suppressed { reason, newly, again_in } => {
-                if newly {
-                    // (`reason` first: the text format reads "escalation suppressed: reason=…")
-                    let result = EscalationResult::Suppressed;
-                    warn!(reason = %reason.as_str(), container = %container, app, task, action = "kill", result = %result, "escalation suppressed:");
-                    self.ctx.metrics.escalation(result);
-                }
-                probe_again(self, again_in);
-            }
-            Decision::Kill { task: t, dry_run: true, .. } => {
-                let result = EscalationResult::DryRun;
-                info!(container = %container, app, task, action = "kill", result = %result, "escalation (dry run): would ask Marathon to replace task {}", Escaped(&t));
-                self.ctx.metrics.escalation(result);
-            }
-            Decision::Kill { app: a, task: t, dry_run: false } => {
-                let (metrics, internal, id) = (self.ctx.metrics.clone(), self.internal.clone(), id.to_string());
-                let name = who.container.clone();
-                tokio::spawn(async move {
-                    let outcome = send_kill(&client, &metrics, &name, &a, &t).await;
-                    let _ = internal.send(Internal::KillFinished { id, task: t, outcome });
-                });
-            }
-        }
-        self.refresh_policy_gauges();
-    }
-
-    pub(super) fn kill_finished(&mut self, id: &str, task: &str, outcome: KillOutcome) {
-        if let Some(delay) = self.escalator.kill_finished(unix_now(), id, task, outcome) {
-            let retry_ms = delay.as_millis() as u64;
-            info!(container_id = id, task = %Escaped(task), retry_ms, "escalation: next attempt scheduled");
-            let due = Internal::Due { id: id.to_string(), trigger: Trigger::Probe };
-            self.after(delay + Duration::from_millis(10), due);
-        }
-        self.refresh_policy_gauges();
-    }
-
     pub(super) fn refresh_gauges(&self) {
         let (healthy, unhealthy, unknown) = endpoint_gauges(self.containers.values());
         self.ctx.metrics.set_endpoint_states(healthy as i64, unhealthy as i64, unknown as i64);
@@ -189,25 +133,4 @@ impl Scheduler {
         self.ctx.metrics.set_policy_counts(&counts);
         self.ctx.metrics.set_escalation_suppressed(&self.escalator.suppressed_counts());
     }
-}
-
-/// Asks Marathon to replace the task; one log line and one count per answer.
-async fn send_kill(client: &MarathonClient, metrics: &Metrics, container: &str, app: &str, task: &str) -> KillOutcome {
-    let (container, app_e, task_e) = (Escaped(container), Escaped(app), Escaped(task));
-    let (result, outcome) = match client.kill(app, task).await {
-        KillResult::Killed { url } => {
-            info!(container = %container, app = %app_e, task = %task_e, url = %url, action = "kill", result = "killed", "escalation: Marathon at {url} is replacing task {task_e}");
-            (EscalationResult::Killed, KillOutcome::Done)
-        }
-        KillResult::AlreadyGone { url } => {
-            info!(container = %container, app = %app_e, task = %task_e, url = %url, action = "kill", result = "already_gone", "escalation: Marathon says task {task_e} is already gone");
-            (EscalationResult::Killed, KillOutcome::Done)
-        }
-        KillResult::Failed { why } => {
-            warn!(container = %container, app = %app_e, task = %task_e, action = "kill", result = "failed", reason = %why, "escalation: killing the task failed");
-            (EscalationResult::Failed, KillOutcome::Failed)
-        }
-    };
-    metrics.escalation(result);
-    outcome
 }

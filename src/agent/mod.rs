@@ -10,9 +10,11 @@
 //! across an `.await`, and no source or pass holds the scheduler.
 
 mod backoff;
+mod budget;
 mod decide;
 mod escalation;
 mod executor;
+mod kills;
 mod pass;
 mod queue;
 mod scheduler;

@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::budget::{restore_budget, restore_escalator, Clock, Pending};
 use super::decide::{begin, decide, DecideCtx, PassPlan};
 use super::pass::{run_pass, PassDone};
 use super::state::{ContainerState, Trigger};
-use crate::marathon::{Escalator, KillOutcome};
+use crate::marathon::confirm::NotConfirmed;
+use crate::marathon::{Escalator, KillOutcome, MarathonClient};
 use crate::netlink::watch::{ChangeKind, Watch};
 use crate::prestart::{Known, Prestart};
 use crate::report::unix_now;
@@ -30,6 +32,12 @@ pub(crate) enum Internal {
     /// A backed-off container's settle timer fired.
     SettleDue {
         id: String,
+    },
+    /// Marathon answered whether a kill's task is what the container claims.
+    Confirmed {
+        pending: Pending,
+        result: Result<(), NotConfirmed>,
+        client: Arc<MarathonClient>,
     },
     /// Marathon answered a kill.
     KillFinished {
@@ -55,6 +63,10 @@ pub(crate) struct Scheduler {
     limit: usize,
     watches_enabled: bool,
     pub(super) escalator: Escalator,
+    /// The escalation core's clock (monotonic within the run).
+    pub(super) clock: Clock,
+    /// Docker's running list arrived at least once (the host can be known).
+    pub(super) listed_once: bool,
     pub(super) known: Arc<Known>,
     pub(super) prestart: Prestart,
 }
@@ -63,6 +75,7 @@ impl Scheduler {
     pub(crate) fn new(ctx: SourceCtx, internal: mpsc::UnboundedSender<Internal>) -> Scheduler {
         let medic = ctx.current.medic();
         let known = Arc::new(Known::default());
+        let clock = Clock::start();
         let prestart = Prestart::new(ctx.current.clone(), ctx.metrics.clone(), known.clone());
         Scheduler {
             internal,
@@ -74,7 +87,9 @@ impl Scheduler {
             inflight: 0,
             limit: medic.config.max_concurrent_checks,
             watches_enabled: medic.config.watch,
-            escalator: Escalator::default(),
+            escalator: restore_escalator(&medic.config.marathon, clock.now()),
+            clock,
+            listed_once: false,
             known,
             prestart,
             ctx,
@@ -175,6 +190,7 @@ impl Scheduler {
                 }
             }
             Internal::SettleDue { id } => self.settle(&id),
+            Internal::Confirmed { pending, result, client } => self.confirmed(pending, result, client),
             Internal::KillFinished { id, task, outcome } => self.kill_finished(&id, &task, outcome),
             Internal::Reloaded => self.reloaded(),
         }
@@ -275,6 +291,7 @@ impl Scheduler {
     /// Docker's running list: forget containers it no longer lists; every running
     /// container gets a full pass (the safety net under events and watches).
     fn listed(&mut self, running: &[(String, bool)]) {
+        self.listed_once = true;
         for (id, calico) in running {
             let st = self.containers.entry(id.clone()).or_default();
             st.calico_hint |= *calico && st.endpoints.is_none();
@@ -381,6 +398,7 @@ impl Scheduler {
         }
         self.set_watches_enabled(medic.config.watch);
         self.prestart.reconfigure();
+        self.escalator.replace_budget(restore_budget(&medic.config.marathon, self.clock.now()));
     }
 
     fn set_watches_enabled(&mut self, enabled: bool) {

@@ -128,7 +128,7 @@ mod tests {
         let mut full = Cli::command();
         let mut doc = documented_command();
         let names: Vec<_> = doc.get_subcommands().map(|s| s.get_name().to_string()).collect();
-        assert_eq!(names, ["run", "check", "repair"]);
+        assert_eq!(names, ["run", "check", "repair", "escalations"]);
         assert_eq!(doc.render_long_help().to_string(), full.render_long_help().to_string());
         assert_eq!(doc.render_usage().to_string(), full.render_usage().to_string());
         assert!(full.get_subcommands().any(|s| s.get_name() == "generate" && s.is_hide_set()));
@@ -140,7 +140,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let man = generate(What::Man, dir.path()).unwrap();
         let names: Vec<_> = man.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, ["calico-medic.1", "calico-medic-run.1", "calico-medic-check.1", "calico-medic-repair.1"]);
+        assert_eq!(
+            names,
+            [
+                "calico-medic.1",
+                "calico-medic-run.1",
+                "calico-medic-check.1",
+                "calico-medic-repair.1",
+                "calico-medic-escalations.1"
+            ]
+        );
         let page = fs::read_to_string(dir.path().join("calico-medic-check.1")).unwrap();
         assert!(page.starts_with(".ie \\n(.g .ds Aq") || page.contains(".TH calico-medic-check 1"), "{page}");
         for flag in ["unhealthy", "app", "container", "json", "docker\\-host"] {

@@ -1,6 +1,7 @@
 //! Command line: global flags, logging, and one struct per subcommand with `exec()`.
 
 mod check;
+mod escalations;
 mod generate;
 mod repair;
 mod run;
@@ -18,6 +19,7 @@ use crate::medic::Medic;
 use crate::report::{render_table, EndpointReport};
 
 pub use check::{CheckCmd, Filter};
+pub use escalations::EscalationsCmd;
 pub use generate::{documented_command, GenerateCmd};
 pub use repair::RepairCmd;
 pub use run::RunCmd;
@@ -72,6 +74,11 @@ pub enum Command {
     ///
     /// Exit status: 0 healthy after the repair, 1 faults remain, 2 could not check (as for check).
     Repair(RepairCmd),
+    /// Show the kills asked of Marathon (the state file) and the hourly budget they use; --reset forgets them.
+    ///
+    /// Exit status: 0 shown (or reset), 2 the state file cannot be read (the daemon then asks for no kill for
+    /// an hour) or bad config.
+    Escalations(EscalationsCmd),
     /// Write the man pages or shell completions (for packaging).
     #[command(hide = true)]
     Generate(GenerateCmd),
@@ -92,6 +99,7 @@ impl Cli {
                 Command::Run(cmd) => cmd.exec(self.docker_host.as_deref()).await,
                 Command::Check(cmd) => cmd.exec(self.docker_host.as_deref()).await,
                 Command::Repair(cmd) => cmd.exec(self.docker_host.as_deref()).await,
+                Command::Escalations(cmd) => cmd.exec(),
                 Command::Generate(_) => unreachable!("handled before the runtime starts"),
             }
         });

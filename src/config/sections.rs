@@ -138,6 +138,15 @@ pub struct MarathonConfig {
     pub request_timeout: Duration,
     /// Policy of tasks without a valid `CALICO_MEDIC` label.
     pub default_policy: Policy,
+    /// The Mesos agent's `--hostname`, when Marathon names this host otherwise than
+    /// by its host name, FQDN or an address of it.
+    pub agent_host: String,
+    /// Where the app has Marathon health checks, Marathon must see the task failing too.
+    pub require_unhealthy: bool,
+    /// Kills asked (time, app, task), kept across restarts for the hourly budget.
+    pub state_file: String,
+    /// Containers with an error of the agent's own within a minute that hold every kill back.
+    pub agent_error_breaker: u32,
 }
 
 impl Default for MarathonConfig {
@@ -158,6 +167,10 @@ impl Default for MarathonConfig {
             host_breaker_min: 3,
             request_timeout: Duration::from_secs(5),
             default_policy: Policy::Repair,
+            agent_host: String::new(),
+            require_unhealthy: true,
+            state_file: "/var/lib/calico-medic/escalations.json".into(),
+            agent_error_breaker: 3,
         }
     }
 }

@@ -1,19 +1,28 @@
 //! Marathon's REST API (1.4–1.10), only what escalation needs:
-//! `DELETE /v2/apps/{appId}/tasks/{taskId}?scale=false` — kill one task and let
-//! Marathon start a replacement (the app is never scaled down, `force` never set).
+//! `GET /v2/apps/{appId}/tasks` and `GET /v2/apps/{appId}` — Marathon's own view of
+//! a task, which must confirm it before any kill (`confirm`; answers read with a
+//! size ceiling); `DELETE /v2/apps/{appId}/tasks/{taskId}?scale=false` — kill one
+//! task and let Marathon start a replacement (the app is never scaled down, `force`
+//! never set).
 //! Several URLs (an HA Marathon): the next one is tried when one cannot answer
 //! (connection error, timeout, 5xx such as 503 "no leader"); an answer (2xx, 404,
 //! 401/403, 409) ends the round. Credentials (basic auth, or a DC/OS token sent as
 //! `Authorization: token=…`) are read from files and never logged.
 
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
 
+use super::confirm::{confirm, AppAnswer, AppTasks, NotConfirmed, ThisHost};
 use crate::config::MarathonConfig;
 use crate::error::MedicError;
+
+/// The ceiling of one answer read from Marathon (an app's task list).
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
 
 /// How one kill request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,18 +111,78 @@ impl MarathonClient {
         Ok(Some(MarathonClient { http, urls, auth, timeout: c.request_timeout }))
     }
 
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Auth::None => req,
+            Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
+            Auth::Token(value) => req.header(AUTHORIZATION, value.clone()),
+        }
+    }
+
+    /// Marathon's view of `task` of `app` allows a kill (see `confirm::confirm`);
+    /// otherwise which check failed. The app's definition is asked for only when
+    /// `require_unhealthy` needs to know whether it has health checks.
+    pub async fn confirm(
+        &self,
+        app: &str,
+        task: &str,
+        host: &ThisHost,
+        endpoint_ips: &[Ipv4Addr],
+        require_unhealthy: bool,
+    ) -> Result<(), NotConfirmed> {
+        let listed: AppTasks =
+            self.get_json(&format!("/v2/apps{app}/tasks")).await.map_err(NotConfirmed::Unanswered)?;
+        confirm(&listed.tasks, task, host, endpoint_ips, Some(false), require_unhealthy)?;
+        if require_unhealthy {
+            let def: AppAnswer = self.get_json(&format!("/v2/apps{app}")).await.map_err(NotConfirmed::Unanswered)?;
+            let checked = !def.app.health_checks.is_empty();
+            confirm(&listed.tasks, task, host, endpoint_ips, Some(checked), require_unhealthy)?;
+        }
+        Ok(())
+    }
+
+    /// GET `path` from the first URL that answers; its JSON body, read up to
+    /// `MAX_ANSWER_BYTES`.
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+        let mut why = String::from("no Marathon URL configured");
+        for base in &self.urls {
+            let req = self.authorized(self.http.get(format!("{base}{path}")).header(ACCEPT, "application/json"));
+            let mut resp = match req.send().await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    why = format!("{base}: {}", describe(e, self.timeout));
+                    continue;
+                }
+            };
+            let status = resp.status();
+            if status.is_server_error() {
+                why = format!("{base}: {status}");
+                continue;
+            }
+            if !status.is_success() {
+                return Err(format!("{base}: {status}"));
+            }
+            let mut body = Vec::new();
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_ANSWER_BYTES => body.extend_from_slice(&chunk),
+                    Ok(Some(_)) => return Err(format!("{base}: answer larger than {MAX_ANSWER_BYTES} bytes")),
+                    Ok(None) => break,
+                    Err(e) => return Err(format!("{base}: {}", describe(e, self.timeout))),
+                }
+            }
+            return serde_json::from_slice(&body).map_err(|e| format!("{base}: not Marathon's answer: {e}"));
+        }
+        Err(why)
+    }
+
     /// Asks Marathon to kill `task` of `app` (ids already checked by
     /// `escalate::marathon_ids_valid`: URL-safe characters only).
     pub async fn kill(&self, app: &str, task: &str) -> KillResult {
         let mut why = String::from("no Marathon URL configured");
         for base in &self.urls {
             let url = kill_url(base, app, task);
-            let mut req = self.http.delete(&url);
-            req = match &self.auth {
-                Auth::None => req,
-                Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
-                Auth::Token(value) => req.header(AUTHORIZATION, value.clone()),
-            };
+            let req = self.authorized(self.http.delete(&url));
             let status = match req.send().await {
                 Ok(resp) => resp.status(),
                 Err(e) => {

@@ -2,11 +2,12 @@
 //! qualifies for Marathon to replace its task, and when the host itself looks too
 //! broken for any kill. No I/O; time is an argument (unix seconds).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use super::budget::Budget;
 use crate::policy::Policy;
 
 /// The escalation settings in force (from `[marathon]`).
@@ -24,6 +25,18 @@ pub struct Settings {
     /// least `host_breaker_min` of them) means the host is broken: no kills.
     pub host_breaker_share: f64,
     pub host_breaker_min: usize,
+    /// This many containers with an error of the agent's own (a refused write, a
+    /// timeout) within `AGENT_ERROR_WINDOW` trip the breaker too.
+    pub agent_error_breaker: usize,
+}
+
+/// What escalation knows of the host as a whole when it decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostView {
+    /// The Docker event stream is connected.
+    pub docker_up: bool,
+    /// The first full resync is done and every calico container has had a pass.
+    pub known: bool,
 }
 
 /// Why a qualifying task was not killed. Stable label values.
@@ -42,16 +55,28 @@ pub enum Reason {
     TaskTooYoung,
     /// No (valid) Marathon app and task id: not started by Marathon.
     NotMarathon,
+    /// Marathon did not confirm the task (id, host, IP, state, health).
+    NotConfirmed,
+    /// The agent does not know the whole host yet (first resync, first passes).
+    HostUnknown,
+    /// The agent's own writes keep failing (capabilities, seccomp, timeouts).
+    AgentErrors,
+    /// The escalation state file cannot be read or written.
+    StateFile,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 10] = [
         Reason::HostBreaker,
         Reason::DockerDown,
         Reason::HostSideMissing,
         Reason::RateLimit,
         Reason::TaskTooYoung,
         Reason::NotMarathon,
+        Reason::NotConfirmed,
+        Reason::HostUnknown,
+        Reason::AgentErrors,
+        Reason::StateFile,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +87,10 @@ impl Reason {
             Reason::RateLimit => "rate_limit",
             Reason::TaskTooYoung => "task_too_young",
             Reason::NotMarathon => "not_marathon",
+            Reason::NotConfirmed => "not_confirmed",
+            Reason::HostUnknown => "host_unknown",
+            Reason::AgentErrors => "agent_errors",
+            Reason::StateFile => "state_file",
         }
     }
 }
@@ -76,6 +105,9 @@ pub enum EndpointState {
     Unreachable,
     /// Only host-side faults (Felix's to fix) or nothing decidable.
     Other,
+    /// A repair failed for a reason of the agent's own (a refused write, a timeout):
+    /// never the task's fault.
+    AgentError,
 }
 
 /// One container after a pass.
@@ -123,6 +155,12 @@ pub enum KillOutcome {
     Failed,
 }
 
+/// Containers with an agent error within this window count for the breaker.
+pub const AGENT_ERROR_WINDOW: f64 = 60.0;
+/// How often a task Marathon did not confirm (or whose kill could not be recorded)
+/// is asked about again.
+pub const NOT_SENT_RECHECK: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Default)]
 struct TaskState {
     failed_passes: u32,
@@ -130,6 +168,9 @@ struct TaskState {
     last_failed: f64,
     unreachable_since: Option<f64>,
     suppressed: Option<Reason>,
+    /// Why its last decided kill was not sent (kept across the retries, so that a
+    /// Marathon that keeps saying no is logged once).
+    not_sent: Option<Reason>,
     in_flight: bool,
     attempts: u32,
     next_attempt: f64,
@@ -139,14 +180,21 @@ struct TaskState {
 }
 
 impl TaskState {
+    fn suppress(&mut self, reason: Reason, again_in: Duration) -> Decision {
+        let newly = self.suppressed != Some(reason);
+        self.suppressed = Some(reason);
+        Decision::Suppressed { reason, newly, again_in }
+    }
+
     /// Counts one pass that ended in `state`; false when the endpoint is fine
     /// (nothing to escalate).
     fn count_pass(&mut self, state: EndpointState, now: f64) -> bool {
         match state {
-            EndpointState::Healthy | EndpointState::Other => {
+            EndpointState::Healthy | EndpointState::Other | EndpointState::AgentError => {
                 self.failed_passes = 0;
                 self.unreachable_since = None;
                 self.suppressed = None;
+                self.not_sent = None;
                 return false;
             }
             EndpointState::Unrepaired => {
@@ -182,26 +230,44 @@ pub struct Escalator {
     by_container: HashMap<String, TaskState>,
     /// Per container: (endpoints, failing, host side missing) after its last pass.
     host: HashMap<String, (usize, usize, usize)>,
-    /// When kills (and dry-run kills) were sent, for the hourly budget.
-    sent: VecDeque<f64>,
-    /// Task ids Marathon has confirmed killed (or gone): never asked again.
-    done: HashSet<String>,
+    /// Kills asked (and dry-run kills): the hourly budget, persisted across runs.
+    budget: Budget,
+    /// When a container last had an error of the agent's own.
+    agent_errors: HashMap<String, f64>,
 }
 
 impl Escalator {
+    /// Escalation with the budget an earlier run left (`budget::Budget::restore`).
+    pub fn with_budget(budget: Budget) -> Escalator {
+        Escalator { budget, ..Escalator::default() }
+    }
+
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// The budget as the state file now holds it (SIGHUP).
+    pub fn replace_budget(&mut self, budget: Budget) {
+        self.budget = budget;
+    }
+
     /// Accounts one pass over a container; decides what to do about it.
-    pub fn after_pass(&mut self, now: f64, v: &TaskView, docker_up: bool, s: &Settings) -> Decision {
+    pub fn after_pass(&mut self, now: f64, v: &TaskView, host: HostView, s: &Settings) -> Decision {
         if v.policy == Policy::Off {
             self.by_container.remove(v.container_id);
             self.host.remove(v.container_id);
             return Decision::Nothing;
         }
         self.host.insert(v.container_id.to_string(), (v.endpoints, v.failing, v.host_side_missing));
+        if v.state == EndpointState::AgentError {
+            self.agent_errors.insert(v.container_id.to_string(), now);
+        }
         if v.policy != Policy::Escalate {
             self.by_container.remove(v.container_id);
             return Decision::Nothing;
         }
-        let host = self.host_totals();
+        let totals = self.host_totals();
+        let agent_errors = self.agent_errors.values().filter(|at| now - **at < AGENT_ERROR_WINDOW).count();
         let st = self
             .by_container
             .entry(v.container_id.to_string())
@@ -210,7 +276,7 @@ impl Escalator {
         if !st.count_pass(v.state, now) {
             return Decision::Nothing;
         }
-        if st.in_flight || v.task.is_some_and(|t| self.done.contains(t)) {
+        if st.in_flight || v.task.is_some_and(|t| self.budget.asked(t)) {
             return Decision::Nothing;
         }
         let qualified_in = match v.state {
@@ -224,50 +290,33 @@ impl Escalator {
         if !qualified_in.is_zero() {
             return Decision::Wait(qualified_in.max(Duration::from_millis(100)));
         }
-        let suppress = |st: &mut TaskState, reason: Reason, again_in: Duration| {
-            let newly = st.suppressed != Some(reason);
-            st.suppressed = Some(reason);
-            Decision::Suppressed { reason, newly, again_in }
-        };
         let (Some(app), Some(task)) = (v.app, v.task) else {
-            return suppress(st, Reason::NotMarathon, RETRY_MAX);
+            return st.suppress(Reason::NotMarathon, RETRY_MAX);
         };
         if !marathon_ids_valid(v.container_name, app, task) {
-            return suppress(st, Reason::NotMarathon, RETRY_MAX);
+            return st.suppress(Reason::NotMarathon, RETRY_MAX);
         }
         let started = v.started_unix.unwrap_or(st.first_seen);
         let age = secs(now - started);
         if age < s.min_task_age {
-            return suppress(st, Reason::TaskTooYoung, s.min_task_age - age);
+            return st.suppress(Reason::TaskTooYoung, s.min_task_age - age);
         }
-        if !docker_up {
-            return suppress(st, Reason::DockerDown, HOST_RECHECK);
+        if let Some((reason, again_in)) = host_holds_back(host, totals, agent_errors, s) {
+            return st.suppress(reason, again_in);
         }
-        let (endpoints, failing, host_missing) = host;
-        if endpoints >= 2 && host_missing == endpoints {
-            return suppress(st, Reason::HostSideMissing, HOST_RECHECK);
-        }
-        if failing >= s.host_breaker_min && failing as f64 > s.host_breaker_share * endpoints as f64 {
-            return suppress(st, Reason::HostBreaker, HOST_RECHECK);
+        if let Some(until) = self.budget.blocked_until(now) {
+            return st.suppress(Reason::StateFile, secs(until - now).max(RECHECK));
         }
         if now < st.next_attempt {
             return Decision::Wait(secs(st.next_attempt - now));
         }
-        while self.sent.front().is_some_and(|t| now - t >= 3600.0) {
-            self.sent.pop_front();
+        if self.budget.used(now) >= s.max_kills_per_hour as usize {
+            let free_at = self.budget.free_at(now);
+            return st.suppress(Reason::RateLimit, secs(free_at - now).max(RECHECK));
         }
-        if self.sent.len() >= s.max_kills_per_hour as usize {
-            let free_at = self.sent.front().map_or(now, |t| t + 3600.0);
-            return suppress(st, Reason::RateLimit, secs(free_at - now).max(RECHECK));
-        }
-        self.sent.push_back(now);
+        self.budget.record(now, app, task, s.dry_run);
         st.suppressed = None;
-        if s.dry_run {
-            // Counted against the budget and never repeated, as a real kill would be.
-            self.done.insert(task.to_string());
-        } else {
-            st.in_flight = true;
-        }
+        st.in_flight = !s.dry_run;
         Decision::Kill { app: app.to_string(), task: task.to_string(), dry_run: s.dry_run }
     }
 
@@ -283,7 +332,7 @@ impl Escalator {
         let st = self.by_container.get_mut(container_id);
         match outcome {
             KillOutcome::Done => {
-                self.done.insert(task.to_string());
+                self.budget.done(task);
                 if let Some(st) = st {
                     st.in_flight = false;
                 }
@@ -300,6 +349,19 @@ impl Escalator {
         }
     }
 
+    /// A decided kill was never sent (`reason`: Marathon did not confirm the task, or
+    /// the state file could not be written): it does not count against the budget,
+    /// the task is held back, and asked about again after `NOT_SENT_RECHECK`.
+    /// True when the reason is new for this task (log and count it once).
+    pub fn not_sent(&mut self, now: f64, container_id: &str, task: &str, reason: Reason) -> bool {
+        self.budget.refund(task);
+        let Some(st) = self.by_container.get_mut(container_id) else { return false };
+        st.in_flight = false;
+        st.suppressed = Some(reason);
+        st.next_attempt = now + NOT_SENT_RECHECK.as_secs_f64();
+        st.not_sent.replace(reason) != Some(reason)
+    }
+
     /// The container stopped: its endpoints no longer count for the host (a killed
     /// task's container may stay until Mesos removes it, hours later). What was
     /// decided about its task stays.
@@ -312,10 +374,9 @@ impl Escalator {
 
     /// The container was destroyed: its task id is never seen again.
     pub fn forget(&mut self, container_id: &str) {
-        if let Some(task) = self.by_container.remove(container_id).and_then(|st| st.task) {
-            self.done.remove(&task);
-        }
+        self.by_container.remove(container_id);
         self.host.remove(container_id);
+        self.agent_errors.remove(container_id);
     }
 
     /// Tasks held back now, by reason (the `escalation_suppressed` gauge).
@@ -335,6 +396,31 @@ impl Escalator {
 pub fn retry_delay(attempts: u32) -> Duration {
     let exp = attempts.saturating_sub(1).min(16);
     (RETRY_INITIAL * 2u32.pow(exp)).min(RETRY_MAX)
+}
+
+/// Whether the host as a whole holds every kill back, and for how long: not known
+/// yet, Docker down, no host side at all, too many endpoints failing at once, or the
+/// agent's own writes failing.
+fn host_holds_back(
+    host: HostView,
+    (endpoints, failing, host_missing): (usize, usize, usize),
+    agent_errors: usize,
+    s: &Settings,
+) -> Option<(Reason, Duration)> {
+    let reason = if !host.known {
+        Reason::HostUnknown
+    } else if !host.docker_up {
+        Reason::DockerDown
+    } else if endpoints >= 2 && host_missing == endpoints {
+        Reason::HostSideMissing
+    } else if failing >= s.host_breaker_min && failing as f64 > s.host_breaker_share * endpoints as f64 {
+        Reason::HostBreaker
+    } else if agent_errors >= s.agent_error_breaker.max(1) {
+        Reason::AgentErrors
+    } else {
+        return None;
+    };
+    Some((reason, HOST_RECHECK))
 }
 
 fn secs(s: f64) -> Duration {
@@ -391,6 +477,9 @@ pub fn parse_docker_time(s: &str) -> Option<f64> {
 mod tests {
     use super::*;
 
+    const UP: HostView = HostView { docker_up: true, known: true };
+    const DOCKER_DOWN: HostView = HostView { docker_up: false, known: true };
+
     fn settings() -> Settings {
         Settings {
             escalate_after: 3,
@@ -400,6 +489,7 @@ mod tests {
             dry_run: false,
             host_breaker_share: 0.5,
             host_breaker_min: 3,
+            agent_error_breaker: 3,
         }
     }
 
@@ -428,15 +518,15 @@ mod tests {
     fn unrepaired_task_is_killed_once_after_escalate_after_passes() {
         let (mut e, s) = (Escalator::default(), settings());
         let v = view("c1", "shop_cart.a1", EndpointState::Unrepaired);
-        assert_eq!(e.after_pass(T0, &v, true, &s), Decision::Wait(RECHECK));
-        assert_eq!(e.after_pass(T0 + 1.0, &v, true, &s), Decision::Wait(RECHECK));
-        let d = e.after_pass(T0 + 2.0, &v, true, &s);
+        assert_eq!(e.after_pass(T0, &v, UP, &s), Decision::Wait(RECHECK));
+        assert_eq!(e.after_pass(T0 + 1.0, &v, UP, &s), Decision::Wait(RECHECK));
+        let d = e.after_pass(T0 + 2.0, &v, UP, &s);
         assert_eq!(d, Decision::Kill { app: "/shop/cart".into(), task: "shop_cart.a1".into(), dry_run: false });
         // In flight, then done: never asked again.
-        assert_eq!(e.after_pass(T0 + 3.0, &v, true, &s), Decision::Nothing);
+        assert_eq!(e.after_pass(T0 + 3.0, &v, UP, &s), Decision::Nothing);
         assert_eq!(e.kill_finished(T0 + 3.5, "c1", "shop_cart.a1", KillOutcome::Done), None);
         for i in 0..10 {
-            assert_eq!(e.after_pass(T0 + 4.0 + f64::from(i), &v, true, &s), Decision::Nothing);
+            assert_eq!(e.after_pass(T0 + 4.0 + f64::from(i), &v, UP, &s), Decision::Nothing);
         }
     }
 
@@ -445,10 +535,10 @@ mod tests {
         let (mut e, s) = (Escalator::default(), settings());
         let v = view("c1", "shop_cart.a1", EndpointState::Unrepaired);
         for i in 0..20 {
-            assert!(!is_kill(&e.after_pass(T0 + f64::from(i) * 0.05, &v, true, &s)), "pass {i}");
+            assert!(!is_kill(&e.after_pass(T0 + f64::from(i) * 0.05, &v, UP, &s)), "pass {i}");
         }
-        assert!(!is_kill(&e.after_pass(T0 + 1.0, &v, true, &s)));
-        assert!(is_kill(&e.after_pass(T0 + 2.0, &v, true, &s)));
+        assert!(!is_kill(&e.after_pass(T0 + 1.0, &v, UP, &s)));
+        assert!(is_kill(&e.after_pass(T0 + 2.0, &v, UP, &s)));
     }
 
     #[test]
@@ -458,9 +548,9 @@ mod tests {
         let good = view("c1", "shop_cart.a1", EndpointState::Healthy);
         for i in 0..10 {
             let t = T0 + f64::from(i);
-            assert!(!is_kill(&e.after_pass(t, &bad, true, &s)));
-            assert!(!is_kill(&e.after_pass(t + 0.5, &bad, true, &s)));
-            assert_eq!(e.after_pass(t + 0.7, &good, true, &s), Decision::Nothing);
+            assert!(!is_kill(&e.after_pass(t, &bad, UP, &s)));
+            assert!(!is_kill(&e.after_pass(t + 0.5, &bad, UP, &s)));
+            assert_eq!(e.after_pass(t + 0.7, &good, UP, &s), Decision::Nothing);
         }
     }
 
@@ -468,9 +558,9 @@ mod tests {
     fn unreachable_qualifies_after_a_time() {
         let (mut e, s) = (Escalator::default(), settings());
         let v = view("c1", "shop_cart.a1", EndpointState::Unreachable);
-        assert_eq!(e.after_pass(T0, &v, true, &s), Decision::Wait(Duration::from_secs(60)));
-        assert_eq!(e.after_pass(T0 + 50.0, &v, true, &s), Decision::Wait(Duration::from_secs(10)));
-        assert!(is_kill(&e.after_pass(T0 + 60.0, &v, true, &s)));
+        assert_eq!(e.after_pass(T0, &v, UP, &s), Decision::Wait(Duration::from_secs(60)));
+        assert_eq!(e.after_pass(T0 + 50.0, &v, UP, &s), Decision::Wait(Duration::from_secs(10)));
+        assert!(is_kill(&e.after_pass(T0 + 60.0, &v, UP, &s)));
     }
 
     #[test]
@@ -479,7 +569,7 @@ mod tests {
         for policy in [Policy::Off, Policy::Report, Policy::Repair] {
             let v = TaskView { policy, ..view("c1", "shop_cart.a1", EndpointState::Unrepaired) };
             for i in 0..5 {
-                assert_eq!(e.after_pass(T0 + f64::from(i), &v, true, &s), Decision::Nothing);
+                assert_eq!(e.after_pass(T0 + f64::from(i), &v, UP, &s), Decision::Nothing);
             }
         }
         let no_app = TaskView { app: None, ..view("c2", "shop_cart.a2", EndpointState::Unrepaired) };
@@ -488,7 +578,7 @@ mod tests {
         for v in [no_app, forged, not_mesos] {
             let mut last = Decision::Nothing;
             for i in 0..5 {
-                last = e.after_pass(T0 + f64::from(i), &v, true, &s);
+                last = e.after_pass(T0 + f64::from(i), &v, UP, &s);
                 assert!(!is_kill(&last), "{v:?}");
             }
             assert!(matches!(last, Decision::Suppressed { reason: Reason::NotMarathon, newly: false, .. }));
@@ -499,21 +589,21 @@ mod tests {
     fn young_tasks_wait_for_min_task_age() {
         let (mut e, s) = (Escalator::default(), settings());
         let v = TaskView { started_unix: Some(T0 - 102.0), ..view("c1", "shop_cart.a1", EndpointState::Unrepaired) };
-        e.after_pass(T0, &v, true, &s);
-        e.after_pass(T0 + 1.0, &v, true, &s);
-        let d = e.after_pass(T0 + 2.0, &v, true, &s);
+        e.after_pass(T0, &v, UP, &s);
+        e.after_pass(T0 + 1.0, &v, UP, &s);
+        let d = e.after_pass(T0 + 2.0, &v, UP, &s);
         assert_eq!(
             d,
             Decision::Suppressed { reason: Reason::TaskTooYoung, newly: true, again_in: Duration::from_secs(196) }
         );
         assert_eq!(e.suppressed_counts().iter().find(|(r, _)| *r == Reason::TaskTooYoung).unwrap().1, 1);
-        assert!(is_kill(&e.after_pass(T0 + 200.0, &v, true, &s)));
+        assert!(is_kill(&e.after_pass(T0 + 200.0, &v, UP, &s)));
         // Unknown start time: counted from the first time this agent saw it.
         let v = TaskView { started_unix: None, ..view("c2", "shop_cart.a2", EndpointState::Unrepaired) };
         for i in 0..5 {
-            assert!(!is_kill(&e.after_pass(T0 + f64::from(i), &v, true, &s)));
+            assert!(!is_kill(&e.after_pass(T0 + f64::from(i), &v, UP, &s)));
         }
-        assert!(is_kill(&e.after_pass(T0 + 300.0, &v, true, &s)));
+        assert!(is_kill(&e.after_pass(T0 + 300.0, &v, UP, &s)));
     }
 
     #[test]
@@ -523,7 +613,7 @@ mod tests {
         let mut kills = 0;
         for round in 0..4 {
             for (c, t) in &ids {
-                let d = e.after_pass(T0 + f64::from(round), &view(c, t, EndpointState::Unrepaired), true, &s);
+                let d = e.after_pass(T0 + f64::from(round), &view(c, t, EndpointState::Unrepaired), UP, &s);
                 if let Decision::Kill { task, .. } = d {
                     kills += 1;
                     e.kill_finished(T0, c, &task, KillOutcome::Done);
@@ -534,7 +624,7 @@ mod tests {
         let limited = e.suppressed_counts().into_iter().find(|(r, _)| *r == Reason::RateLimit).unwrap().1;
         assert_eq!(limited, 8);
         // An hour after the first kills, the budget is back.
-        let d = e.after_pass(T0 + 3603.0, &view("c9", "shop_cart.t9", EndpointState::Unrepaired), true, &s);
+        let d = e.after_pass(T0 + 3603.0, &view("c9", "shop_cart.t9", EndpointState::Unrepaired), UP, &s);
         assert!(is_kill(&d), "{d:?}");
     }
 
@@ -544,12 +634,12 @@ mod tests {
         // 3 of 4 endpoints failing at once: host breaker.
         let mut e = Escalator::default();
         let healthy = view("ok", "shop_cart.ok", EndpointState::Healthy);
-        e.after_pass(T0, &healthy, true, &s);
+        e.after_pass(T0, &healthy, UP, &s);
         let mut last = Decision::Nothing;
         for round in 0..4 {
             for i in 0..3 {
                 let (c, t) = (format!("c{i}"), format!("shop_cart.t{i}"));
-                last = e.after_pass(T0 + f64::from(round), &view(&c, &t, EndpointState::Unrepaired), true, &s);
+                last = e.after_pass(T0 + f64::from(round), &view(&c, &t, EndpointState::Unrepaired), UP, &s);
                 assert!(!is_kill(&last));
             }
         }
@@ -558,26 +648,26 @@ mod tests {
         let mut e = Escalator::default();
         let v = view("c1", "shop_cart.a1", EndpointState::Unrepaired);
         for i in 0..3 {
-            last = e.after_pass(T0 + f64::from(i), &v, false, &s);
+            last = e.after_pass(T0 + f64::from(i), &v, DOCKER_DOWN, &s);
         }
         assert!(matches!(last, Decision::Suppressed { reason: Reason::DockerDown, newly: true, .. }));
         // Every endpoint's host side missing (two endpoints, both without).
         let mut e = Escalator::default();
         let v1 = TaskView { host_side_missing: 1, ..view("c1", "shop_cart.a1", EndpointState::Unrepaired) };
         let v2 = TaskView { host_side_missing: 1, failing: 0, ..view("c2", "shop_cart.a2", EndpointState::Other) };
-        e.after_pass(T0, &v2, true, &s);
+        e.after_pass(T0, &v2, UP, &s);
         for i in 0..3 {
-            last = e.after_pass(T0 + f64::from(i), &v1, true, &s);
+            last = e.after_pass(T0 + f64::from(i), &v1, UP, &s);
         }
         assert!(matches!(last, Decision::Suppressed { reason: Reason::HostSideMissing, .. }), "{last:?}");
         // A single broken task among healthy ones (its host side gone with its cali0) is killed.
         let mut e = Escalator::default();
-        e.after_pass(T0, &healthy, true, &s);
+        e.after_pass(T0, &healthy, UP, &s);
         let v = TaskView { host_side_missing: 1, ..view("c1", "shop_cart.a1", EndpointState::Unrepaired) };
         for i in 0..2 {
-            e.after_pass(T0 + f64::from(i), &v, true, &s);
+            e.after_pass(T0 + f64::from(i), &v, UP, &s);
         }
-        assert!(is_kill(&e.after_pass(T0 + 2.0, &v, true, &s)));
+        assert!(is_kill(&e.after_pass(T0 + 2.0, &v, UP, &s)));
     }
 
     #[test]
@@ -585,19 +675,19 @@ mod tests {
         let (mut e, s) = (Escalator::default(), Settings { max_kills_per_hour: 100, ..settings() });
         let v = view("c1", "shop_cart.a1", EndpointState::Unrepaired);
         for i in 0..2 {
-            e.after_pass(T0 - 2.0 + f64::from(i), &v, true, &s);
+            e.after_pass(T0 - 2.0 + f64::from(i), &v, UP, &s);
         }
-        assert!(is_kill(&e.after_pass(T0, &v, true, &s)));
-        assert_eq!(e.after_pass(T0 + 0.1, &v, true, &s), Decision::Nothing, "one request at a time");
+        assert!(is_kill(&e.after_pass(T0, &v, UP, &s)));
+        assert_eq!(e.after_pass(T0 + 0.1, &v, UP, &s), Decision::Nothing, "one request at a time");
         assert_eq!(e.kill_finished(T0 + 0.2, "c1", "shop_cart.a1", KillOutcome::Failed), Some(Duration::from_secs(1)));
-        assert!(matches!(e.after_pass(T0 + 0.5, &v, true, &s), Decision::Wait(_)));
-        assert!(is_kill(&e.after_pass(T0 + 1.3, &v, true, &s)));
+        assert!(matches!(e.after_pass(T0 + 0.5, &v, UP, &s), Decision::Wait(_)));
+        assert!(is_kill(&e.after_pass(T0 + 1.3, &v, UP, &s)));
         assert_eq!(e.kill_finished(T0 + 1.4, "c1", "shop_cart.a1", KillOutcome::Failed), Some(Duration::from_secs(2)));
-        assert!(!is_kill(&e.after_pass(T0 + 3.0, &v, true, &s)));
-        assert!(is_kill(&e.after_pass(T0 + 3.5, &v, true, &s)));
+        assert!(!is_kill(&e.after_pass(T0 + 3.0, &v, UP, &s)));
+        assert!(is_kill(&e.after_pass(T0 + 3.5, &v, UP, &s)));
         assert_eq!(e.kill_finished(T0 + 3.6, "c1", "shop_cart.a1", KillOutcome::Done), None);
         for i in 0..20 {
-            assert_eq!(e.after_pass(T0 + 4.0 + f64::from(i) * 100.0, &v, true, &s), Decision::Nothing);
+            assert_eq!(e.after_pass(T0 + 4.0 + f64::from(i) * 100.0, &v, UP, &s), Decision::Nothing);
         }
         assert_eq!(retry_delay(30), RETRY_MAX);
     }
@@ -606,25 +696,25 @@ mod tests {
     fn stopped_containers_leave_the_host_view() {
         let s = settings();
         let mut e = Escalator::default();
-        e.after_pass(T0, &view("ok", "shop_cart.ok", EndpointState::Healthy), true, &s);
+        e.after_pass(T0, &view("ok", "shop_cart.ok", EndpointState::Healthy), UP, &s);
         // Three killed tasks whose containers stopped but are not removed yet.
         for i in 0..3 {
             let (c, t) = (format!("old{i}"), format!("shop_cart.old{i}"));
-            e.after_pass(T0, &view(&c, &t, EndpointState::Unrepaired), true, &s);
+            e.after_pass(T0, &view(&c, &t, EndpointState::Unrepaired), UP, &s);
             e.stopped(&c);
         }
         let v = view("c1", "shop_cart.a1", EndpointState::Unrepaired);
         for i in 0..2 {
-            e.after_pass(T0 + f64::from(i), &v, true, &s);
+            e.after_pass(T0 + f64::from(i), &v, UP, &s);
         }
-        assert!(is_kill(&e.after_pass(T0 + 2.0, &v, true, &s)), "no breaker from stopped containers");
+        assert!(is_kill(&e.after_pass(T0 + 2.0, &v, UP, &s)), "no breaker from stopped containers");
     }
 
     #[test]
     fn dry_run_decides_but_is_never_repeated() {
         let (mut e, s) = (Escalator::default(), Settings { dry_run: true, ..settings() });
         let v = view("c1", "shop_cart.a1", EndpointState::Unrepaired);
-        let kills: Vec<Decision> = (0..10).map(|i| e.after_pass(T0 + f64::from(i), &v, true, &s)).collect();
+        let kills: Vec<Decision> = (0..10).map(|i| e.after_pass(T0 + f64::from(i), &v, UP, &s)).collect();
         assert_eq!(kills.iter().filter(|d| matches!(d, Decision::Kill { dry_run: true, .. })).count(), 1);
     }
 
@@ -647,5 +737,71 @@ mod tests {
         assert_eq!(parse_docker_time("2026-11-30T00:06:03.5Z"), Some(1_795_997_163.5));
         assert_eq!(parse_docker_time("0001-01-01T00:00:00Z"), None);
         assert_eq!(parse_docker_time("garbage"), None);
+    }
+
+    /// Passes over `c` until its decision is not a Wait (escalate_after = 3).
+    fn qualify(e: &mut Escalator, c: &str, t: &str, host: HostView, s: &Settings) -> Decision {
+        let mut d = Decision::Nothing;
+        for i in 0..3 {
+            d = e.after_pass(T0 + f64::from(i) * 2.0, &view(c, t, EndpointState::Unrepaired), host, s);
+        }
+        d
+    }
+
+    #[test]
+    fn no_kill_before_the_host_is_known() {
+        let (mut e, s) = (Escalator::default(), settings());
+        let unknown = HostView { docker_up: true, known: false };
+        let d = qualify(&mut e, "c1", "shop_cart.t1", unknown, &s);
+        assert!(matches!(d, Decision::Suppressed { reason: Reason::HostUnknown, .. }), "{d:?}");
+        let d = e.after_pass(T0 + 10.0, &view("c1", "shop_cart.t1", EndpointState::Unrepaired), UP, &s);
+        assert!(is_kill(&d), "once known: {d:?}");
+    }
+
+    #[test]
+    fn the_agents_own_errors_never_kill_and_many_hold_every_kill_back() {
+        let (mut e, s) = (Escalator::default(), Settings { host_breaker_share: 1.0, ..settings() });
+        for c in ["a0", "a1", "a2"] {
+            for i in 0..4 {
+                let v = view(c, "shop_cart.a", EndpointState::AgentError);
+                let d = e.after_pass(T0 + f64::from(i) * 2.0, &v, UP, &s);
+                assert_eq!(d, Decision::Nothing, "an agent error is never the task's: {d:?}");
+            }
+        }
+        let d = qualify(&mut e, "c1", "shop_cart.t1", UP, &s);
+        assert!(matches!(d, Decision::Suppressed { reason: Reason::AgentErrors, .. }), "{d:?}");
+        // A minute later the breaker has let go.
+        let d = e.after_pass(T0 + 70.0, &view("c1", "shop_cart.t1", EndpointState::Unrepaired), UP, &s);
+        assert!(is_kill(&d), "{d:?}");
+    }
+
+    #[test]
+    fn a_kill_never_sent_does_not_count_and_the_task_is_held_back() {
+        let (mut e, s) = (Escalator::default(), Settings { max_kills_per_hour: 1, ..settings() });
+        assert!(is_kill(&qualify(&mut e, "c1", "shop_cart.t1", UP, &s)));
+        assert_eq!(e.budget().used(T0 + 5.0), 1);
+        assert!(e.not_sent(T0 + 5.0, "c1", "shop_cart.t1", Reason::NotConfirmed), "new reason");
+        let again = NOT_SENT_RECHECK;
+        assert_eq!(e.budget().used(T0 + 5.0), 0, "refunded");
+        let held = e.suppressed_counts().into_iter().find(|(r, _)| *r == Reason::NotConfirmed).unwrap().1;
+        assert_eq!(held, 1);
+        let v = view("c1", "shop_cart.t1", EndpointState::Unrepaired);
+        assert!(matches!(e.after_pass(T0 + 6.0, &v, UP, &s), Decision::Wait(_)));
+        assert!(is_kill(&e.after_pass(T0 + 5.0 + again.as_secs_f64(), &v, UP, &s)), "asked again later");
+        assert!(!e.not_sent(T0 + 16.0, "c1", "shop_cart.t1", Reason::NotConfirmed), "the same answer again: not new");
+    }
+
+    #[test]
+    fn a_restored_budget_counts_and_its_tasks_are_never_asked_again() {
+        use super::super::budget::Kill;
+        let kill = |task: &str| Kill { at: T0 - 60.0, app: "/shop/cart".into(), task: task.into(), dry_run: false };
+        let budget = Budget::restore(vec![kill("shop_cart.t1"), kill("shop_cart.t2")], T0);
+        let (mut e, s) = (Escalator::with_budget(budget), Settings { max_kills_per_hour: 2, ..settings() });
+        assert_eq!(qualify(&mut e, "c1", "shop_cart.t1", UP, &s), Decision::Nothing, "asked by an earlier run");
+        let d = qualify(&mut e, "c3", "shop_cart.t3", UP, &s);
+        assert!(matches!(d, Decision::Suppressed { reason: Reason::RateLimit, .. }), "the budget is spent: {d:?}");
+        let mut blocked = Escalator::with_budget(Budget::blocked(T0));
+        let d = qualify(&mut blocked, "c3", "shop_cart.t3", UP, &s);
+        assert!(matches!(d, Decision::Suppressed { reason: Reason::StateFile, .. }), "{d:?}");
     }
 }

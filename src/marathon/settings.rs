@@ -19,6 +19,7 @@ impl MarathonConfig {
             dry_run: self.dry_run || dry_run,
             host_breaker_share: self.host_breaker_share,
             host_breaker_min: self.host_breaker_min as usize,
+            agent_error_breaker: self.agent_error_breaker as usize,
         }
     }
 }
@@ -47,6 +48,10 @@ pub fn validate(c: &MarathonConfig) -> Result<(), String> {
     count("marathon.escalate_after", u64::from(c.escalate_after), 1, 1000)?;
     count("marathon.max_kills_per_hour", u64::from(c.max_kills_per_hour), 0, 1000)?;
     count("marathon.host_breaker_min", u64::from(c.host_breaker_min), 1, 100_000)?;
+    count("marathon.agent_error_breaker", u64::from(c.agent_error_breaker), 1, 100_000)?;
+    if !c.state_file.starts_with('/') {
+        return Err(format!("marathon.state_file: {:?} must be an absolute path", c.state_file));
+    }
     let s = Duration::from_secs;
     within("marathon.unreachable_after", c.unreachable_after, s(1), s(86_400))?;
     within("marathon.min_task_age", c.min_task_age, Duration::ZERO, s(7 * 86_400))?;

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGaugeVec};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec};
 
 use super::labels::cap_label;
-use super::registry::{counter_vec, gauge_vec, histogram, histogram_vec, Registry};
+use super::registry::{counter, counter_vec, gauge_vec, histogram, histogram_vec, Registry};
 use crate::diagnose::FaultKind;
 use crate::report::EndpointReport;
 
@@ -19,6 +19,8 @@ pub struct EndpointMetrics {
     pub(super) endpoints: IntGaugeVec,
     faults_detected: IntCounterVec,
     pub(super) repairs: IntCounterVec,
+    /// Repair writes that failed for a reason of the agent's own.
+    agent_errors: IntCounter,
     pub(super) repair_latency: Histogram,
     check_duration: Histogram,
     probe_success: IntGaugeVec,
@@ -62,6 +64,11 @@ impl EndpointMetrics {
             endpoints.with_label_values(&[s]).set(0);
         }
         let (faults_detected, repairs) = register_fault_counters(r);
+        let agent_errors = counter(
+            r,
+            "agent_errors_total",
+            "Repair writes that failed for a reason of the agent's own (EPERM/EACCES, an unsupported request, a timeout): the agent is broken, not the task; no escalation counts them.",
+        );
         let repair_latency = histogram(
             r,
             "repair_latency_seconds",
@@ -93,6 +100,7 @@ impl EndpointMetrics {
             endpoints,
             faults_detected,
             repairs,
+            agent_errors,
             repair_latency,
             check_duration,
             probe_success,
@@ -118,6 +126,9 @@ impl EndpointMetrics {
             }
             for a in &r.actions {
                 self.repairs.with_label_values(&[a.fault.as_str(), a.result.as_str()]).inc();
+                if a.agent_error {
+                    self.agent_errors.inc();
+                }
             }
             if r.error.is_none() {
                 self.check_duration.observe(r.check_seconds);

@@ -12,9 +12,18 @@
 //! - 403 `{"message":"Not Authorized to perform this action!"}` (DC/OS: authenticated, not allowed).
 //! - 503 `{"message":"Could not determine the current leader"}` (no leader elected).
 //! - `GET /v2/info`, `GET /ping`.
+//! - `GET /v2/apps/{appId}/tasks` (`{"tasks":[{id, appId, host, slaveId, state, startedAt,
+//!   stagedAt, version, ipAddresses:[{ipAddress, protocol}], healthCheckResults:[…]}]}`) and
+//!   `GET /v2/apps/{appId}` (`{"app":{id, healthChecks:[…], …}}`), 404 `{"message":"App
+//!   '/x' does not exist"}` for an app it never launched. Like Marathon, it knows which
+//!   tasks it launched for which app (`launched`, told by the test — never read from a
+//!   task's own environment); what each task is now comes from what the lab really runs
+//!   (`docker inspect`: its calico IP, running or not; `host` is this machine's name), and
+//!   health results are what the test tells it.
 //!
-//! Tests script answers per app (a queue, then a default) and read every request
-//! back (method, path with query, Authorization header, time).
+//! Tests script answers for DELETEs per app (a queue, then a default; the default also
+//! answers GETs, e.g. a leaderless 503) and read every request back (method, path with
+//! query, Authorization header, time).
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -59,6 +68,12 @@ struct Script {
     default: Option<Answer>,
     /// The exact Authorization header required (None: no auth).
     auth: Option<String>,
+    /// App id → (task id, Docker container name) of the tasks it launched.
+    launched: HashMap<String, Vec<(String, String)>>,
+    /// Apps with Marathon health checks.
+    health_checked: std::collections::HashSet<String>,
+    /// Task id → its health results' `alive` (none: not checked yet).
+    alive: HashMap<String, bool>,
 }
 
 pub struct Standin {
@@ -120,6 +135,28 @@ impl Standin {
         self.script.lock().unwrap().default = Some(answer);
     }
 
+    /// Marathon launched `task` (a Mesos task id) of `app` as Docker container `container`.
+    pub fn launched(&self, app: &str, task: &str, container: &str) {
+        let mut s = self.script.lock().unwrap();
+        s.launched.entry(app.to_string()).or_default().push((task.to_string(), container.to_string()));
+    }
+
+    /// `app` has Marathon health checks.
+    pub fn health_checks(&self, app: &str) {
+        self.script.lock().unwrap().health_checked.insert(app.to_string());
+    }
+
+    /// Marathon's health check of `task` says alive (true) or failing (false).
+    pub fn set_alive(&self, task: &str, alive: bool) {
+        self.script.lock().unwrap().alive.insert(task.to_string(), alive);
+    }
+
+    /// GET requests (confirmations) for `app`'s tasks.
+    pub fn task_reads_of(&self, app: &str) -> Vec<Request> {
+        let path = format!("/v2/apps{app}/tasks");
+        self.requests().into_iter().filter(|r| r.method == "GET" && r.path() == path).collect()
+    }
+
     pub fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }
@@ -168,20 +205,97 @@ fn serve(conn: TcpStream, requests: &Mutex<Vec<Request>>, script: &Mutex<Script>
     let _ = reader.read_exact(&mut body);
     let req = Request { method, target, authorization, at: Instant::now() };
     requests.lock().unwrap().push(req.clone());
-    let answer = {
+    let (answer, apps) = {
         let mut s = script.lock().unwrap();
         if s.auth.is_some() && s.auth != req.authorization {
-            Answer::Status(401)
+            (Answer::Status(401), None)
+        } else if req.method == "GET" {
+            (s.default.clone().unwrap_or(Answer::Marathon), Some(app_view(&s, req.path())))
         } else {
             let app = app_of(req.path()).unwrap_or_default();
-            s.per_app
+            let answer = s
+                .per_app
                 .get_mut(&app)
                 .and_then(VecDeque::pop_front)
                 .or_else(|| s.default.clone())
-                .unwrap_or(Answer::Marathon)
+                .unwrap_or(Answer::Marathon);
+            (answer, None)
         }
     };
-    respond(conn, &req, answer);
+    match (answer, apps.flatten()) {
+        (Answer::Marathon, Some(body)) => write_answer(conn, 200, "OK", &body, ""),
+        (answer, _) => respond(conn, &req, answer),
+    }
+}
+
+/// What Marathon answers to `GET /v2/apps/{app}/tasks` or `GET /v2/apps/{app}`, for
+/// the apps it launched (None: not such a request; Some(None)… the app is unknown → 404 JSON).
+fn app_view(s: &Script, path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/v2/apps")?;
+    let (app, tasks) = match rest.strip_suffix("/tasks") {
+        Some(app) => (app, true),
+        None => (rest, false),
+    };
+    let Some(launched) = s.launched.get(app) else {
+        return Some(format!(r#"{{"__status":404,"message":"App '{app}' does not exist"}}"#));
+    };
+    if !tasks {
+        let checks = if s.health_checked.contains(app) {
+            r#"[{"protocol":"MESOS_HTTP","path":"/health","portIndex":0,"gracePeriodSeconds":300,"intervalSeconds":60,"timeoutSeconds":20,"maxConsecutiveFailures":3}]"#
+        } else {
+            "[]"
+        };
+        return Some(format!(r#"{{"app":{{"id":"{app}","instances":{},"healthChecks":{checks}}}}}"#, launched.len()));
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+    let tasks: Vec<String> = launched
+        .iter()
+        .map(|(id, container)| {
+            let (ip, running) = inspect(container);
+            let state = if running { "TASK_RUNNING" } else { "TASK_KILLED" };
+            let ips = ip.map(|ip| format!(r#"{{"ipAddress":"{ip}","protocol":"IPv4"}}"#)).unwrap_or_default();
+            let health = match s.alive.get(id) {
+                Some(alive) => format!(
+                    r#"{{"alive":{alive},"consecutiveFailures":{},"firstSuccess":null,"lastFailure":null,"lastSuccess":null,"lastFailureCause":null,"instanceId":"{id}"}}"#,
+                    if *alive { 0 } else { 3 }
+                ),
+                None => String::new(),
+            };
+            format!(
+                r#"{{"id":"{id}","appId":"{app}","host":"{host}","slaveId":"8e3a3c4f-0000-0000-0000-000000000001-S0","state":"{state}","startedAt":"2026-12-06T00:00:01.000Z","stagedAt":"2026-12-06T00:00:00.000Z","version":"2017-01-01T00:00:00.000Z","ports":[31000],"ipAddresses":[{ips}],"healthCheckResults":[{health}]}}"#
+            )
+        })
+        .collect();
+    Some(format!(r#"{{"tasks":[{}]}}"#, tasks.join(",")))
+}
+
+/// The container's first IPv4 address on a network and whether it runs, as Docker says.
+fn inspect(container: &str) -> (Option<String>, bool) {
+    let out = std::process::Command::new("/usr/bin/docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+            container,
+        ])
+        .output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    let mut words = text.split_whitespace();
+    let running = words.next() == Some("true");
+    (words.find(|w| !w.is_empty()).map(str::to_string), running)
+}
+
+fn write_answer(mut conn: TcpStream, status: u16, reason: &str, body: &str, extra: &str) {
+    let (status, body) = match body.strip_prefix(r#"{"__status":404,"#) {
+        Some(rest) => (404, format!("{{{rest}")),
+        None => (status, body.to_string()),
+    };
+    let reason = if status == 404 { "Not Found" } else { reason };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+        body.len()
+    );
 }
 
 /// The app id of `/v2/apps/{appId}/tasks/{taskId}` (the id keeps its group path).

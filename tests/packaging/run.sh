@@ -49,7 +49,7 @@ UNIT=/lib/systemd/system/calico-medic.service
 BIN=/usr/bin/calico-medic
 CONF=/etc/calico-medic/config.toml
 DOC=/usr/share/doc/calico-medic
-MAN_PAGES=(calico-medic.1.gz calico-medic-check.1.gz calico-medic-repair.1.gz calico-medic-run.1.gz)
+MAN_PAGES=(calico-medic.1.gz calico-medic-check.1.gz calico-medic-escalations.1.gz calico-medic-repair.1.gz calico-medic-run.1.gz)
 # docs/*.md, shipped beside the README (…/doc/calico-medic/docs/ in the packages, docs/ in the tarball).
 DOCS=(architecture.md figures.md how-it-works.md metrics.md operations.md testing.md)
 BASH_COMPLETION=/usr/share/bash-completion/completions/calico-medic
@@ -238,7 +238,7 @@ for f in ./usr/bin/calico-medic ./lib/systemd/system/calico-medic.service ./etc/
     ./usr/share/fish/vendor_completions.d/calico-medic.fish; do
     grep -qxF "$f" <<<"$contents" || missing+=" $f"
 done
-[[ -z $missing ]] && pass "package contents: binary, unit, config, README, ${#DOCS[@]} docs, copyright, Marathon example, 4 man pages, bash/zsh/fish completions" ||
+[[ -z $missing ]] && pass "package contents: binary, unit, config, README, ${#DOCS[@]} docs, copyright, Marathon example, ${#MAN_PAGES[@]} man pages, bash/zsh/fish completions" ||
     fail "package contents" "missing:$missing"
 # The man pages and completions are what the packaged binary generates (so they
 # describe exactly its flags), gzip -9n'd pages included.
@@ -305,7 +305,7 @@ want_files=$(printf '%s\n' /etc/calico-medic /etc/calico-medic/config.toml /usr/
     /usr/share/doc/calico-medic/docs "${DOCS[@]/#//usr/share/doc/calico-medic/docs/}" \
     /usr/share/bash-completion/completions/calico-medic /usr/share/zsh/site-functions/_calico-medic \
     /usr/share/fish/vendor_completions.d/calico-medic.fish | sort | tr '\n' ' ')
-[[ $rpm_files == "$want_files" ]] && pass "rpm -qpl: binary, unit, preset, config, README, docs/ and its ${#DOCS[@]} pages, Marathon example, 4 man pages, bash/zsh/fish completions ($(wc -w <<<"$want_files") entries)" ||
+[[ $rpm_files == "$want_files" ]] && pass "rpm -qpl: binary, unit, preset, config, README, docs/ and its ${#DOCS[@]} pages, Marathon example, ${#MAN_PAGES[@]} man pages, bash/zsh/fish completions ($(wc -w <<<"$want_files") entries)" ||
     fail "rpm -qpl" "got:  $rpm_files"$'\n'"want: $want_files"
 [[ $(rq -c) == "$CONF" && $(rq --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' | grep " $CONF\$") == "cn $CONF" ]] &&
     pass "rpm: $CONF is %config(noreplace)" || fail "rpm: config(noreplace)" "$(rq --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]')"
