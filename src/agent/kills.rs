@@ -86,6 +86,7 @@ impl Scheduler {
         let held = match result {
             Err(nc) => Some((Reason::NotConfirmed, Some(nc))),
             Ok(()) => {
+                self.escalator.confirmed(now, &p.app, &p.task);
                 let path = self.ctx.current.medic().config.marathon.state_file.clone();
                 match ledger::save(Path::new(&path), &self.escalator.budget().persisted()) {
                     Ok(()) => None,

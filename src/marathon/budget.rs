@@ -89,6 +89,14 @@ impl Budget {
         self.trim();
     }
 
+    /// Records a kill about to be sent unless one is recorded for `task` already (a
+    /// SIGHUP re-read of the state file between decision and sending drops it).
+    pub fn ensure(&mut self, now: f64, app: &str, task: &str) {
+        if !self.kills.iter().any(|k| k.task == task && !k.dry_run) {
+            self.record(now, app, task, false);
+        }
+    }
+
     /// The last kill recorded for `task` was never sent (not confirmed, or the state
     /// file could not be written): it does not count.
     pub fn refund(&mut self, task: &str) {
@@ -153,6 +161,9 @@ mod tests {
         assert_eq!(b.used(2.0), 1);
         b.done("shop.c");
         assert!(b.asked("shop.c"));
+        b.ensure(3.0, "/shop", "shop.d");
+        b.ensure(4.0, "/shop", "shop.d");
+        assert_eq!(b.used(5.0), 2, "ensured once");
     }
 
     #[test]

@@ -246,6 +246,11 @@ impl Escalator {
         &self.budget
     }
 
+    /// A confirmed kill is about to be written and sent: it is in the budget.
+    pub fn confirmed(&mut self, now: f64, app: &str, task: &str) {
+        self.budget.ensure(now, app, task);
+    }
+
     /// The budget as the state file now holds it (SIGHUP).
     pub fn replace_budget(&mut self, budget: Budget) {
         self.budget = budget;
