@@ -149,10 +149,11 @@ mod tests {
     }
 
     #[tokio::test]
+    #[ignore = "needs root (a raw ICMP socket where ping sockets are off); tests/run.sh runs it"]
     async fn loopback_answers() {
-        match host_icmp(Ipv4Addr::LOCALHOST, Duration::from_secs(1)).await {
-            Ok(rtt) => assert!(rtt.is_some(), "127.0.0.1 should answer ping"),
-            Err(e) => eprintln!("SKIP: no ICMP socket available here: {e}"),
-        }
+        // A socket that cannot be opened is a failure here: the test is ignored where
+        // it cannot run (not root), and tests/run.sh runs it as root.
+        let rtt = host_icmp(Ipv4Addr::LOCALHOST, Duration::from_secs(1)).await.expect("an ICMP socket");
+        assert!(rtt.is_some(), "127.0.0.1 should answer ping");
     }
 }

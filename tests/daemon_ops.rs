@@ -29,10 +29,9 @@ fn all_reachable(tasks: &[Task], within: Duration) -> Option<Duration> {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn docker_restart_loses_no_container() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let mut daemon = Daemon::start(&[]);
     let before: Vec<Task> = (0..3).map(|_| Task::start(&["--nomac", "--app", "survivor"])).collect();
@@ -62,10 +61,9 @@ fn docker_restart_loses_no_container() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn event_storm_of_fifty_broken_tasks() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let daemon = Daemon::start(&[]);
     let started = Instant::now();
@@ -86,10 +84,9 @@ fn event_storm_of_fifty_broken_tasks() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn flapping_every_100ms_is_backed_off() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let daemon = Daemon::start(&[]);
     let task = Task::start(&["--app", "flap100"]);
@@ -122,10 +119,9 @@ fn flapping_every_100ms_is_backed_off() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn containers_removed_mid_pass_leave_no_trace() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let daemon = Daemon::start(&[]);
     let mut ids = Vec::new();
@@ -177,10 +173,9 @@ fn bad_config_and_flags_exit_2_naming_the_key() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn sighup_reloads_and_a_bad_reload_keeps_running() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
@@ -216,10 +211,9 @@ fn sighup_reloads_and_a_bad_reload_keeps_running() {
 /// instead of ignoring them silently. (`listen`, the one key that takes a restart,
 /// is named in the log: unit test in src/daemon.rs; here `--listen` pins it.)
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn sighup_applies_watch_and_concurrency() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
@@ -258,10 +252,9 @@ fn sighup_applies_watch_and_concurrency() {
 /// per-namespace sysctl) still runs the full pass at once and reports
 /// `workload_unreachable`; a real break is repaired through the watch as before.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn healthy_watched_tasks_are_only_reprobed() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use common::*;
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn daemon_repairs_new_and_restarted_tasks_within_a_second() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let mut daemon = Daemon::start(&[]);
     let mut latencies = Vec::new();
@@ -42,10 +41,9 @@ fn daemon_repairs_new_and_restarted_tasks_within_a_second() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn dry_run_daemon_reports_but_never_writes() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let daemon = Daemon::start(&["--dry-run"]);
     let task = Task::start(&["--nomac", "--app", "dry"]);
@@ -57,10 +55,9 @@ fn dry_run_daemon_reports_but_never_writes() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn daemon_logs_the_api_version_in_use() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let daemon = Daemon::start(&[]);
     let log = daemon.log_text();

@@ -198,10 +198,9 @@ fn fault_series(container: &str, fault: &str) -> String {
 /// repaired to the datastore's MAC and the report says `datastore`. A datastore MAC
 /// that disagrees with the host and Docker is reported, and still wins.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn datastore_mac_is_the_expected_mac() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let user_mac = "02:aa:bb:00:14:01";
     let task = Task::start(&["--mac", user_mac, "--app", "ds-mac"]);
@@ -275,10 +274,9 @@ fn datastore_mac_is_the_expected_mac() {
 /// Must show 2: deleting a task's key → `datastore_endpoint_missing` through the watch
 /// within a second; a key with no container → an orphan in `check` and the metric.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn watch_reports_missing_endpoints_and_orphans() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let task = Task::start(&["--app", "ds-watch"]);
     let (key, value) = lab_key(&endpoint_id(&task));
@@ -347,10 +345,9 @@ impl Drop for KeyGuard {
 /// Issue 20: with `--log-format json` a datastore outage and its end are events whose
 /// fields carry the etcd URL and the error (not text inside the message).
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn outage_is_logged_with_fields_in_json() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let mut etcd = Etcd::start(None);
     let dir = tempfile::tempdir().unwrap();
@@ -384,10 +381,9 @@ fn outage_is_logged_with_fields_in_json() {
 /// watch resumes and findings are fresh within seconds; an index older than etcd
 /// keeps (1000 events) makes a full read.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn outage_falls_back_to_the_host_and_recovers() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let mut etcd = Etcd::start(None);
     let a = Task::start(&["--nomac", "--app", "ds-outage-a"]);
@@ -519,10 +515,9 @@ fn make_pki(dir: &std::path::Path) {
 /// Must show 4: TLS to etcd with a CA and a client certificate made here works; a
 /// wrong CA is a clear error (exit 2, the cause named), the check goes on from the host.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn tls_to_etcd_with_client_certificates() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let pki = tempfile::tempdir().unwrap();
     let p = |name: &str| pki.path().join(name);

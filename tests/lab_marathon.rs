@@ -153,10 +153,9 @@ fn assert_no_credentials(d: &Daemon, config: &Path) {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn unrepairable_task_is_killed_exactly_once_repairable_one_never() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let marathon = Standin::start(Some(basic(USER, PASSWORD)));
     let setup = Setup::new(&format!(
@@ -193,10 +192,9 @@ fn unrepairable_task_is_killed_exactly_once_repairable_one_never() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn young_task_is_not_killed() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let marathon = Standin::start(None);
     let setup = Setup::new(&format!(
@@ -220,10 +218,9 @@ fn young_task_is_not_killed() {
 /// Issue 20: with `--log-format json` an escalation decision is one event whose fields
 /// name the container, the app, the task, the action, its result and the reason.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn escalation_is_logged_with_fields_in_json() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let marathon = Standin::start(None);
     let setup = Setup::new(&format!(
@@ -254,10 +251,9 @@ fn escalation_is_logged_with_fields_in_json() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn kills_per_hour_hold_under_ten_broken_tasks() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let marathon = Standin::start(None);
     let setup = Setup::new(&format!(
@@ -281,6 +277,7 @@ fn kills_per_hour_hold_under_ten_broken_tasks() {
     let deletes = marathon.deletes();
     assert_eq!(deletes.len(), 3, "max_kills_per_hour = 3: {deletes:?}");
     let mut targets: Vec<&str> = deletes.iter().map(|r| r.path()).collect();
+    targets.sort_unstable();
     targets.dedup();
     assert_eq!(targets.len(), 3, "three different tasks");
     assert_eq!(escalations(&d, "killed"), 3.0);
@@ -288,10 +285,9 @@ fn kills_per_hour_hold_under_ten_broken_tasks() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn host_breaker_suppresses_kills_when_most_endpoints_fail() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let marathon = Standin::start(None);
     let setup = Setup::new(&format!(
@@ -322,10 +318,9 @@ fn host_breaker_suppresses_kills_when_most_endpoints_fail() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn dry_run_sends_nothing_and_counts() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let marathon = Standin::start(None);
     let setup = Setup::new(&format!(
@@ -345,10 +340,9 @@ fn dry_run_sends_nothing_and_counts() {
 /// 401, 404, 409 and a timeout from one Marathon: each the right result, retries
 /// spaced by backoff, no task killed twice, the daemon alive throughout.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn marathon_errors_are_counted_retried_and_never_repeat_a_kill() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let marathon = Standin::start(Some(basic(USER, PASSWORD)));
     marathon.script("/medic-e2e/e401", &[Answer::Status(401), Answer::Status(401), Answer::Status(401)]);
@@ -402,10 +396,9 @@ fn marathon_errors_are_counted_retried_and_never_repeat_a_kill() {
 /// HA Marathon: the first URL answers 503 (no leader), the second does not answer
 /// at all, the third kills. Token auth (DC/OS). Then Marathon unreachable altogether.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn failover_to_the_next_url_and_unreachable_marathon() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let no_leader = Standin::start(Some(format!("token={TOKEN}")));
     no_leader.set_default(Answer::Status(503));
@@ -447,10 +440,9 @@ fn failover_to_the_next_url_and_unreachable_marathon() {
 /// Labels: `off` → not checked, not touched, not in metrics; `report` → faults
 /// reported, nothing written; `repair` (and no label) → repaired as always.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn policy_labels_off_report_repair() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let setup = Setup::new("");
     let d = daemon(setup.path());
@@ -536,10 +528,9 @@ const TRUSTING: &str =
 /// Must show 1: a task whose env claims another app's task, and breaks itself: Marathon
 /// lists that task elsewhere (another IP), so nothing is killed — neither app.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn a_task_claiming_another_apps_ids_gets_nobody_killed() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let marathon = Standin::start(None);
     let setup = Setup::new(&format!("urls = [\"{}\"]\n{TRUSTING}", marathon.url));
@@ -567,10 +558,9 @@ fn a_task_claiming_another_apps_ids_gets_nobody_killed() {
 /// Must show 2: with health checks and `require_unhealthy`, Marathon seeing the task
 /// healthy means no kill; once Marathon sees it failing too, exactly one.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn marathon_seeing_the_task_healthy_holds_the_kill_back() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let marathon = Standin::start(None);
     let setup = Setup::new(&format!("urls = [\"{}\"]\n{TRUSTING}", marathon.url));
@@ -598,10 +588,9 @@ fn marathon_seeing_the_task_healthy_holds_the_kill_back() {
 /// unrepairable tasks, the agent killed and restarted three times: 2 DELETEs in all,
 /// to 2 different tasks.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn the_kill_budget_survives_restarts() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let marathon = Standin::start(None);
     let setup = Setup::new(&format!(
@@ -639,10 +628,9 @@ fn the_kill_budget_survives_restarts() {
 /// Must show 4: three long-broken tasks on a host where most endpoints fail: no kill
 /// in the first resync or after it (host breaker); once the others heal, the three go.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn a_broken_host_at_start_kills_nothing_until_it_heals() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let marathon = Standin::start(None);
     let setup = Setup::new(&format!(
@@ -685,10 +673,9 @@ fn a_broken_host_at_start_kills_nothing_until_it_heals() {
 /// writes are refused; that is its own fault: no kill, `agent_error` in the report,
 /// counted for the alert.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn refused_writes_are_the_agents_fault_and_kill_nobody() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let marathon = Standin::start(None);
     let setup = Setup::new(&format!("urls = [\"{}\"]\n{TRUSTING}", marathon.url));

@@ -59,10 +59,9 @@ fn docker_routes_bridge_gateway(bridge: &BridgeNet, eth0_ip: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn other_network_as_gateway_check_and_repair_keep_dockers_default_route() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let bridge = BridgeNet::ensure(BEFORE.0, BEFORE.1);
     let task = task_on_networks("multi-other-gw", bridge.name.as_str(), &[NOMAC]);
@@ -108,10 +107,9 @@ fn other_network_as_gateway_check_and_repair_keep_dockers_default_route() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn other_network_as_gateway_daemon_repairs_mac_and_leaves_default_route() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let bridge = BridgeNet::ensure(BEFORE.0, BEFORE.1);
     // One task found by the start-up resync, one by events.
@@ -150,10 +148,9 @@ fn other_network_as_gateway_daemon_repairs_mac_and_leaves_default_route() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn calico_as_gateway_a_deleted_default_route_is_repaired() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let bridge = BridgeNet::ensure(AFTER.0, AFTER.1);
     let task = task_on_networks("multi-calico-gw", NET, &[bridge.name.as_str()]);
@@ -196,10 +193,9 @@ fn calico_as_gateway_a_deleted_default_route_is_repaired() {
 /// it and released its address. That endpoint has no link: calico-medic must not take
 /// cali0 (the first endpoint's link) for it, e.g. put the released address on cali0.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn a_second_calico_endpoint_is_never_pinned_on_cali0() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let task = Task::start(&["--app", "multi-two-calico"]);
     let ip0 = task.ip_on(NET);
@@ -249,10 +245,9 @@ fn a_second_calico_endpoint_is_never_pinned_on_cali0() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn an_address_copy_on_lo_does_not_make_lo_the_endpoint() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let task = Task::start(&["--app", "multi-lo"]);
     let ip = labctl_ok(&["ip", &task.name]);
@@ -284,10 +279,9 @@ fn an_address_copy_on_lo_does_not_make_lo_the_endpoint() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn an_address_copy_on_a_bridge_eth0_does_not_make_eth0_the_endpoint() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let bridge = BridgeNet::ensure(BEFORE.0, BEFORE.1);
     let task = task_on_networks("multi-eth0-copy", bridge.name.as_str(), &[NOMAC]);
@@ -315,10 +309,9 @@ fn an_address_copy_on_a_bridge_eth0_does_not_make_eth0_the_endpoint() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn healthy_two_network_tasks_are_left_byte_for_byte_unchanged() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let before_net = BridgeNet::ensure(BEFORE.0, BEFORE.1);
     let after_net = BridgeNet::ensure(AFTER.0, AFTER.1);

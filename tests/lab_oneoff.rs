@@ -5,10 +5,9 @@ mod common;
 use common::*;
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn omit_mac_task_is_found_and_repaired() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let task = Task::start(&["--nomac", "--app", "shop"]);
     assert!(!task.reachable(), "an omit-MAC task must start cut off (the seed failure)");
     assert_ne!(task.mac(), "ee:ee:ee:ee:ee:ee");
@@ -37,10 +36,9 @@ fn omit_mac_task_is_found_and_repaired() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn every_repairable_break_is_repaired() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let task = Task::start(&["--app", "breaks"]);
     assert!(task.reachable());
     let cases: [(&str, &[&str], bool); 6] = [
@@ -72,10 +70,9 @@ fn every_repairable_break_is_repaired() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn deleted_link_is_reported_unrepairable() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let task = Task::start(&[]);
     task.break_it("delete-link");
     let (code, reports, _) = medic_json(&["repair", "--container", &task.name]);
@@ -86,10 +83,9 @@ fn deleted_link_is_reported_unrepairable() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn healthy_task_gets_no_writes() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let task = Task::start(&["--app", "steady"]);
     let before = task.netns_snapshot();
     let (code, reports, _) = medic_json(&["repair", "--container", &task.name]);
@@ -102,10 +98,9 @@ fn healthy_task_gets_no_writes() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn non_calico_and_unknown_containers_are_refused_untouched() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     for net in ["bridge", "none"] {
         let c = Task::plain(net);
         let before = c.netns_snapshot();
@@ -128,10 +123,9 @@ fn non_calico_and_unknown_containers_are_refused_untouched() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn docker_unreachable_and_bad_config_exit_2() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let (code, _, err) = medic(&["check", "--docker-host", "unix:///nonexistent/docker.sock"]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot reach Docker"), "{err}");
@@ -144,10 +138,9 @@ fn docker_unreachable_and_bad_config_exit_2() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn check_all_lists_calico_tasks_only() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let good = Task::start(&["--app", "all-a"]);
     let plain = Task::plain("bridge");
     let (code, reports, err) = medic_json(&["check"]);
@@ -165,10 +158,9 @@ fn host_address() -> String {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn configured_probes_run_from_inside_the_task() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let host = host_address();
     assert!(!host.is_empty(), "host has an IPv4 source address");
     let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
@@ -194,10 +186,9 @@ fn configured_probes_run_from_inside_the_task() {
 /// `--log-format json`: each repair is one JSON line whose fields (not message text)
 /// carry the container, Marathon identity, fault, action and result.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn json_log_lines_carry_repair_fields() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let task = Task::start(&["--nomac", "--app", "jsonlog"]);
     let (code, _, stderr) = medic(&["--log-format", "json", "repair", "--container", &task.name]);
     assert_eq!(code, 0, "{stderr}");
@@ -219,10 +210,9 @@ fn json_log_lines_carry_repair_fields() {
 /// the suite really talks to that engine, and calico-medic uses the API version it should
 /// (`$DOCKER_API_VERSION` when set, else the negotiated one).
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn runs_against_the_engine_and_api_version_asked_for() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let server = docker_version("{{.Server.Version}}");
     if let Some(want) = std::env::var("CALICO_LAB_ENGINE").ok().filter(|v| !v.is_empty()) {
         assert!(server.starts_with(&want), "CALICO_LAB_ENGINE={want}, but the engine is Docker {server}");
@@ -240,10 +230,9 @@ fn runs_against_the_engine_and_api_version_asked_for() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn bad_or_refused_docker_api_version_exits_2_naming_the_variable() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let run = |value: &str| {
         let out = std::process::Command::new(medic_bin())
             .args(["check"])
@@ -290,10 +279,9 @@ fn sorted(tasks: &[&Task]) -> Vec<String> {
 /// broken: only what matches is shown, the JSON shape is unchanged, and the exit status is about what
 /// was shown. App names are this test's own: other tests run tasks at the same time.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn check_filters_unhealthy_and_app() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let shop_ok = Task::start(&["--app", "filt-shop"]);
     let shop_bad = Task::start(&["--nomac", "--app", "filt-shop"]);
     let shopping = Task::start(&["--app", "filt-shopping"]);

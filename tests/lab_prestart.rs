@@ -130,10 +130,9 @@ fn prestart_outcomes(d: &Daemon) -> f64 {
 /// Must show 1: 100 omit-MAC tasks (two clients starting them at once) read their
 /// MAC as their first act: ≥ 99 see ee:ee:ee:ee:ee:ee, and all are reachable.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn omit_mac_tasks_see_the_calico_mac_as_their_first_act() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let engine = engine();
     let cfg = config();
@@ -171,10 +170,9 @@ fn omit_mac_tasks_see_the_calico_mac_as_their_first_act() {
 /// Issue 20: with `--log-format json` a repair before start is one event whose fields
 /// name the container, the fault, the action, its result and the latency.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn prestart_repair_is_logged_with_fields_in_json() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let cfg = config();
     let d = Daemon::start(&["--config", cfg.path().to_str().unwrap(), "--log-format", "json"]);
@@ -210,10 +208,9 @@ fn prestart_repair_is_logged_with_fields_in_json() {
 /// task kind; the ratio of medians is printed; documented budget ≤ 1.5), every start
 /// succeeds, and bridge/none tasks' sandboxes are never written.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn docker_run_is_not_slowed_and_non_calico_sandboxes_are_left_alone() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let engine = engine();
     let cfg = config();
@@ -271,10 +268,9 @@ fn docker_run_is_not_slowed_and_non_calico_sandboxes_are_left_alone() {
 /// A user's `--mac-address` is what Felix programs: the pre-start path finds the
 /// sandbox healthy and writes nothing; the task's first act sees the user's MAC.
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn a_user_given_mac_is_never_overwritten() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     engine();
     let cfg = config();

@@ -91,10 +91,9 @@ fn lenient_backoff_config() -> tempfile::NamedTempFile {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 async fn breaks_after_start_are_repaired_within_100ms() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let cfg = lenient_backoff_config();
     let daemon = Daemon::start(&["--config", cfg.path().to_str().unwrap()]);
@@ -128,10 +127,9 @@ async fn breaks_after_start_are_repaired_within_100ms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 async fn random_breaks_over_twenty_tasks_heal_and_bystanders_are_untouched() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let daemon = Daemon::start(&[]);
     let pid = daemon.child.id();
@@ -250,10 +248,9 @@ fn tail(s: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 async fn flapping_task_is_backed_off_and_healed_once_it_stops() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let daemon = Daemon::start(&[]);
     let task = Task::start(&["--app", "flapper"]);

@@ -64,10 +64,9 @@ impl Drop for AppContainer {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn the_marathon_app_runs_as_its_json_says_and_repairs_new_tasks() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let app: serde_json::Value = serde_json::from_str(APP_JSON).expect("unit/marathon-app.json parses");
     let health = &app["healthChecks"][0];

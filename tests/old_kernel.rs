@@ -27,10 +27,9 @@ fn medic_env(env: &[(&str, &str)], args: &[&str]) -> (i32, serde_json::Value, St
 const OLD: [(&str, &str); 1] = [("CALICO_MEDIC_EMULATE_KERNEL", "3.10")];
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn on_a_3_10_kernel_every_fallback_is_taken_once_and_the_task_is_repaired() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let task = Task::start(&["--nomac", "--app", "centos7"]);
     let (code, reports, stderr) = medic_env(&OLD, &["check", "--container", &task.name]);
     assert_eq!(code, 1, "{stderr}");
@@ -54,10 +53,9 @@ fn on_a_3_10_kernel_every_fallback_is_taken_once_and_the_task_is_repaired() {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn on_this_kernel_no_fallback_is_taken() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let task = Task::start(&["--app", "modern"]);
     let (code, reports, stderr) = medic_env(&[], &["check", "--container", &task.name]);
     assert_eq!(code, 0, "{stderr}");

@@ -30,16 +30,16 @@ step "build"
 cargo build --workspace --all-targets
 
 step "unit + namespace tests (no Docker)"
-cargo test -p calico-medic --lib --test netns_repair --test fixtures_core
+cargo test -p calico-medic --lib --test netns_repair --test fixtures_core -- --include-ignored
 
 step "docs: the configuration reference and the metric table equal the code (no root, no Docker)"
-cargo test -p calico-medic --test docs
+cargo test -p calico-medic --test docs -- --include-ignored
 
 step "architecture: layering, kernel access in the kernel layer, file sizes (no Docker)"
-cargo test -p calico-medic --test layers --test kernel_layer --test code_size
+cargo test -p calico-medic --test layers --test kernel_layer --test code_size -- --include-ignored
 
 step "datastore client against a real etcd (read, watch, cleared index, failover, deadlines; no Docker)"
-cargo test -p calico-medic --test datastore_etcd
+cargo test -p calico-medic --test datastore_etcd -- --include-ignored
 
 step "lab: Docker engine, test image, Calico v2.6 stand-in, networks"
 tests/lab/setup.sh --selftest
@@ -48,36 +48,36 @@ step "lab tests"
 cargo test -p calico-lab
 
 step "end-to-end: one-off check/repair"
-cargo test -p calico-medic --test lab_oneoff
+cargo test -p calico-medic --test lab_oneoff -- --include-ignored
 
 step "end-to-end: daemon"
-cargo test -p calico-medic --test lab_daemon
+cargo test -p calico-medic --test lab_daemon -- --include-ignored
 
 step "end-to-end: tasks on two networks (bridge + calico, calico + calico)"
-cargo test -p calico-medic --test lab_multinet
+cargo test -p calico-medic --test lab_multinet -- --include-ignored
 
 step "end-to-end: kernel 3.10 fallbacks (every newer request refused; one-off and daemon suites again)"
-cargo test -p calico-medic --test old_kernel
-CALICO_MEDIC_EMULATE_KERNEL=3.10 cargo test -p calico-medic --test lab_oneoff --test lab_daemon
+cargo test -p calico-medic --test old_kernel -- --include-ignored
+CALICO_MEDIC_EMULATE_KERNEL=3.10 cargo test -p calico-medic --test lab_oneoff --test lab_daemon -- --include-ignored
 
 step "end-to-end: live netlink watches"
-cargo test -p calico-medic --test live_watch
+cargo test -p calico-medic --test live_watch -- --include-ignored
 
 step "end-to-end: operations (Docker restart, storm, flapping, vanishing containers, config, signals)"
-cargo test -p calico-medic --test daemon_ops
+cargo test -p calico-medic --test daemon_ops -- --include-ignored
 
 step "end-to-end: cannot wedge (stalled Docker, connection flood, failing event stream, config bounds, netlink spray, tenant text)"
-cargo test -p calico-medic --test wedge
+cargo test -p calico-medic --test wedge -- --include-ignored
 
 step "end-to-end: Calico's datastore in etcd (datastore MAC, watch, orphans, outage and recovery, index cleared, TLS)"
-cargo test -p calico-medic --test lab_datastore
+cargo test -p calico-medic --test lab_datastore -- --include-ignored
 
 step "end-to-end: Marathon (escalation to a Marathon REST stand-in, per-app policy labels, the Marathon app container as its JSON says)"
-cargo test -p calico-medic --test marathon_client --test lab_marathon --test marathon_app
+cargo test -p calico-medic --test marathon_client --test lab_marathon --test marathon_app -- --include-ignored
 
 step "end-to-end: repair before start (100 omit-MAC tasks see ee:ee:ee:ee:ee:ee as their first act; docker run not slowed; bridge/none untouched; --mac-address kept)"
-cargo test -p calico-medic --test lab_prestart -- --nocapture
-CALICO_MEDIC_EMULATE_KERNEL=3.10 cargo test -p calico-medic --test lab_prestart -- --nocapture omit_mac
+cargo test -p calico-medic --test lab_prestart -- --include-ignored --nocapture
+CALICO_MEDIC_EMULATE_KERNEL=3.10 cargo test -p calico-medic --test lab_prestart -- --include-ignored --nocapture omit_mac
 
 # Engine matrix (issue 10): the full suites above ran on Debian 12's docker.io 20.10 with a
 # negotiated API (1.41). Engine 2, Debian 13's docker.io 26.1 (API 1.45), runs beside it
@@ -95,28 +95,28 @@ timed() { # <label> <command...>: runs it, prints how long it took
 }
 
 step "Engine API version on the wire (pinned and negotiated; fake Docker socket)"
-timed "docker_api_wire" cargo test -p calico-medic --test docker_api_wire
+timed "docker_api_wire" cargo test -p calico-medic --test docker_api_wire -- --include-ignored
 
 step "lab: engine 2 (Debian 13 docker.io 26.1) beside 20.10, sharing the plugin"
 timed "engine 2 setup" tests/lab/setup.sh --engine26
 
 step "engine 26.1: one-off check/repair"
-timed "26.1 lab_oneoff" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test lab_oneoff
+timed "26.1 lab_oneoff" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test lab_oneoff -- --include-ignored
 
 step "engine 26.1: daemon"
-timed "26.1 lab_daemon" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test lab_daemon
+timed "26.1 lab_daemon" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test lab_daemon -- --include-ignored
 
 step "engine 26.1: live netlink watches"
-timed "26.1 live_watch" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test live_watch
+timed "26.1 live_watch" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test live_watch -- --include-ignored
 
 step "engine 26.1: repair before start"
-timed "26.1 lab_prestart" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test lab_prestart -- --nocapture
+timed "26.1 lab_prestart" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test lab_prestart -- --include-ignored --nocapture
 
 step "engine 20.10, API pinned to 1.25 (DOCKER_API_VERSION): one-off check/repair"
-timed "20.10 API 1.25 lab_oneoff" env DOCKER_API_VERSION=1.25 CALICO_LAB_ENGINE=20.10 cargo test -p calico-medic --test lab_oneoff
+timed "20.10 API 1.25 lab_oneoff" env DOCKER_API_VERSION=1.25 CALICO_LAB_ENGINE=20.10 cargo test -p calico-medic --test lab_oneoff -- --include-ignored
 
 step "engine 20.10, API pinned to 1.25 (DOCKER_API_VERSION): daemon"
-timed "20.10 API 1.25 lab_daemon" env DOCKER_API_VERSION=1.25 CALICO_LAB_ENGINE=20.10 cargo test -p calico-medic --test lab_daemon
+timed "20.10 API 1.25 lab_daemon" env DOCKER_API_VERSION=1.25 CALICO_LAB_ENGINE=20.10 cargo test -p calico-medic --test lab_daemon -- --include-ignored
 echo "=== engine matrix total: $((SECONDS - MATRIX_T0)) s"
 
 step "end-to-end: metrics, Grafana dashboard and alert rules on a real Prometheus"

@@ -238,10 +238,9 @@ fn healthz(addr: &str) -> u16 {
 // 1. A Docker socket that stalls mid-answer.
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn a_stalled_inspect_times_out_others_are_repaired_and_the_agent_recovers() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let proxy = StallingProxy::start(dir.path());
@@ -383,10 +382,9 @@ fn fd_limit(pid: u32) -> usize {
 }
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn a_connection_flood_neither_starves_repairs_nor_the_scraper() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     raise_nofile(8192);
     let daemon = Daemon::start(&[]);
@@ -558,10 +556,9 @@ fn out_of_range_values_exit_2_naming_the_key_and_sighup_keeps_the_running_config
 // 5. A task that sends its own datagrams to the watch groups.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 async fn datagrams_a_task_sends_to_the_watch_groups_change_nothing() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     // Latency is measured here, not backoff: allow many repairs per task.
     let cfg = tempfile::NamedTempFile::new().unwrap();
@@ -641,10 +638,9 @@ async fn datagrams_a_task_sends_to_the_watch_groups_change_nothing() {
 // 6. Tenant text with a newline and ESC.
 
 #[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn an_app_id_with_newline_and_esc_is_one_escaped_line_and_exact_json() {
-    if !lab_ready() {
-        return;
-    }
+    require_lab();
     let _serial = serial();
     let app = "/evil\nINFO pass{mode=\"repair\"}: repair container=x fault=mac_mismatch result=success\x1b[2J\x1b]0;pwned\x07";
     let daemon = Daemon::start(&[]);

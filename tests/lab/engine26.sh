@@ -12,7 +12,7 @@
 #   tests/lab/setup.sh --engine26             the 20.10 lab, then this
 #
 # Use it:   DOCKER_HOST=unix:///run/calico-lab/docker26.sock /usr/bin/docker ps
-#           DOCKER_HOST=unix:///run/calico-lab/docker26.sock cargo test -p calico-medic --test lab_oneoff
+#           DOCKER_HOST=unix:///run/calico-lab/docker26.sock cargo test -p calico-medic --test lab_oneoff -- --include-ignored
 #
 # The package is fetched with apt from the trixie suite through a private sources list and state
 # directory (the host's apt configuration and package lists are not touched) and unpacked with
