@@ -100,6 +100,10 @@ pub enum MedicError {
         #[source]
         source: Option<reqwest::Error>,
     },
+    /// A dump of a task's namespace held more than its ceiling (`[limits]`): the
+    /// endpoint is reported, not repaired; nothing more of it is read.
+    #[error("{what}: more than {cap} in the namespace (namespace_too_large; [limits] sets the ceiling)")]
+    NamespaceTooLarge { what: String, cap: usize },
     /// A pass panicked (caught; the agent goes on).
     #[error("pass over {0} panicked: {1}")]
     Panic(String, String),
@@ -124,7 +128,7 @@ impl MedicError {
     }
 
     /// Every value `code()` can return (metrics pre-create these series at 0).
-    pub const CODES: [&'static str; 15] = [
+    pub const CODES: [&'static str; 16] = [
         "docker_unreachable",
         "docker",
         "container_not_found",
@@ -140,6 +144,7 @@ impl MedicError {
         "timeout",
         "panic",
         "datastore",
+        "namespace_too_large",
     ];
 
     /// Bounded label value for metrics and JSON.
@@ -162,6 +167,7 @@ impl MedicError {
             | MedicError::ConfigTls { .. } => "config",
             MedicError::Timeout { .. } => "timeout",
             MedicError::Panic(..) => "panic",
+            MedicError::NamespaceTooLarge { .. } => "namespace_too_large",
             MedicError::Datastore(_)
             | MedicError::DatastoreAnswer { .. }
             | MedicError::DatastoreRequest { .. }
@@ -241,6 +247,7 @@ mod tests {
             MedicError::timeout("docker inspect x", std::time::Duration::from_secs(1)),
             MedicError::Panic("x".into(), "boom".into()),
             MedicError::Datastore("x".into()),
+            MedicError::NamespaceTooLarge { what: "listing routes".into(), cap: 10 },
         ];
         let codes: Vec<&str> = all.iter().map(|e| e.code()).collect();
         assert_eq!(codes, MedicError::CODES.to_vec());

@@ -142,7 +142,8 @@ impl Medic {
         // The fd is open: if the container still has the same PID and start time,
         // the namespace we hold is this container's and not a reused PID's.
         self.docker.confirm_same_start(&workload).await?;
-        let session = Netlink::in_netns(&ns)?.with_timeout(self.config.call_deadline());
+        let session =
+            Netlink::in_netns(&ns)?.with_timeout(self.config.call_deadline()).with_limits(self.config.dump_limits());
         let mut reports = Vec::with_capacity(workload.endpoints.len());
         for endpoint in &workload.endpoints {
             let mut report = self.endpoint(&workload, endpoint, &session, mode).await;

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use calico_medic::medic::{endpoint_pass, Mode};
-use calico_medic::netlink::Netlink;
+use calico_medic::netlink::{DumpLimits, Netlink};
 use calico_medic::netns::{NsIdentity, TargetNetns};
 use calico_medic::repair::ActionOutcome;
 use calico_medic::workload::{DefaultRoute, Expected, Identity, MacSource, CALICO_MAC};
@@ -235,4 +235,33 @@ async fn missing_link_is_reported_not_repaired() {
     assert_eq!(kinds, vec!["link_missing"]);
     assert!(pass.actions.is_empty());
     assert!(!pass.remaining.is_empty());
+}
+
+/// Issue 22: a task with NET_ADMIN decides how large its namespace is. Past the
+/// `[limits]` ceiling a pass stops reading, reports `namespace_too_large`, and
+/// writes nothing; within it, the same namespace is checked and repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and iproute2; tests/run.sh runs it"]
+async fn a_namespace_past_its_ceiling_is_reported_and_never_written() {
+    require_root();
+    let lab = Lab::new();
+    let batch: String =
+        (0..3000).map(|i| format!("route add 10.{}.{}.0/24 dev cali0\n", 100 + i / 256, i % 256)).collect();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), batch).unwrap();
+    run_ip(&["-n", &lab.ctr, "-batch", file.path().to_str().unwrap()]);
+    run_ip(&["-n", &lab.ctr, "link", "set", "cali0", "address", "02:00:00:aa:bb:cc"]);
+    let host = NsIdentity::current_thread().unwrap();
+    let ns = TargetNetns::open(Path::new(&format!("/run/netns/{}", lab.ctr)), host).expect("open netns");
+    let capped = DumpLimits { links: 1000, addresses: 1000, routes: 1000 };
+    let session = Netlink::in_netns(&ns).expect("netlink").with_limits(capped);
+    let err = endpoint_pass(&session, &lab.expected(), &[], Mode::Repair, &Identity::named("t")).await.err();
+    let err = err.expect("past the ceiling: no pass");
+    assert_eq!(err.code(), "namespace_too_large", "{err}");
+    assert_eq!(lab.mac(), "02:00:00:aa:bb:cc", "nothing written");
+    let roomy = DumpLimits { links: 1000, addresses: 1000, routes: 10_000 };
+    let session = Netlink::in_netns(&ns).expect("netlink").with_limits(roomy);
+    let pass = endpoint_pass(&session, &lab.expected(), &[], Mode::Repair, &Identity::named("t")).await.expect("pass");
+    assert!(pass.remaining.is_empty(), "{:?}", pass.remaining);
+    assert_eq!(lab.mac(), "ee:ee:ee:ee:ee:ee", "repaired within the ceiling");
 }

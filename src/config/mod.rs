@@ -17,7 +17,7 @@ use crate::error::MedicError;
 use crate::workload::MacAddr;
 pub use parse::{count, parse_duration, within};
 use parse::{de_duration, de_opt_mac, one_line, with_line};
-pub use sections::{BackoffConfig, CalicoConfig, MarathonConfig, PrestartConfig, ProbeConfig};
+pub use sections::{BackoffConfig, CalicoConfig, LimitsConfig, MarathonConfig, PrestartConfig, ProbeConfig};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/calico-medic/config.toml";
 
@@ -61,6 +61,7 @@ pub struct Config {
     pub calico: CalicoConfig,
     pub marathon: MarathonConfig,
     pub prestart: PrestartConfig,
+    pub limits: LimitsConfig,
 }
 
 impl Default for Config {
@@ -85,6 +86,7 @@ impl Default for Config {
             calico: CalicoConfig::default(),
             marathon: MarathonConfig::default(),
             prestart: PrestartConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -156,10 +158,19 @@ impl Config {
         within("backoff.settle", self.backoff.settle, ms(1), s(3_600))?;
         within("probe.interval", self.probe.interval, s(1), s(86_400))?;
         within("probe.timeout", self.probe.timeout, ms(1), s(30))?;
+        count("limits.links", self.limits.links as u64, 10, 10_000_000)?;
+        count("limits.addresses", self.limits.addresses as u64, 10, 10_000_000)?;
+        count("limits.routes", self.limits.routes as u64, 10, 10_000_000)?;
         if self.backoff.max < self.backoff.initial {
             return Err("backoff.max: must be at least backoff.initial".into());
         }
         Ok(())
+    }
+
+    /// The ceilings of one dump of a container's namespace (`[limits]`).
+    pub fn dump_limits(&self) -> crate::netlink::DumpLimits {
+        let l = &self.limits;
+        crate::netlink::DumpLimits { links: l.links, addresses: l.addresses, routes: l.routes }
     }
 
     /// The per-call deadline in force: `call_timeout`, never longer than the pass's.
@@ -219,6 +230,7 @@ mod tests {
             ("[backoff]\nmax_repairs = 1000000\n", "backoff.max_repairs"),
             ("max_concurrent_checks = 100000000000\n", "max_concurrent_checks"),
             ("[probe]\ninterval = \"100000d\"\n", "probe.interval"),
+            ("[limits]\nroutes = 5\n", "limits.routes"),
             ("[probe]\ninterval = \"2562047788015216h\"\n", "probe.interval"),
         ] {
             let e = Config::from_toml(text, "cfg.toml").unwrap_err().to_string();
@@ -258,13 +270,13 @@ mod tests {
         assert_eq!(parsed.docker_host.take().as_deref(), Some("unix:///var/run/docker.sock"));
         assert_eq!(parsed, Config::default());
         // Every key the parser accepts (it lists them for an unknown key) is in the example.
-        for header in ["", "[backoff]\n", "[probe]\n", "[calico]\n", "[marathon]\n", "[prestart]\n"] {
+        for header in ["", "[backoff]\n", "[probe]\n", "[calico]\n", "[marathon]\n", "[prestart]\n", "[limits]\n"] {
             let err = Config::from_toml(&format!("{header}zz_unknown = 1\n"), "t").unwrap_err().to_string();
             let known = err.rsplit_once("zz_unknown`").map(|(_, rest)| rest).unwrap_or_default();
             let keys: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
             assert!(!keys.is_empty(), "no key list in: {err}");
-            for key in keys.into_iter().filter(|k| !["backoff", "probe", "calico", "marathon", "prestart"].contains(k))
-            {
+            let sections = ["backoff", "probe", "calico", "marathon", "prestart", "limits"];
+            for key in keys.into_iter().filter(|k| !sections.contains(k)) {
                 assert!(
                     uncommented.lines().any(|l| l.starts_with(&format!("{key} = "))),
                     "unit/config.toml does not document {header:?} {key}"

@@ -52,6 +52,23 @@ impl Default for CalicoConfig {
 
 /// Repair before `start` (needs `watch`): follow a new calico sandbox from the
 /// moment its veth moves in, and fix the MAC once Docker has configured it.
+/// Ceilings on one netlink dump of a container's namespace: a task with NET_ADMIN
+/// decides how large its namespace is, so a pass reads at most this much and
+/// reports `namespace_too_large` for that endpoint beyond it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub links: usize,
+    pub addresses: usize,
+    pub routes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { links: 1000, addresses: 1000, routes: 10_000 }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrestartConfig {

@@ -79,6 +79,42 @@ pub struct Netlink {
     task: tokio::task::JoinHandle<()>,
     /// Deadline of each request (a reply that never comes fails the call, not the agent).
     timeout: Duration,
+    /// Ceilings of one dump (a container's namespace is its task's to fill).
+    limits: DumpLimits,
+}
+
+/// How many messages one dump may hold before the read stops with
+/// `MedicError::NamespaceTooLarge`. The host's own namespace is not capped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpLimits {
+    pub links: usize,
+    pub addresses: usize,
+    pub routes: usize,
+}
+
+impl DumpLimits {
+    pub const NONE: DumpLimits = DumpLimits { links: usize::MAX, addresses: usize::MAX, routes: usize::MAX };
+}
+
+/// Reads a dump up to `cap` messages, each handed to `keep` as it arrives (only what
+/// it keeps stays in memory). More than `cap`: the read stops (the connection, and
+/// with it the rest of the dump, goes when the caller drops it).
+async fn bounded<M, T>(
+    stream: impl futures::Stream<Item = Result<M, rtnetlink::Error>>,
+    cap: usize,
+    what: &str,
+    mut keep: impl FnMut(M) -> Option<T>,
+) -> Result<Vec<T>, MedicError> {
+    futures::pin_mut!(stream);
+    let (mut out, mut read) = (Vec::new(), 0usize);
+    while let Some(msg) = stream.try_next().await.map_err(|e| MedicError::netlink(what.to_string(), e))? {
+        read += 1;
+        if read > cap {
+            return Err(MedicError::NamespaceTooLarge { what: what.to_string(), cap });
+        }
+        out.extend(keep(msg));
+    }
+    Ok(out)
 }
 
 /// Per-request deadline until `with_timeout` sets the configured one.
@@ -166,7 +202,7 @@ impl Netlink {
     pub fn host() -> Result<Netlink, MedicError> {
         let (conn, handle, _) =
             rtnetlink::new_connection().map_err(|e| MedicError::netns_io("opening the host's netlink socket", e))?;
-        Ok(Netlink { handle, task: tokio::spawn(conn), timeout: DEFAULT_CALL_TIMEOUT })
+        Ok(Netlink { handle, task: tokio::spawn(conn), timeout: DEFAULT_CALL_TIMEOUT, limits: DumpLimits::NONE })
     }
 
     /// A connection bound to a container's namespace (must be called within a runtime).
@@ -178,7 +214,13 @@ impl Netlink {
         // SAFETY: the fd comes from a Socket we own; ownership moves to TokioSocket.
         let socket = unsafe { rtnetlink::sys::TokioSocket::from_raw_fd(socket.into_raw_fd()) };
         let (conn, handle, _) = rtnetlink::from_socket(socket);
-        Ok(Netlink { handle, task: tokio::spawn(conn), timeout: DEFAULT_CALL_TIMEOUT })
+        Ok(Netlink { handle, task: tokio::spawn(conn), timeout: DEFAULT_CALL_TIMEOUT, limits: DumpLimits::NONE })
+    }
+
+    /// Sets the ceilings of every dump on this connection (`[limits]`).
+    pub fn with_limits(mut self, limits: DumpLimits) -> Netlink {
+        self.limits = limits;
+        self
     }
 
     /// The raw handle, for tests that must break what the product only repairs.
@@ -199,30 +241,15 @@ impl Netlink {
 
     /// All links of the namespace (a dump: works on every kernel).
     async fn links_raw(&self) -> Result<Vec<LinkState>, MedicError> {
-        let msgs: Vec<LinkMessage> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| MedicError::netlink("listing links", e))?;
-        Ok(msgs.iter().map(link_state).collect())
+        let dump = self.handle.link().get().execute();
+        bounded(dump, self.limits.links, "listing links", |m: LinkMessage| Some(link_state(&m))).await
     }
 
     /// IPv4 addresses with the index of the link holding each. Always a full dump
     /// filtered here: single-address gets need 5.3, kernel-side filters 4.20.
     async fn ipv4_addresses_raw(&self) -> Result<Vec<(u32, Ipv4Addr, u8)>, MedicError> {
-        let msgs: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| MedicError::netlink("listing addresses", e))?;
-        let mut out = Vec::new();
-        for msg in msgs {
+        let dump = self.handle.address().get().execute();
+        bounded(dump, self.limits.addresses, "listing addresses", |msg| {
             let pick = |want_local: bool| {
                 msg.attributes.iter().find_map(|a| match a {
                     AddressAttribute::Local(IpAddr::V4(ip)) if want_local => Some(*ip),
@@ -230,26 +257,20 @@ impl Netlink {
                     _ => None,
                 })
             };
-            if let Some(ip) = pick(true).or_else(|| pick(false)) {
-                out.push((msg.header.index, ip, msg.header.prefix_len));
-            }
-        }
-        Ok(out)
+            pick(true).or_else(|| pick(false)).map(|ip| (msg.header.index, ip, msg.header.prefix_len))
+        })
+        .await
     }
 
     /// IPv4 main-table routes (a dump; the table is filtered here, as old kernels
     /// and non-strict sockets ignore the request's filters).
     async fn ipv4_main_routes_raw(&self) -> Result<Vec<RouteEntry>, MedicError> {
         let req = route_query(RouteMessageBuilder::<Ipv4Addr>::new());
-        let msgs: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(req)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| MedicError::netlink("listing routes", e))?;
-        Ok(msgs.iter().filter(|m| route_table(m) == RouteHeader::RT_TABLE_MAIN as u32).map(route_entry).collect())
+        let dump = self.handle.route().get(req).execute();
+        bounded(dump, self.limits.routes, "listing routes", |m: RouteMessage| {
+            (route_table(&m) == RouteHeader::RT_TABLE_MAIN as u32).then(|| route_entry(&m))
+        })
+        .await
     }
 
     /// Where this namespace would send packets for `ip` (`ip route get`): the output link.

@@ -156,7 +156,7 @@ impl Inner {
             let changed = changed.clone();
             watch_netns(&at.ns, move |_| changed.notify_one())?
         };
-        let nl = Netlink::in_netns(&at.ns)?.with_timeout(cfg.call_deadline());
+        let nl = Netlink::in_netns(&at.ns)?.with_timeout(cfg.call_deadline()).with_limits(cfg.dump_limits());
         let (side, faults) = loop {
             let side = observe_container(&nl, &expected).await?;
             let faults = diagnose_container(&expected, &side);
@@ -279,7 +279,8 @@ impl Inner {
                 }
             }
             let Ok(ns) = TargetNetns::open(&file.path, host_ns) else { continue };
-            let Ok(nl) = Netlink::in_netns(&ns) else { continue };
+            let limits = self.current.medic().config.dump_limits();
+            let Ok(nl) = Netlink::in_netns(&ns).map(|nl| nl.with_limits(limits)) else { continue };
             let (Ok(links), Ok(addrs)) = (nl.links().await, nl.ipv4_addresses().await) else { continue };
             let holds_peer = links.iter().any(|l| {
                 let by_index = facts.peer_index == Some(l.index) && l.peer_index == Some(facts.index);
