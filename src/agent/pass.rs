@@ -15,7 +15,7 @@ use crate::medic::{ContainerOutcome, Medic};
 use crate::netlink::watch::Watch;
 use crate::report::EndpointReport;
 use crate::sources::watches::watch_container;
-use crate::sources::Notices;
+use crate::sources::SourceCtx;
 use crate::workload::Escaped;
 
 /// What a pass produced.
@@ -44,7 +44,7 @@ pub(crate) async fn run_pass(
     plan: PassPlan,
     ticket: PassTicket,
     interrupt: Arc<Notify>,
-    notices: Notices,
+    sources: SourceCtx,
 ) -> PassDone {
     let deadline = medic.config.pass_timeout;
     if let Some(last) = plan.probe_only.clone() {
@@ -67,7 +67,7 @@ pub(crate) async fn run_pass(
     let progress = !matches!(outcome, Err(MedicError::Timeout { .. } | MedicError::Panic(..)));
     let watch = match &outcome {
         Ok(out) if plan.watch && plan.watched_pid != Some(out.workload.pid) => {
-            out.netns.as_ref().and_then(|ns| match watch_container(ns, &id, notices) {
+            out.netns.as_ref().and_then(|ns| match watch_container(ns, &id, sources.notices, sources.metrics) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     warn!(container = %Escaped(&out.workload.container_name), error = %e, "cannot watch");

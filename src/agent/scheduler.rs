@@ -15,7 +15,7 @@ use super::pass::{run_pass, PassDone};
 use super::state::{ContainerState, Trigger};
 use crate::marathon::confirm::NotConfirmed;
 use crate::marathon::{Escalator, KillOutcome, MarathonClient};
-use crate::netlink::watch::{ChangeKind, Watch};
+use crate::netlink::watch::Watch;
 use crate::prestart::{Known, Prestart};
 use crate::report::unix_now;
 use crate::sources::watches::watch_host_links;
@@ -140,10 +140,14 @@ impl Scheduler {
             Notice::Died { id } => self.died(&id),
             Notice::Destroyed { id } => self.forget(&id),
             Notice::Listed { running } => self.listed(&running),
-            Notice::Changed { id, kind } => self.on_change(&id, kind),
+            Notice::Changed { id, pending, .. } => {
+                pending.store(false, std::sync::atomic::Ordering::SeqCst);
+                self.on_change(&id);
+            }
             Notice::HostChanged { ifindex, kind } => {
                 if let Some(id) = self.host_links.get(&ifindex).cloned() {
-                    self.on_change(&id, kind);
+                    self.ctx.metrics.watch_event(kind);
+                    self.on_change(&id);
                 }
             }
             Notice::Overflow { id } => {
@@ -230,7 +234,7 @@ impl Scheduler {
                 continue;
             };
             let interrupt = self.containers[&id].interrupt.clone();
-            let job = run_pass(self.ctx.current.medic(), id, plan, ticket, interrupt, self.ctx.notices.clone());
+            let job = run_pass(self.ctx.current.medic(), id, plan, ticket, interrupt, self.ctx.clone());
             let internal = self.internal.clone();
             self.inflight += 1;
             tokio::spawn(async move {
@@ -334,8 +338,7 @@ impl Scheduler {
     }
 
     /// A netlink change in (or at the host side of) a container's endpoint.
-    fn on_change(&mut self, id: &str, kind: ChangeKind) {
-        self.ctx.metrics.watch_event(kind);
+    fn on_change(&mut self, id: &str) {
         let settle = self.ctx.current.medic().config.backoff.clone();
         let Some(st) = self.containers.get_mut(id) else { return };
         if st.slot.is_running() {

@@ -34,8 +34,9 @@ pub enum Notice {
     Destroyed { id: String },
     /// Docker's running containers (id, on a calico network): the full resync.
     Listed { running: Vec<(String, bool)> },
-    /// A netlink change in a container's namespace.
-    Changed { id: String, kind: ChangeKind },
+    /// Netlink changes in a container's namespace (at least one; `pending` is set
+    /// while this notice waits, so a flood of changes is one notice at a time).
+    Changed { id: String, kind: ChangeKind, pending: std::sync::Arc<std::sync::atomic::AtomicBool> },
     /// A netlink change on the host (the scheduler maps the interface to its container).
     HostChanged { ifindex: u32, kind: ChangeKind },
     /// A subscription overflowed: changes were lost (`None`: the host's).

@@ -2,18 +2,37 @@
 //! (opened by a pass, for one start of the container) and one on the host for the
 //! `cali…` side. Each notification becomes a notice; the scheduler decides.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use crate::error::MedicError;
+use crate::metrics::Metrics;
 use crate::netlink::watch::{watch_host, watch_netns, Watch, WatchEvent};
 use crate::netns::TargetNetns;
 
 use super::{Notice, Notices};
 
-/// Subscribes in container `id`'s namespace.
-pub fn watch_container(ns: &TargetNetns, id: &str, notices: Notices) -> Result<Watch, MedicError> {
+/// Subscribes in container `id`'s namespace. Every notification is counted; a
+/// notice is sent only when none of this watch is still waiting for the scheduler:
+/// a task that floods its namespace with changes (a million routes) costs one queued
+/// notice, not a million.
+pub fn watch_container(
+    ns: &TargetNetns,
+    id: &str,
+    notices: Notices,
+    metrics: Arc<Metrics>,
+) -> Result<Watch, MedicError> {
     let id = id.to_string();
+    let pending = Arc::new(AtomicBool::new(false));
     watch_netns(ns, move |event| {
         let notice = match event {
-            WatchEvent::Changed(change) => Notice::Changed { id: id.clone(), kind: change.kind },
+            WatchEvent::Changed(change) => {
+                metrics.watch_event(change.kind);
+                if pending.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                Notice::Changed { id: id.clone(), kind: change.kind, pending: pending.clone() }
+            }
             WatchEvent::Overflow => Notice::Overflow { id: Some(id.clone()) },
             WatchEvent::Lost => Notice::Lost { id: Some(id.clone()) },
         };
