@@ -556,9 +556,19 @@ pub fn created_env(root: &std::path::Path, id: &str) -> std::io::Result<Vec<Stri
     if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a container id"));
     }
-    let raw = std::fs::read(root.join("containers").join(id).join("config.v2.json"))?;
+    let file = std::fs::File::open(root.join("containers").join(id).join("config.v2.json"))?;
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, CONFIG_V2_MAX_BYTES + 1), &mut raw)?;
+    if raw.len() as u64 > CONFIG_V2_MAX_BYTES {
+        let why = format!("config.v2.json of {id} is larger than {CONFIG_V2_MAX_BYTES} bytes");
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+    }
     env_of_config_v2(&raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
+
+/// The ceiling of a created container's record: its environment is the task's to
+/// fill (Docker itself refuses a request body over a few MiB for `create`).
+pub const CONFIG_V2_MAX_BYTES: u64 = 8 << 20;
 
 /// `Config.Env` of a `config.v2.json` (absent = no environment).
 fn env_of_config_v2(raw: &[u8]) -> Result<Vec<String>, serde_json::Error> {
@@ -578,7 +588,7 @@ fn env_of_config_v2(raw: &[u8]) -> Result<Vec<String>, serde_json::Error> {
 
 #[cfg(test)]
 mod created_env_tests {
-    use super::{created_env, env_of_config_v2};
+    use super::{created_env, env_of_config_v2, CONFIG_V2_MAX_BYTES};
 
     #[test]
     fn reads_config_env_and_refuses_non_ids() {
@@ -586,5 +596,19 @@ mod created_env_tests {
         assert_eq!(env_of_config_v2(raw).unwrap()[1], "MARATHON_APP_LABEL_CALICO_MEDIC=off");
         assert!(env_of_config_v2(br#"{"Config":{}}"#).unwrap().is_empty());
         assert!(created_env(std::path::Path::new("/var/lib/docker"), "../../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn a_record_past_its_ceiling_is_refused_unread() {
+        let root = tempfile::tempdir().unwrap();
+        let id = "a".repeat(64);
+        let dir = root.path().join("containers").join(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let huge = format!(r#"{{"Config":{{"Env":["X={}"]}}}}"#, "x".repeat(CONFIG_V2_MAX_BYTES as usize));
+        std::fs::write(dir.join("config.v2.json"), huge).unwrap();
+        let e = created_env(root.path(), &id).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+        std::fs::write(dir.join("config.v2.json"), r#"{"Config":{"Env":["A=1"]}}"#).unwrap();
+        assert_eq!(created_env(root.path(), &id).unwrap(), ["A=1"]);
     }
 }

@@ -184,7 +184,7 @@ impl Inner {
             container: container.as_deref(),
             host_interface: &at.facts.name,
             mac_source: expected.mac_source,
-            policy: container.as_deref().and_then(|id| self.created_policy(id)),
+            policy: self.created_policy(container.as_deref()).await,
             checked_after_start: container.as_deref().is_some_and(|id| self.known.checked(id)),
         };
         let (dry_run, enabled) = (self.current.dry_run(), self.current.medic().config.prestart.enabled);

@@ -46,6 +46,9 @@ use crate::netns::sandbox_files;
 use crate::workload::Escaped;
 use sandboxes::{PrestartResult, Sandboxes};
 
+/// How long the pre-start path waits for Docker's record of a created container.
+const RECORD_DEADLINE: Duration = Duration::from_millis(200);
+
 /// What the scheduler knows that the pre-start path must respect, published by the
 /// scheduler (its only writer): host links of known containers (their live watches
 /// cover them) and containers already checked after start (never written before
@@ -275,15 +278,26 @@ impl Inner {
     }
 
     /// The per-app policy of a created, not yet started container, from Docker's record.
-    fn created_policy(&self, id: &str) -> Option<Policy> {
+    /// Read off the follower's thread and under `RECORD_DEADLINE`: a slow Docker disk
+    /// must not stall the followers; no answer in time = policy unknown (left to the
+    /// post-start pass).
+    async fn created_policy(&self, id: Option<&str>) -> Option<Policy> {
+        let id = id?;
         let root = self.state().docker_root.clone()?;
-        match crate::docker::created_env(&root, id) {
-            Ok(env) => Some(Policy::of_task(&env, &self.current.medic().config.marathon).0),
-            Err(e) => {
+        let (dir, cid) = (root.clone(), id.to_string());
+        let read = tokio::task::spawn_blocking(move || crate::docker::created_env(&dir, &cid));
+        let env = match tokio::time::timeout(RECORD_DEADLINE, read).await {
+            Ok(Ok(Ok(env))) => env,
+            Ok(Ok(Err(e))) => {
                 debug!(container = id, root = %root.display(), error = %e, "pre-start: no record of the container");
-                None
+                return None;
             }
-        }
+            Ok(Err(_)) | Err(_) => {
+                debug!(container = id, root = %root.display(), "pre-start: the container's record not read in time");
+                return None;
+            }
+        };
+        Some(Policy::of_task(&env, &self.current.medic().config.marathon).0)
     }
 
     fn record(&self, host_interface: &str, result: PrestartResult) {
