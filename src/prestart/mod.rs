@@ -42,6 +42,7 @@ use crate::marathon::Policy;
 use crate::medic::{ContainerOutcome, Current};
 use crate::metrics::{Metrics, StartPath};
 use crate::netlink::watch::{watch_host, Change, ChangeKind, WatchEvent};
+use crate::netlink::Netlink;
 use crate::netns::sandbox_files;
 use crate::workload::Escaped;
 use sandboxes::{PrestartResult, Sandboxes};
@@ -128,8 +129,13 @@ impl Prestart {
             let _on_followers = runtime.enter();
             watch_host(move |event| {
                 let Some(inner) = me.upgrade() else { return };
-                if let WatchEvent::Changed(Change { kind, ifindex: Some(index) }) = event {
-                    Inner::notice(&inner, index, kind);
+                match event {
+                    WatchEvent::Changed(Change { kind, ifindex: Some(index) }) => Inner::notice(&inner, index, kind),
+                    WatchEvent::Changed(_) => {}
+                    // Notifications were lost: look at every host link again.
+                    WatchEvent::Overflow => Inner::rescan(&inner),
+                    // The subscription is gone: a new one, then the same look.
+                    WatchEvent::Lost => Inner::resubscribe(&inner),
                 }
             })
         };
@@ -274,6 +280,35 @@ impl Inner {
                 debug!(ifindex, error = %e, "pre-start: follower stopped");
             }
             inner.state().finished(ifindex, Instant::now());
+        });
+    }
+
+    /// Every calico host veth on the host, as if each had just changed (after an
+    /// overflow of the followers' subscription, or a new one): known links are skipped.
+    fn rescan(self: &Arc<Self>) {
+        let Some(runtime) = self.state().runtime.clone() else { return };
+        let inner = self.clone();
+        runtime.spawn(async move {
+            let Ok(host) = Netlink::host() else { return };
+            let Ok(links) = host.links().await else { return };
+            let prefix = inner.current.medic().config.host_interface_prefix.clone();
+            for l in links.iter().filter(|l| is_calico_host_veth(&l.name, &prefix)) {
+                Inner::notice(&inner, l.index, ChangeKind::Link);
+            }
+        });
+    }
+
+    /// The followers' subscription stopped: subscribe again (off the dying reader),
+    /// then rescan for what it missed meanwhile.
+    fn resubscribe(self: &Arc<Self>) {
+        let Some(runtime) = self.state().runtime.clone() else { return };
+        let inner = self.clone();
+        runtime.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let prestart = Prestart { inner: inner.clone() };
+            prestart.stop();
+            prestart.start();
+            Inner::rescan(&inner);
         });
     }
 
