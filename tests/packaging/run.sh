@@ -556,7 +556,7 @@ example_keys() { # <section or "">: keys of the uncommented example in that sect
     awk -v s="$1" '/^\[/ { cur = substr($0, 2, length($0) - 2); next }
         cur == s && /^[a-z_]+ = / { print $1 }' "$WORK/uncommented.toml"
 }
-sections="backoff probe calico marathon prestart"
+sections="backoff probe calico marathon prestart limits"
 for section in "" $sections; do
     if [[ -z $section ]]; then printf 'zz_unknown = 1\n' >"$WORK/probe.toml"; else printf '[%s]\nzz_unknown = 1\n' "$section" >"$WORK/probe.toml"; fi
     err=$("$BIN" check --config "$WORK/probe.toml" --docker-host "$NOSOCK" 2>&1)
