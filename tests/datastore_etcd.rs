@@ -166,3 +166,86 @@ async fn dead_endpoints_fail_over_and_silent_ones_hit_the_deadline() {
     assert_eq!(ds.lookup("e1"), Lookup::Unknown, "never read: no findings");
     drop(silent);
 }
+
+/// A TCP proxy in front of etcd that cuts every connection `cut` after it opened,
+/// as an idle-timeout load balancer cuts a long-poll.
+struct CuttingProxy {
+    url: String,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CuttingProxy {
+    fn start(upstream: &str, cut: Duration) -> CuttingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let cuts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = cuts.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    })
+                };
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server.try_clone().unwrap(), client.try_clone().unwrap());
+                let counted = counted.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(cut);
+                    // Still open (a long-poll): cut it, both ways.
+                    if client.shutdown(std::net::Shutdown::Both).is_ok() {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        CuttingProxy { url, cuts }
+    }
+}
+
+/// Issue 22, must show 3: a proxy that cuts the long-poll (here every second): the
+/// datastore never counts as down, no outage is reported, and changes still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's etcd-server; tests/run.sh runs it"]
+async fn a_proxy_cutting_the_long_poll_is_no_outage() {
+    use calico_medic::datastore::follow::{follow, Change};
+    let etcd = Etcd::start();
+    let dir = endpoint_dir("h1");
+    etcd.put(&format!("{dir}/e1"), &endpoint_json("10.65.0.1", "ee:ee:ee:ee:ee:ee"));
+    let proxy = CuttingProxy::start(&etcd.url, Duration::from_secs(1));
+    let mut c = Config::default();
+    c.calico.etcd_endpoints = vec![proxy.url.clone()];
+    c.calico.hostname = "h1".into();
+    c.calico.calicoctl_config = String::new();
+    c.calico.watch_timeout = Duration::from_secs(30);
+    let ds = Datastore::new(Settings::resolve(&c).unwrap().unwrap()).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(follow(ds.clone(), tx, stop_rx));
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    etcd.put(&format!("{dir}/e2"), &endpoint_json("10.65.0.2", "ee:ee:ee:ee:ee:ee"));
+    let mut changes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !changes.iter().any(|c| matches!(c, Change::Watched(ids) if ids.contains(&"e2".to_string()))) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some(change)) => changes.push(change),
+            _ => panic!("the change was not seen through the cut long-polls: {changes:?}"),
+        }
+    }
+    let _ = stop.send(true);
+    let _ = follower.await;
+    while let Ok(change) = rx.try_recv() {
+        changes.push(change);
+    }
+    let cuts = proxy.cuts.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("{cuts} long-polls cut; changes: {changes:?}");
+    assert!(cuts >= 3, "the proxy cut the long-poll: {cuts}");
+    assert!(!changes.iter().any(|c| matches!(c, Change::Up(false))), "no outage: {changes:?}");
+    assert!(ds.view().up, "the datastore stays up");
+    assert!(matches!(ds.lookup("e2"), Lookup::Found(_)));
+}

@@ -188,6 +188,11 @@ impl EtcdClient {
         }
     }
 
+    /// A plain read of `dir` itself (not recursive, not waiting): etcd answers or not.
+    pub async fn alive(&self, dir: &str) -> Result<(), MedicError> {
+        self.request(&format!("/v2/keys{dir}?quorum=false")).await.map(|_| ())
+    }
+
     /// Waits up to `timeout` for the first change under `dir` at or after `wait_index`.
     /// etcd answers a watch's headers at once: `answered` runs then (the endpoint is
     /// up), before the wait for a change. A dead endpoint is failed over; a quiet one

@@ -16,6 +16,9 @@ use crate::error::MedicError;
 
 /// How long to wait before asking an unreachable etcd again.
 pub const RETRY: Duration = Duration::from_secs(1);
+/// After a long-poll cut while etcd still answers (an idle-timeout proxy in front of
+/// it): the first re-watch waits this long, doubling up to `RETRY`.
+pub const CUT_RETRY: Duration = Duration::from_millis(50);
 
 /// Why a full read happened (a metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +57,7 @@ pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut s
     let mut pending_read = Some(ReadReason::Start);
     let mut down_since: Option<Instant> = None;
     let mut next_full = Instant::now() + settings.full_read_interval;
+    let mut cut_retry = CUT_RETRY;
     // Marks an outage once, then waits the retry delay and goes round again (returns
     // when shutting down).
     macro_rules! outage {
@@ -98,10 +102,24 @@ pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut s
         };
         match watched {
             Ok(w) => {
+                cut_retry = CUT_RETRY;
                 if let Some(reason) = on_watched(&ds, &tx, w, index) {
                     pending_read = Some(reason);
                 }
             }
+            // The long-poll's body was cut after etcd answered: a watch retry, not an
+            // outage, as long as a plain read still works.
+            Err(e @ MedicError::DatastoreRequest { .. }) => match ds.client.alive(&ds.dir).await {
+                Ok(()) => {
+                    debug!(url = %ds.client.current(), error = %e, retry_ms = cut_retry.as_millis() as u64, "datastore: long-poll cut; watching again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(cut_retry) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    cut_retry = (cut_retry * 2).min(RETRY);
+                }
+                Err(e) => outage!(e),
+            },
             Err(e) => outage!(e),
         }
     }
