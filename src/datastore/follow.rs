@@ -19,6 +19,11 @@ pub const RETRY: Duration = Duration::from_secs(1);
 /// After a long-poll cut while etcd still answers (an idle-timeout proxy in front of
 /// it): the first re-watch waits this long, doubling up to `RETRY`.
 pub const CUT_RETRY: Duration = Duration::from_millis(50);
+/// A full read whose index is already cleared again (more than etcd's 1000 events
+/// between the read and the watch): the next full read waits this long, doubling up
+/// to `CLEARED_BACKOFF_MAX`, instead of reading everything in a loop.
+pub const CLEARED_BACKOFF: Duration = Duration::from_secs(1);
+pub const CLEARED_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Why a full read happened (a metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +63,8 @@ pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut s
     let mut down_since: Option<Instant> = None;
     let mut next_full = Instant::now() + settings.full_read_interval;
     let mut cut_retry = CUT_RETRY;
+    // Consecutive full reads for a cleared index, with no watch answer in between.
+    let mut cleared_in_a_row = 0u32;
     // Marks an outage once, then waits the retry delay and goes round again (returns
     // when shutting down).
     macro_rules! outage {
@@ -75,6 +82,14 @@ pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut s
             return;
         }
         if let Some(reason) = pending_read {
+            if let Some(wait) = cleared_wait(reason, cleared_in_a_row) {
+                debug!(wait_ms = wait.as_millis() as u64, "datastore: index cleared again; the next full read waits");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+            cleared_in_a_row = if reason == ReadReason::IndexCleared { cleared_in_a_row + 1 } else { 0 };
             let read = tokio::select! {
                 r = ds.full_read() => r,
                 _ = shutdown.changed() => return,
@@ -103,8 +118,9 @@ pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut s
         match watched {
             Ok(w) => {
                 cut_retry = CUT_RETRY;
-                if let Some(reason) = on_watched(&ds, &tx, w, index) {
-                    pending_read = Some(reason);
+                match on_watched(&ds, &tx, w, index) {
+                    Some(reason) => pending_read = Some(reason),
+                    None => cleared_in_a_row = 0, // a usable answer: the history holds again
                 }
             }
             // The long-poll's body was cut after etcd answered: a watch retry, not an
@@ -194,8 +210,20 @@ fn watch_answered(
 }
 
 /// What the watch from `index` brought; `Some` when a full read is needed.
+/// The wait before a full read after `in_a_row` cleared-index reads with no event between.
+fn cleared_wait(reason: ReadReason, in_a_row: u32) -> Option<Duration> {
+    (reason == ReadReason::IndexCleared && in_a_row > 0)
+        .then(|| CLEARED_BACKOFF.saturating_mul(2u32.saturating_pow(in_a_row - 1)).min(CLEARED_BACKOFF_MAX))
+}
+
 fn on_watched(ds: &Datastore, tx: &mpsc::UnboundedSender<Change>, watched: Watched, index: u64) -> Option<ReadReason> {
     match watched {
+        // An event that does not move the index on would be served again and again:
+        // it is no event; read everything once instead.
+        Watched::Event(ev) if ev.modified_index < index => {
+            warn!(key = %ev.key, index = ev.modified_index, want = index, "datastore: watch event without a usable index; reading everything again");
+            Some(ReadReason::IndexCleared)
+        }
         Watched::Event(ev) => {
             let ids = ds.apply(&ev);
             debug!(etcd_action = %ev.action, key = %ev.key, index = ev.modified_index, "datastore: watch event");
@@ -217,5 +245,36 @@ fn on_watched(ds: &Datastore, tx: &mpsc::UnboundedSender<Change>, watched: Watch
             Some(ReadReason::IndexCleared)
         }
         Watched::Quiet => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::datastore::etcd::Event;
+    use crate::datastore::Settings;
+
+    #[test]
+    fn cleared_reads_in_a_row_back_off_and_an_event_without_an_index_is_a_full_read() {
+        assert_eq!(cleared_wait(ReadReason::IndexCleared, 0), None, "the first one reads at once");
+        assert_eq!(cleared_wait(ReadReason::IndexCleared, 1), Some(CLEARED_BACKOFF));
+        assert_eq!(cleared_wait(ReadReason::IndexCleared, 3), Some(CLEARED_BACKOFF * 4));
+        assert_eq!(cleared_wait(ReadReason::IndexCleared, 40), Some(CLEARED_BACKOFF_MAX));
+        assert_eq!(cleared_wait(ReadReason::Periodic, 5), None);
+
+        let mut c = Config::default();
+        c.calico.etcd_endpoints = vec!["http://127.0.0.1:1".into()];
+        c.calico.hostname = "h1".into();
+        c.calico.calicoctl_config = String::new();
+        let ds = Datastore::new(Settings::resolve(&c).unwrap().unwrap()).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let key = format!("{}/e1", ds.dir);
+        let ev = |modified_index| Event { action: "set".into(), key: key.clone(), value: None, modified_index };
+        assert_eq!(on_watched(&ds, &tx, Watched::Event(ev(0)), 7), Some(ReadReason::IndexCleared));
+        assert!(rx.try_recv().is_err(), "nothing applied");
+        assert_eq!(ds.view().index, 0);
+        assert_eq!(on_watched(&ds, &tx, Watched::Event(ev(7)), 7), None);
+        assert_eq!(ds.view().index, 7, "a usable event moves the index on");
     }
 }
