@@ -56,7 +56,15 @@ async fn count_orphans(ctx: SourceCtx, ds: Arc<Datastore>, recount: Arc<Notify>,
     // Endpoint id → when it was first seen without a container.
     let mut suspects: HashMap<String, Instant> = HashMap::new();
     loop {
-        let wait = if suspects.is_empty() { Duration::from_secs(3600) } else { ORPHAN_GRACE };
+        // Only a suspect still in its grace period needs another look by the clock;
+        // confirmed orphans are looked at again when the datastore changes.
+        let now = Instant::now();
+        let wait = suspects
+            .values()
+            .map(|since| (*since + ORPHAN_GRACE).saturating_duration_since(now))
+            .filter(|left| !left.is_zero())
+            .min()
+            .map_or(Duration::from_secs(3600), |left| left + Duration::from_millis(10));
         tokio::select! {
             _ = recount.notified() => {}
             _ = tokio::time::sleep(wait) => {}
