@@ -22,6 +22,9 @@ use crate::netns::{container_in_netns, sandbox_files, NsIdentity, SandboxFile, T
 use crate::observe::{observe_container, ContainerSide};
 use crate::workload::{DefaultRoute, EndpointFacts, Expected, Identity, MacAddr, MacEvidence};
 
+/// Observations of one sandbox before it is left to the post-start pass (Docker's
+/// configuration takes a handful; a task that keeps changing its namespace more).
+const MAX_OBSERVATIONS: usize = 32;
 /// Newest PIDs looked at to name the container of a sandbox.
 const MAX_PIDS_SCANNED: usize = 512;
 /// After the veth moved, how often the follower looks for the sandbox file when no
@@ -157,28 +160,12 @@ impl Inner {
             watch_netns(&at.ns, move |_| changed.notify_one())?
         };
         let nl = Netlink::in_netns(&at.ns)?.with_timeout(cfg.call_deadline()).with_limits(cfg.dump_limits());
-        let (side, faults) = loop {
-            let side = observe_container(&nl, &expected).await?;
-            let faults = diagnose_container(&expected, &side);
-            let kinds: Vec<FaultKind> = faults.iter().map(|f| f.kind).collect();
-            match sandbox_state(side.link.as_ref().map(|l| l.name.as_str()), &stem, &kinds) {
-                SandboxState::Configuring => {}
-                SandboxState::Healthy => {
-                    self.metrics.prestart_outcome(PrestartOutcome::Healthy);
-                    let none = PrestartResult { repaired: false, container: None, repaired_at: 0.0, latency: 0.0 };
-                    self.record(&at.facts.name, none);
-                    debug!(host_interface = at.facts.name.as_str(), sandbox = %at.file.path.display(), "pre-start: healthy before start");
-                    return Ok(());
-                }
-                SandboxState::MacOnly => break (side, faults),
-            }
-            if tokio::time::timeout_at(f.deadline, changed.notified()).await.is_err() {
-                self.left(f, "sandbox not configured in time");
-                return Ok(());
-            }
+        let Some((side, faults)) = self.configured(f, &at, &nl, &expected, &stem, &changed).await? else {
+            return Ok(());
         };
         let configured = at.moved_at.elapsed();
-        let container = naming.await.ok().flatten();
+        // A sandbox whose processes cannot be listed in time is named by its file.
+        let container = tokio::time::timeout_at(f.deadline, naming).await.ok().and_then(Result::ok).flatten();
         let named = at.moved_at.elapsed();
         let facts = SandboxFacts {
             container: container.as_deref(),
@@ -208,6 +195,43 @@ impl Inner {
             "pre-start: timings after the move"
         );
         self.repair(&nl, &expected, &at, container, (side, faults)).await
+    }
+
+    /// Observes the sandbox at every change until Docker is done with it: the MAC the
+    /// only fault left (`Some`), or healthy, or not done in time, or changing more
+    /// than `MAX_OBSERVATIONS` times (a task that keeps changing its namespace is
+    /// left to the post-start pass: `None`).
+    async fn configured(
+        &self,
+        f: &Follow,
+        at: &Located,
+        nl: &Netlink,
+        expected: &Expected,
+        stem: &str,
+        changed: &Notify,
+    ) -> Result<Option<(ContainerSide, Vec<crate::diagnose::Fault>)>, MedicError> {
+        for _ in 0..MAX_OBSERVATIONS {
+            let side = observe_container(nl, expected).await?;
+            let faults = diagnose_container(expected, &side);
+            let kinds: Vec<FaultKind> = faults.iter().map(|f| f.kind).collect();
+            match sandbox_state(side.link.as_ref().map(|l| l.name.as_str()), stem, &kinds) {
+                SandboxState::Configuring => {}
+                SandboxState::Healthy => {
+                    self.metrics.prestart_outcome(PrestartOutcome::Healthy);
+                    let none = PrestartResult { repaired: false, container: None, repaired_at: 0.0, latency: 0.0 };
+                    self.record(&at.facts.name, none);
+                    debug!(host_interface = at.facts.name.as_str(), sandbox = %at.file.path.display(), "pre-start: healthy before start");
+                    return Ok(None);
+                }
+                SandboxState::MacOnly => return Ok(Some((side, faults))),
+            }
+            if tokio::time::timeout_at(f.deadline, changed.notified()).await.is_err() {
+                self.left(f, "sandbox not configured in time");
+                return Ok(None);
+            }
+        }
+        self.left(f, "the sandbox keeps changing");
+        Ok(None)
     }
 
     /// 3. The MAC, through the one pipeline; recorded for the post-start pass.
