@@ -76,7 +76,7 @@ impl Scheduler {
                 });
             }
         }
-        self.refresh_gauges();
+        // (The gauges are refreshed by the pass's `Effect::Gauges`, which follows.)
     }
 
     /// Marathon answered the confirmation: record the kill and send it, or hold the
