@@ -481,6 +481,7 @@ pub async fn endpoint_pass_from(
 impl EndpointReport {
     fn failed(mut self, e: MedicError) -> EndpointReport {
         self.error = Some(e.to_string());
+        self.error_code = Some(e.code());
         self.healthy = false;
         self
     }

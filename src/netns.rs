@@ -88,6 +88,15 @@ impl TargetNetns {
     }
 
     /// A route-netlink socket bound to this namespace.
+    /// Two NETLINK_ROUTE sockets in this namespace (one thread switch for both): one
+    /// for requests, one for dumps (`netlink::dump`).
+    pub fn netlink_sockets(&self) -> Result<(rtnetlink::sys::Socket, OwnedFd), MedicError> {
+        let route = || new_socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE);
+        let (requests, dumps) = self.run(|| Ok((route()?, route()?)))?;
+        // SAFETY: requests is a netlink socket we own; ownership moves into Socket.
+        Ok((unsafe { rtnetlink::sys::Socket::from_raw_fd(requests.into_raw_fd()) }, dumps))
+    }
+
     pub fn netlink_socket(&self) -> Result<rtnetlink::sys::Socket, MedicError> {
         let fd = self.socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
         // SAFETY: fd is a netlink socket we own; ownership moves into Socket.

@@ -51,6 +51,10 @@ pub struct EndpointReport {
     /// Set when the endpoint could not be observed at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The error's code (`namespace_too_large`, `netlink`, `timeout`…), as in
+    /// `calico_medic_check_errors_total{reason}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<&'static str>,
     /// Set when a repair failed for a reason of the agent's own (a refused write, a
     /// timeout): the agent's fault, never the task's (no escalation counts it).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,6 +96,7 @@ impl EndpointReport {
             healthy: false,
             repaired_before_start: false,
             error: None,
+            error_code: None,
             agent_error: None,
             host_error: None,
             check_seconds: 0.0,

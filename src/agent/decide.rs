@@ -192,8 +192,14 @@ fn account_pass(
     st.policy = Some(out.policy);
     let recheck = account_health(st, out, plan, ctx, now, effects);
     let pid = out.workload.pid;
+    // A namespace over its `[limits]` is not watched: a task that floods it would
+    // turn every change into a pass. The periodic resync re-checks it.
+    let too_large = out.reports.iter().any(|r| r.error_code == Some("namespace_too_large"));
+    if too_large && st.watched_pid.take().is_some() {
+        effects.push(Effect::DropWatch);
+    }
     // Policy off: the namespace was never opened, and is not watched.
-    let new_watch = ctx.watches_enabled && st.watched_pid != Some(pid) && out.policy != Policy::Off;
+    let new_watch = ctx.watches_enabled && st.watched_pid != Some(pid) && out.policy != Policy::Off && !too_large;
     st.endpoint_ids = out.reports.iter().map(|r| r.endpoint_id.clone()).collect();
     let all_well = !out.reports.is_empty()
         && out.reports.iter().all(|r| r.healthy && r.reachable == Some(true) && r.error.is_none());

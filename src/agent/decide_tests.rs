@@ -229,3 +229,24 @@ fn a_failed_pass_forgets_what_it_knew() {
     assert_eq!((st.endpoints, st.watched_pid), (None, None));
     assert!(st.last_healthy.is_none());
 }
+
+#[test]
+fn a_namespace_over_its_limits_loses_its_watch_until_it_shrinks() {
+    let t0 = Instant::now();
+    let mut st = ContainerState::default();
+    let (_, effects) = pass(&mut st, &outcome(&[], false, Policy::Repair), t0);
+    assert!(effects.contains(&Effect::KeepWatch), "{effects:?}");
+    let mut flooded = outcome(&[], false, Policy::Repair);
+    flooded.reports[0].healthy = false;
+    flooded.reports[0].error_code = Some("namespace_too_large");
+    let (_, effects) = pass(&mut st, &flooded, t0 + Duration::from_secs(1));
+    assert!(effects.contains(&Effect::DropWatch), "{effects:?}");
+    assert!(!effects.contains(&Effect::KeepWatch), "{effects:?}");
+    assert_eq!(st.watched_pid, None);
+    // Still too large on the periodic resync: still not watched.
+    let (_, effects) = pass(&mut st, &flooded, t0 + Duration::from_secs(60));
+    assert!(!effects.contains(&Effect::KeepWatch) && !effects.contains(&Effect::DropWatch), "{effects:?}");
+    // Back under its limits: watched again.
+    let (_, effects) = pass(&mut st, &outcome(&[], false, Policy::Repair), t0 + Duration::from_secs(120));
+    assert!(effects.contains(&Effect::KeepWatch), "{effects:?}");
+}

@@ -12,7 +12,8 @@ use super::state::{endpoint_gauges, Trigger};
 use crate::marathon::Policy;
 use crate::metrics::StartPath;
 use crate::netlink::watch::Watch;
-use crate::report::unix_now;
+use crate::report::{unix_now, EndpointReport};
+use crate::workload::Escaped;
 
 impl Scheduler {
     /// Accounts a finished pass and applies its effects; it leaves the liveness
@@ -69,7 +70,10 @@ impl Scheduler {
                 metrics.probe_only_pass();
                 metrics.record_reports(id, reports);
             }
-            Effect::Record => metrics.record_reports(id, reports),
+            Effect::Record => {
+                metrics.record_reports(id, reports);
+                self.log_endpoint_errors(id, reports);
+            }
             Effect::ForgetSeries => metrics.forget_container(id),
             Effect::CheckError => {
                 if let Some(e) = error {
@@ -132,5 +136,33 @@ impl Scheduler {
             Policy::ALL.iter().map(|p| (*p, known.iter().filter(|k| *k == p).count())).collect();
         self.ctx.metrics.set_policy_counts(&counts);
         self.ctx.metrics.set_escalation_suppressed(&self.escalator.suppressed_counts());
+    }
+
+    /// An endpoint that cannot be observed (a namespace over its `[limits]`, a
+    /// refused read) is logged when its error changes: a task that keeps churning
+    /// its namespace gets one line, not one per pass.
+    fn log_endpoint_errors(&mut self, id: &str, reports: &[EndpointReport]) {
+        let errors: Vec<(String, &'static str)> =
+            reports.iter().filter_map(|r| r.error_code.map(|c| (r.host_interface.clone(), c))).collect();
+        let Some(st) = self.containers.get_mut(id) else { return };
+        if st.endpoint_errors == errors {
+            return;
+        }
+        for r in reports.iter().filter(|r| {
+            r.error_code.is_some()
+                && !st.endpoint_errors.iter().any(|(h, c)| *h == r.host_interface && Some(*c) == r.error_code)
+        }) {
+            let (app, task) = (r.marathon_app_id.as_deref().map(Escaped), r.mesos_task_id.as_deref().map(Escaped));
+            warn!(
+                container = %Escaped(&r.container_name),
+                app = app.as_ref().map(tracing::field::display),
+                task = task.as_ref().map(tracing::field::display),
+                host_interface = r.host_interface.as_str(),
+                reason = r.error_code.unwrap_or_default(),
+                error = r.error.as_deref().unwrap_or_default(),
+                "cannot check endpoint: reported, not repaired"
+            );
+        }
+        st.endpoint_errors = errors;
     }
 }

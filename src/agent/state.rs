@@ -57,6 +57,8 @@ pub struct ContainerState {
     pub last_healthy: Option<(u32, Vec<EndpointReport>)>,
     /// A trigger other than a probe tick arrived since its last pass began.
     pub full_pass_wanted: bool,
+    /// The endpoint errors of its last pass (logged when they change, not every pass).
+    pub endpoint_errors: Vec<(String, &'static str)>,
 }
 
 impl ContainerState {

@@ -143,7 +143,8 @@ fn log_directives(env: Option<String>, default: &str) -> String {
     match env.filter(|s| !s.trim().is_empty()) {
         Some(s) if s.contains("bollard") => s,
         Some(s) => format!("{s},bollard=info"),
-        None => format!("calico_medic={default},warn"),
+        // netlink-proto warns once per message of a dump nobody reads any more.
+        None => format!("calico_medic={default},netlink_proto=error,warn"),
     }
 }
 
@@ -241,8 +242,8 @@ mod tests {
 
     #[test]
     fn bollard_never_logs_bodies_unless_named() {
-        assert_eq!(log_directives(None, "info"), "calico_medic=info,warn");
-        assert_eq!(log_directives(Some(" ".into()), "debug"), "calico_medic=debug,warn");
+        assert_eq!(log_directives(None, "info"), "calico_medic=info,netlink_proto=error,warn");
+        assert_eq!(log_directives(Some(" ".into()), "debug"), "calico_medic=debug,netlink_proto=error,warn");
         assert_eq!(log_directives(Some("debug".into()), "info"), "debug,bollard=info");
         assert_eq!(log_directives(Some("debug,bollard=trace".into()), "info"), "debug,bollard=trace");
     }

@@ -34,8 +34,12 @@ impl AgentMetrics {
             "Probe ticks answered by the host's echo alone (healthy, watched containers).",
         );
         let last_resync = gauge(r, "last_resync_timestamp_seconds", "Unix time of the last completed full resync.");
-        let check_errors =
-            counter_vec(r, "check_errors_total", "Container passes that could not complete, by reason.", &["reason"]);
+        let check_errors = counter_vec(
+            r,
+            "check_errors_total",
+            "Container passes, or endpoints in a pass, that could not be checked, by reason.",
+            &["reason"],
+        );
         for reason in MedicError::CODES {
             check_errors.with_label_values(&[reason]);
         }

@@ -106,6 +106,10 @@ impl Metrics {
     /// per-container series with the current state.
     pub fn record_reports(&self, container_id: &str, reports: &[EndpointReport]) {
         self.endpoint.record(container_id, reports);
+        // An endpoint that could not be observed is a check error of its own.
+        for code in reports.iter().filter_map(|r| r.error_code) {
+            self.agent.check_errors.with_label_values(&[code]).inc();
+        }
     }
 
     /// Drops every per-container series (container destroyed).

@@ -2,8 +2,11 @@
 //! context (kernel-version fallbacks: `kernel::compat`). Observe and repair call
 //! these methods; nothing else builds netlink requests. Watches live in `watch`.
 
+mod dump;
 mod requests;
 pub mod watch;
+
+pub use dump::DumpLimits;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -11,8 +14,8 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
@@ -25,7 +28,7 @@ use serde::Serialize;
 
 use crate::error::{netlink_errno, MedicError};
 use crate::kernel::compat::{self, Feature};
-use crate::netns::TargetNetns;
+use crate::netns::{new_socket, TargetNetns};
 use crate::workload::MacAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -81,40 +84,11 @@ pub struct Netlink {
     timeout: Duration,
     /// Ceilings of one dump (a container's namespace is its task's to fill).
     limits: DumpLimits,
-}
-
-/// How many messages one dump may hold before the read stops with
-/// `MedicError::NamespaceTooLarge`. The host's own namespace is not capped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DumpLimits {
-    pub links: usize,
-    pub addresses: usize,
-    pub routes: usize,
-}
-
-impl DumpLimits {
-    pub const NONE: DumpLimits = DumpLimits { links: usize::MAX, addresses: usize::MAX, routes: usize::MAX };
-}
-
-/// Reads a dump up to `cap` messages, each handed to `keep` as it arrives (only what
-/// it keeps stays in memory). More than `cap`: the read stops (the connection, and
-/// with it the rest of the dump, goes when the caller drops it).
-async fn bounded<M, T>(
-    stream: impl futures::Stream<Item = Result<M, rtnetlink::Error>>,
-    cap: usize,
-    what: &str,
-    mut keep: impl FnMut(M) -> Option<T>,
-) -> Result<Vec<T>, MedicError> {
-    futures::pin_mut!(stream);
-    let (mut out, mut read) = (Vec::new(), 0usize);
-    while let Some(msg) = stream.try_next().await.map_err(|e| MedicError::netlink(what.to_string(), e))? {
-        read += 1;
-        if read > cap {
-            return Err(MedicError::NamespaceTooLarge { what: what.to_string(), cap });
-        }
-        out.extend(keep(msg));
-    }
-    Ok(out)
+    /// Links, addresses, routes and neighbours are dumped on a socket of their own.
+    dumps: dump::DumpSocket,
+    /// Set when a dump went over its ceiling: the connection was closed then (the
+    /// kernel drops the rest of the dump), and every later request fails at once.
+    too_large: std::sync::OnceLock<(String, usize)>,
 }
 
 /// Per-request deadline until `with_timeout` sets the configured one.
@@ -202,19 +176,26 @@ impl Netlink {
     pub fn host() -> Result<Netlink, MedicError> {
         let (conn, handle, _) =
             rtnetlink::new_connection().map_err(|e| MedicError::netns_io("opening the host's netlink socket", e))?;
-        Ok(Netlink { handle, task: tokio::spawn(conn), timeout: DEFAULT_CALL_TIMEOUT, limits: DumpLimits::NONE })
+        let fd = new_socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)
+            .map_err(|e| MedicError::netns_io("opening the host's netlink socket", e))?;
+        Ok(Netlink::assemble(handle, tokio::spawn(conn), dump::DumpSocket::new(fd)?))
+    }
+
+    fn assemble(handle: Handle, task: tokio::task::JoinHandle<()>, dumps: dump::DumpSocket) -> Netlink {
+        let (timeout, limits, too_large) = (DEFAULT_CALL_TIMEOUT, DumpLimits::NONE, Default::default());
+        Netlink { handle, task, timeout, limits, dumps, too_large }
     }
 
     /// A connection bound to a container's namespace (must be called within a runtime).
     pub fn in_netns(ns: &TargetNetns) -> Result<Netlink, MedicError> {
-        let socket = ns.netlink_socket()?;
+        let (socket, dumps) = ns.netlink_sockets()?;
         socket
             .set_non_blocking(true)
             .map_err(|e| MedicError::netns_io(format!("netlink socket in {}", ns.identity()), e))?;
         // SAFETY: the fd comes from a Socket we own; ownership moves to TokioSocket.
         let socket = unsafe { rtnetlink::sys::TokioSocket::from_raw_fd(socket.into_raw_fd()) };
         let (conn, handle, _) = rtnetlink::from_socket(socket);
-        Ok(Netlink { handle, task: tokio::spawn(conn), timeout: DEFAULT_CALL_TIMEOUT, limits: DumpLimits::NONE })
+        Ok(Netlink::assemble(handle, tokio::spawn(conn), dump::DumpSocket::new(dumps)?))
     }
 
     /// Sets the ceilings of every dump on this connection (`[limits]`).
@@ -241,36 +222,46 @@ impl Netlink {
 
     /// All links of the namespace (a dump: works on every kernel).
     async fn links_raw(&self) -> Result<Vec<LinkState>, MedicError> {
-        let dump = self.handle.link().get().execute();
-        bounded(dump, self.limits.links, "listing links", |m: LinkMessage| Some(link_state(&m))).await
+        let request = RouteNetlinkMessage::GetLink(LinkMessage::default());
+        self.dumps
+            .dump(request, self.limits.links, "listing links", |m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(link_state(&l)),
+                _ => None,
+            })
+            .await
     }
 
     /// IPv4 addresses with the index of the link holding each. Always a full dump
     /// filtered here: single-address gets need 5.3, kernel-side filters 4.20.
     async fn ipv4_addresses_raw(&self) -> Result<Vec<(u32, Ipv4Addr, u8)>, MedicError> {
-        let dump = self.handle.address().get().execute();
-        bounded(dump, self.limits.addresses, "listing addresses", |msg| {
-            let pick = |want_local: bool| {
-                msg.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Local(IpAddr::V4(ip)) if want_local => Some(*ip),
-                    AddressAttribute::Address(IpAddr::V4(ip)) if !want_local => Some(*ip),
-                    _ => None,
-                })
-            };
-            pick(true).or_else(|| pick(false)).map(|ip| (msg.header.index, ip, msg.header.prefix_len))
-        })
-        .await
+        let request = RouteNetlinkMessage::GetAddress(AddressMessage::default());
+        self.dumps
+            .dump(request, self.limits.addresses, "listing addresses", |m| {
+                let RouteNetlinkMessage::NewAddress(msg) = m else { return None };
+                let pick = |want_local: bool| {
+                    msg.attributes.iter().find_map(|a| match a {
+                        AddressAttribute::Local(IpAddr::V4(ip)) if want_local => Some(*ip),
+                        AddressAttribute::Address(IpAddr::V4(ip)) if !want_local => Some(*ip),
+                        _ => None,
+                    })
+                };
+                pick(true).or_else(|| pick(false)).map(|ip| (msg.header.index, ip, msg.header.prefix_len))
+            })
+            .await
     }
 
     /// IPv4 main-table routes (a dump; the table is filtered here, as old kernels
     /// and non-strict sockets ignore the request's filters).
     async fn ipv4_main_routes_raw(&self) -> Result<Vec<RouteEntry>, MedicError> {
-        let req = route_query(RouteMessageBuilder::<Ipv4Addr>::new());
-        let dump = self.handle.route().get(req).execute();
-        bounded(dump, self.limits.routes, "listing routes", |m: RouteMessage| {
-            (route_table(&m) == RouteHeader::RT_TABLE_MAIN as u32).then(|| route_entry(&m))
-        })
-        .await
+        let request = RouteNetlinkMessage::GetRoute(route_query(RouteMessageBuilder::<Ipv4Addr>::new()));
+        self.dumps
+            .dump(request, self.limits.routes, "listing routes", |m| match m {
+                RouteNetlinkMessage::NewRoute(r) if route_table(&r) == RouteHeader::RT_TABLE_MAIN as u32 => {
+                    Some(route_entry(&r))
+                }
+                _ => None,
+            })
+            .await
     }
 
     /// Where this namespace would send packets for `ip` (`ip route get`): the output link.
@@ -385,28 +376,15 @@ impl Netlink {
     async fn neighbours_on_raw(&self, index: u32) -> Result<Vec<(Ipv4Addr, NeighbourEntry)>, MedicError> {
         let mut msg = NeighbourMessage::default();
         msg.header.family = AddressFamily::Inet;
-        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNeighbour(msg));
-        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let mut handle = self.handle.clone();
-        let context = || format!("listing neighbours on link #{index}");
-        let mut responses = handle.request(req).map_err(|e| MedicError::netlink(context(), e))?;
-        let mut found = Vec::new();
-        while let Some(resp) = responses.next().await {
-            match resp.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
-                    if let Some((i, dst, entry)) = neighbour_entry(&n) {
-                        if i == index {
-                            found.push((dst, entry));
-                        }
-                    }
+        let what = format!("listing neighbours on link #{index}");
+        self.dumps
+            .dump(RouteNetlinkMessage::GetNeighbour(msg), usize::MAX, &what, |m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) => {
+                    neighbour_entry(&n).filter(|(i, _, _)| *i == index).map(|(_, dst, entry)| (dst, entry))
                 }
-                NetlinkPayload::Error(e) if e.code.is_some() => {
-                    return Err(MedicError::netlink(context(), rtnetlink::Error::NetlinkError(e)));
-                }
-                _ => {}
-            }
-        }
-        Ok(found)
+                _ => None,
+            })
+            .await
     }
 
     /// `ip link set <index> address <mac>`.

@@ -23,7 +23,17 @@ impl Netlink {
         what: impl FnOnce() -> String,
         request: impl Future<Output = Result<T, MedicError>>,
     ) -> Result<T, MedicError> {
-        crate::error::within(self.timeout, || format!("netlink: {}", what()), request).await
+        if let Some((what, cap)) = self.too_large.get() {
+            return Err(MedicError::NamespaceTooLarge { what: what.clone(), cap: *cap });
+        }
+        let out = crate::error::within(self.timeout, || format!("netlink: {}", what()), request).await;
+        if let Err(MedicError::NamespaceTooLarge { what, cap }) = &out {
+            // Closing the socket ends the kernel's dump: nothing more of it is read,
+            // parsed or queued in front of a later request.
+            self.task.abort();
+            let _ = self.too_large.set((what.clone(), *cap));
+        }
+        out
     }
 
     /// A link by name (RTM_GETLINK with IFLA_IFNAME); `None` when it does not exist.
