@@ -147,8 +147,9 @@ pub fn diagnose_container(expected: &Expected, observed: &ContainerSide) -> Vec<
             format!("no route {} dev {} scope link", expected.gateway, link.name),
         ));
     }
-    if let DefaultRoute::OtherNetwork(_) = expected.default_route {
-        // Docker gave the default route to another network: not ours, present or not.
+    if expected.default_route != DefaultRoute::Owned {
+        // Docker gave the default route to another network (not ours, present or
+        // not), or has not decided yet (before start).
         return faults;
     }
     let defaults: Vec<&RouteEntry> = observed.routes.iter().filter(|r| r.prefix_len == 0).collect();

@@ -171,16 +171,18 @@ fn is_nsfs(path: &Path) -> bool {
 /// The Docker container whose processes live in namespace `ns`, read from the
 /// cgroup of such a process (`…/docker/<64 hex>` or `…/docker-<64 hex>.scope`).
 /// Before `start`, the one process there is the container's `runc init`, among the
-/// newest PIDs: the scan goes newest first and stops after `max_pids`.
+/// PIDs handed out last. PIDs grow until `pid_max`, then wrap to low values: the
+/// scan goes back from the last PID handed out (`ns_last_pid`, 3.3+) and on
+/// round from the top, so after a wrap the newest PIDs still come first. It stops
+/// after `max_pids`.
 pub fn container_in_netns(ns: NsIdentity, max_pids: usize) -> Option<String> {
-    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+    let pids: Vec<u32> = std::fs::read_dir("/proc")
         .ok()?
         .flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
         .collect();
-    pids.sort_unstable_by(|a, b| b.cmp(a));
     let want = format!("net:[{}]", ns.ino);
-    for pid in pids.into_iter().take(max_pids) {
+    for pid in newest_first(pids, crate::kernel::procfs::last_pid()).into_iter().take(max_pids) {
         let Ok(link) = std::fs::read_link(format!("/proc/{pid}/ns/net")) else { continue };
         if link.as_os_str() != want.as_str() {
             continue;
@@ -191,6 +193,18 @@ pub fn container_in_netns(ns: NsIdentity, max_pids: usize) -> Option<String> {
         }
     }
     None
+}
+
+/// PIDs in the order they were most likely handed out, newest first: down from
+/// `last` (the last PID handed out), then down from the top (those are older: the
+/// counter wrapped since). Without `last`, simply highest first.
+pub fn newest_first(mut pids: Vec<u32>, last: Option<u32>) -> Vec<u32> {
+    pids.sort_unstable_by(|a, b| b.cmp(a));
+    if let Some(last) = last {
+        let split = pids.partition_point(|&p| p > last);
+        pids.rotate_left(split);
+    }
+    pids
 }
 
 /// The 64-hex container id in a `/proc/<pid>/cgroup` text, if any.
@@ -244,6 +258,15 @@ impl Drop for NetnsGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn newest_pids_first_across_a_wrap_of_the_counter() {
+        // The counter reached pid_max and wrapped: 310 and 305 are the newest.
+        let pids = vec![1, 305, 310, 90_000, 4_100_000, 4_194_000];
+        assert_eq!(newest_first(pids.clone(), Some(312)), vec![310, 305, 1, 4_194_000, 4_100_000, 90_000]);
+        assert_eq!(newest_first(pids.clone(), None), vec![4_194_000, 4_100_000, 90_000, 310, 305, 1]);
+        assert_eq!(newest_first(pids, Some(5_000_000)), vec![4_194_000, 4_100_000, 90_000, 310, 305, 1]);
+    }
 
     #[test]
     fn container_id_from_cgroupfs_and_systemd_layouts() {

@@ -154,6 +154,10 @@ pub enum DefaultRoute {
     Owned,
     /// Another network (named) is the gateway: the default route is not ours to check.
     OtherNetwork(String),
+    /// Not known yet: before start, which of a sandbox's networks gets the default
+    /// route is Docker's choice, made after each endpoint is configured (the
+    /// pre-start path never judges it; the post-start pass does).
+    Undecided,
 }
 
 impl Endpoint {

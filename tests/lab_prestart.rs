@@ -11,24 +11,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::prestart::*;
 use common::*;
-
-const NOMAC: &str = "calico-lab-nomac";
-const IMAGE: &str = "calico-lab/busybox:latest";
-/// The task's very first act: print what its own namespace says cali0's MAC is.
-const FIRST_ACT: &str = "cat /sys/class/net/cali0/address; exec sleep 1000000";
-
-/// The sandbox directories of both lab engines (20.10's default exec root, and engine
-/// 2's `--exec-root /run/calico-lab/docker26/exec`).
-fn config() -> tempfile::NamedTempFile {
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        f.path(),
-        "[prestart]\nsandbox_dirs = [\"/run/docker/netns\", \"/run/calico-lab/docker26/exec/netns\"]\n",
-    )
-    .unwrap();
-    f
-}
 
 fn engine() -> String {
     let server = docker_version("{{.Server.Version}}");
@@ -36,33 +20,6 @@ fn engine() -> String {
         assert!(server.starts_with(&want), "CALICO_LAB_ENGINE={want}, but the engine is Docker {server}");
     }
     server
-}
-
-/// Containers this test started; removed together on drop (also on a failed assert).
-struct Started(Vec<String>);
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        for chunk in self.0.chunks(50) {
-            let mut args = vec!["rm", "-f"];
-            args.extend(chunk.iter().map(String::as_str));
-            let _ = docker(&args);
-        }
-    }
-}
-
-/// `docker run -d` of one lab task; returns its id and how long the client took.
-fn run_task(network: &str, extra: &[&str], command: &str) -> Result<(String, Duration), String> {
-    let started = Instant::now();
-    let mut args = vec!["run", "-d", "--network", network, "--label", "calico-lab=1"];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&[IMAGE, "sh", "-c", command]);
-    let out = docker(&args);
-    let took = started.elapsed();
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    Ok((String::from_utf8_lossy(&out.stdout).trim().to_string(), took))
 }
 
 /// Starts `n` tasks from `threads` client threads at once; every start must succeed.
@@ -90,18 +47,6 @@ fn start_many(n: usize, threads: usize, network: &str, command: &str, started: &
     }
     assert!(failures.is_empty(), "{} of {n} starts failed: {failures:?}", failures.len());
     times
-}
-
-fn first_line_of_logs(id: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let out = docker(&["logs", id]);
-        let text = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_string();
-        if !text.is_empty() || start.elapsed() > Duration::from_secs(5) {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `id → calico IP` of many containers in one inspect.

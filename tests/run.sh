@@ -79,6 +79,12 @@ step "end-to-end: repair before start (100 omit-MAC tasks see ee:ee:ee:ee:ee:ee 
 cargo test -p calico-medic --test lab_prestart -- --include-ignored --nocapture
 CALICO_MEDIC_EMULATE_KERNEL=3.10 cargo test -p calico-medic --test lab_prestart -- --include-ignored --nocapture omit_mac
 
+step "end-to-end: pre-start under churn (200 start/remove cycles, reused namespace inodes, a wrapped PID counter, an overflowed subscription)"
+cargo test -p calico-medic --test lab_prestart_churn -- --include-ignored --nocapture --test-threads 1
+
+step "end-to-end: a hostile tenant (a million routes in its namespace: bounded agent memory, other tasks still repaired)"
+cargo test -p calico-medic --test lab_hostile -- --include-ignored --nocapture
+
 # Engine matrix (issue 10): the full suites above ran on Debian 12's docker.io 20.10 with a
 # negotiated API (1.41). Engine 2, Debian 13's docker.io 26.1 (API 1.45), runs beside it
 # (tests/lab/engine26.sh); the one-off, daemon and live-watch suites run on it, and the one-off

@@ -276,6 +276,7 @@ impl Scheduler {
         }
         self.watches.remove(id);
         self.known.set_checked(id, false);
+        self.prestart.forget_container(id);
         self.ctx.metrics.forget_container(id);
         self.refresh_gauges();
     }
@@ -287,6 +288,7 @@ impl Scheduler {
         }
         self.watches.remove(id);
         self.known.set_checked(id, false);
+        self.prestart.forget_container(id);
         self.escalator.forget(id);
         self.ctx.metrics.forget_container(id);
         self.refresh_gauges();

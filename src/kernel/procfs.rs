@@ -49,6 +49,12 @@ pub fn cgroup_of(pid: u32) -> io::Result<String> {
     read_small(format!("/proc/{pid}/cgroup"), CGROUP_CAP)
 }
 
+/// The last PID the kernel handed out in this PID namespace
+/// (`/proc/sys/kernel/ns_last_pid`, 3.3+); `None` where it cannot be read.
+pub fn last_pid() -> Option<u32> {
+    read_small("/proc/sys/kernel/ns_last_pid", 32).ok()?.trim().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

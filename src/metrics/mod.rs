@@ -201,6 +201,12 @@ impl Metrics {
     pub fn prestart_outcome(&self, outcome: PrestartOutcome) {
         self.start.outcome(outcome);
     }
+
+    /// The pre-start path's host subscription overflowed or was lost: every host link
+    /// is looked at again.
+    pub fn prestart_rescan(&self, lost: bool) {
+        self.start.rescan(if lost { "lost" } else { "overflow" });
+    }
 }
 
 impl Default for Metrics {

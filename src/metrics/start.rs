@@ -11,7 +11,11 @@ pub struct StartMetrics {
     repairs: IntCounterVec,
     latency: HistogramVec,
     outcomes: IntCounterVec,
+    rescans: IntCounterVec,
 }
+
+/// Why the pre-start path looked at every host link again.
+pub const RESCAN_REASONS: [&str; 2] = ["overflow", "lost"];
 
 impl StartMetrics {
     pub fn register(r: &Registry) -> StartMetrics {
@@ -37,13 +41,22 @@ impl StartMetrics {
             "New calico endpoints followed before start, by what the pre-start path did.",
             &["outcome"],
         );
+        let rescans = counter_vec(
+            r,
+            "prestart_rescans_total",
+            "Times the pre-start path looked at every host link again: its subscription overflowed (notifications lost) or was lost (subscribed anew).",
+            &["reason"],
+        );
+        for reason in RESCAN_REASONS {
+            rescans.with_label_values(&[reason]);
+        }
         for path in [StartPath::BeforeStart, StartPath::AfterStart] {
             repairs.with_label_values(&[path.as_str()]);
         }
         for o in PrestartOutcome::ALL {
             outcomes.with_label_values(&[o.as_str()]);
         }
-        StartMetrics { repairs, latency, outcomes }
+        StartMetrics { repairs, latency, outcomes, rescans }
     }
 
     /// A new endpoint's MAC was repaired (and verified) by `path`, `seconds` after its trigger.
@@ -55,5 +68,10 @@ impl StartMetrics {
     /// One new endpoint's pre-start outcome.
     pub fn outcome(&self, outcome: PrestartOutcome) {
         self.outcomes.with_label_values(&[outcome.as_str()]).inc();
+    }
+
+    /// The pre-start path rescanned the host's links (`reason`: one of `RESCAN_REASONS`).
+    pub fn rescan(&self, reason: &'static str) {
+        self.rescans.with_label_values(&[reason]).inc();
     }
 }

@@ -79,8 +79,9 @@ impl Inner {
         let host = Netlink::host()?.with_timeout(medic.config.call_deadline());
         let host_ns = NsIdentity::current_thread().map_err(|e| MedicError::netns_io("reading own namespace", e))?;
         let mut f = Follow { medic, ifindex, deadline, host, host_ns, counted: false };
+        // The sandbox is not claimed here: a second calico endpoint of the same
+        // sandbox has a follower of its own, which must find it too.
         let Some(located) = self.host_side(&mut f, notify).await? else { return Ok(()) };
-        self.state().claim(located.ns.identity());
         self.in_sandbox(&f, located).await
     }
 
@@ -151,7 +152,7 @@ impl Inner {
             ip: at.facts.ip,
             peer_index: at.facts.peer_index,
             only_endpoint: false,
-            default_route: DefaultRoute::Owned,
+            default_route: DefaultRoute::Undecided,
         };
         let expected = Expected::build(&cfg.container_interface, cfg.gateway, facts, &evidence);
         let changed = Arc::new(Notify::new());
@@ -325,7 +326,8 @@ impl Inner {
     /// The host's id for a sandbox's namespace (cached once assigned: it is fixed for
     /// the namespace's life). Asked over the host socket: no thread enters the sandbox.
     async fn nsid(&self, host: &Netlink, file: &SandboxFile) -> Option<i32> {
-        if let Some(id) = self.state().nsids.get(&file.identity) {
+        let key = (file.path.clone(), file.identity);
+        if let Some(id) = self.state().nsids.get(&key) {
             return Some(*id);
         }
         let f = std::fs::File::open(&file.path).ok()?;
@@ -333,7 +335,7 @@ impl Inner {
             return None; // replaced since it was listed
         }
         let id = host.nsid_of(std::os::fd::AsFd::as_fd(&f)).await.ok().flatten()?;
-        self.state().nsids.insert(file.identity, id);
+        self.state().nsids.insert(key, id);
         Some(id)
     }
 }

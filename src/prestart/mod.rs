@@ -133,9 +133,15 @@ impl Prestart {
                     WatchEvent::Changed(Change { kind, ifindex: Some(index) }) => Inner::notice(&inner, index, kind),
                     WatchEvent::Changed(_) => {}
                     // Notifications were lost: look at every host link again.
-                    WatchEvent::Overflow => Inner::rescan(&inner),
+                    WatchEvent::Overflow => {
+                        inner.metrics.prestart_rescan(false);
+                        Inner::rescan(&inner)
+                    }
                     // The subscription is gone: a new one, then the same look.
-                    WatchEvent::Lost => Inner::resubscribe(&inner),
+                    WatchEvent::Lost => {
+                        inner.metrics.prestart_rescan(true);
+                        Inner::resubscribe(&inner)
+                    }
                 }
             })
         };
@@ -150,7 +156,7 @@ impl Prestart {
             }
         }
         st.runtime = Some(runtime);
-        st.first_listing(files.iter().map(|f| f.identity), seen);
+        st.first_listing(files.iter(), seen);
     }
 
     /// SIGHUP: `prestart.enabled` turned on starts the path, turned off stops it
@@ -165,6 +171,12 @@ impl Prestart {
             }
             _ => {}
         }
+    }
+
+    /// Docker's die or destroy of `container`: its namespace is no longer claimed (the
+    /// inode may be reused by the next sandbox at once).
+    pub fn forget_container(&self, container: &str) {
+        self.inner.state().forget_container(container);
     }
 
     /// Stops the path (shutdown, or disabled): no new follower starts.
@@ -192,7 +204,7 @@ impl Prestart {
     pub fn confirm(&self, out: &mut ContainerOutcome, started: Option<f64>) {
         let mut st = self.inner.state();
         if let Some(ns) = &out.netns {
-            st.claim(ns.identity());
+            st.claim(ns.identity(), &out.workload.container_id, Instant::now());
         }
         for r in &mut out.reports {
             let Some(res) = st.take_result(&r.host_interface) else { continue };

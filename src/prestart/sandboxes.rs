@@ -33,18 +33,30 @@ pub struct PrestartResult {
     pub latency: f64,
 }
 
+/// One sandbox file: its path and the namespace it held when listed.
+pub type SandboxKey = (PathBuf, NsIdentity);
+
+fn key(f: &SandboxFile) -> SandboxKey {
+    (f.path.clone(), f.identity)
+}
+
 #[derive(Default)]
 pub struct Sandboxes {
     /// Host ifindex → its follower (woken by every host notification for that link).
     followed: HashMap<u32, (Followed, Instant)>,
     /// Host interface name → what the pre-start path did, until the post-start pass reads it.
     results: HashMap<String, (PrestartResult, Instant)>,
-    /// Namespaces known to hold a configured endpoint: never searched again.
-    claimed: HashSet<NsIdentity>,
-    /// When this agent first listed each sandbox file (its creation order, near enough).
-    first_seen: HashMap<NsIdentity, Instant>,
+    /// Namespaces the post-start pass found configured (by which container, when):
+    /// not searched again. Namespace inodes are reused lowest-free-first, so a claim
+    /// covers only files this agent first saw before the claim was made (a new
+    /// sandbox on a reused inode is a new file, seen after), and is dropped when its
+    /// container dies.
+    claimed: HashMap<NsIdentity, (String, Instant)>,
+    /// When this agent first listed each sandbox file (its creation order, near enough):
+    /// keyed by path and inode, so a reused inode under a new sandbox path is new.
+    first_seen: HashMap<SandboxKey, Instant>,
     /// The host's id of each sandbox namespace, once the kernel assigned one.
-    pub nsids: HashMap<NsIdentity, i32>,
+    pub nsids: HashMap<SandboxKey, i32>,
     /// The followers' own runtime thread.
     pub runtime: Option<tokio::runtime::Handle>,
     /// The followers' own host subscription (read on their runtime).
@@ -86,9 +98,19 @@ impl Sandboxes {
         }
     }
 
-    /// A namespace the post-start pass opened: it holds a configured endpoint.
-    pub fn claim(&mut self, ns: NsIdentity) {
-        self.claimed.insert(ns);
+    /// A namespace the post-start pass opened for `container`: it holds configured endpoints.
+    pub fn claim(&mut self, ns: NsIdentity, container: &str, now: Instant) {
+        self.claimed.insert(ns, (container.to_string(), now));
+    }
+
+    /// Docker's die or destroy: the container's namespace is going, and its inode
+    /// may be handed to the next sandbox at once.
+    pub fn forget_container(&mut self, container: &str) {
+        self.claimed.retain(|_, (c, _)| c != container);
+    }
+
+    fn is_claimed(&self, file: &SandboxFile, first_seen: Instant) -> bool {
+        self.claimed.get(&file.identity).is_some_and(|(_, at)| *at >= first_seen)
     }
 
     pub fn record(&mut self, host_interface: &str, result: PrestartResult, now: Instant) {
@@ -101,9 +123,9 @@ impl Sandboxes {
     }
 
     /// The files listed when the path starts: all older than any sandbox to come.
-    pub fn first_listing(&mut self, files: impl Iterator<Item = NsIdentity>, seen: Instant) {
+    pub fn first_listing<'a>(&mut self, files: impl Iterator<Item = &'a SandboxFile>, seen: Instant) {
         for f in files {
-            self.first_seen.entry(f).or_insert(seen);
+            self.first_seen.entry(key(f)).or_insert(seen);
         }
     }
 
@@ -111,19 +133,58 @@ impl Sandboxes {
     /// files newest first (by when this agent first saw each: an nsfs file's own
     /// times are its inode's, which the kernel may re-create at any open).
     pub fn candidates(&mut self, files: Vec<SandboxFile>, now: Instant) -> Vec<SandboxFile> {
-        let present: HashSet<NsIdentity> = files.iter().map(|f| f.identity).collect();
-        self.claimed.retain(|i| present.contains(i));
-        self.first_seen.retain(|i, _| present.contains(i));
-        self.nsids.retain(|i, _| present.contains(i));
+        let present: HashSet<SandboxKey> = files.iter().map(key).collect();
+        let inodes: HashSet<NsIdentity> = files.iter().map(|f| f.identity).collect();
+        self.claimed.retain(|i, _| inodes.contains(i));
+        self.first_seen.retain(|k, _| present.contains(k));
+        self.nsids.retain(|k, _| present.contains(k));
         for f in &files {
-            self.first_seen.entry(f.identity).or_insert(now);
+            self.first_seen.entry(key(f)).or_insert(now);
         }
         let mut fresh: Vec<(Instant, SandboxFile)> = files
             .into_iter()
-            .filter(|f| !self.claimed.contains(&f.identity))
-            .map(|f| (self.first_seen[&f.identity], f))
+            .map(|f| (self.first_seen[&key(&f)], f))
+            .filter(|(seen, f)| !self.is_claimed(f, *seen))
             .collect();
         fresh.sort_by_key(|(seen, _)| std::cmp::Reverse(*seen));
         fresh.into_iter().take(MAX_SANDBOX_TRIES).map(|(_, f)| f).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, ino: u64) -> SandboxFile {
+        SandboxFile { path: path.into(), identity: NsIdentity { dev: 4, ino } }
+    }
+
+    #[test]
+    fn a_reused_inode_under_a_new_sandbox_path_is_a_new_sandbox() {
+        let t0 = Instant::now();
+        let mut s = Sandboxes::default();
+        let old = file("/run/docker/netns/aaaaaaaaaaaa", 4026532900);
+        assert_eq!(s.candidates(vec![old.clone()], t0).len(), 1);
+        s.claim(old.identity, "c1", t0 + Duration::from_millis(10));
+        assert!(s.candidates(vec![old.clone()], t0 + Duration::from_millis(20)).is_empty(), "claimed");
+        // c1 replaced at once: its inode goes to the next sandbox before any listing
+        // without it, and before Docker's die event arrives.
+        let new = file("/run/docker/netns/bbbbbbbbbbbb", 4026532900);
+        let got = s.candidates(vec![new.clone()], t0 + Duration::from_millis(30));
+        assert_eq!(got.len(), 1, "the new sandbox is searched");
+        assert_eq!(got[0].path, new.path);
+    }
+
+    #[test]
+    fn a_claim_is_dropped_when_its_container_dies() {
+        let t0 = Instant::now();
+        let mut s = Sandboxes::default();
+        let f = file("/run/docker/netns/aaaaaaaaaaaa", 7);
+        s.candidates(vec![f.clone()], t0);
+        s.claim(f.identity, "c1", t0 + Duration::from_millis(1));
+        s.forget_container("c2");
+        assert!(s.candidates(vec![f.clone()], t0 + Duration::from_millis(2)).is_empty());
+        s.forget_container("c1");
+        assert_eq!(s.candidates(vec![f], t0 + Duration::from_millis(3)).len(), 1);
     }
 }

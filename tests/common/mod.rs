@@ -1,6 +1,8 @@
 //! Shared helpers for end-to-end tests on the lab (real Docker + Calico stand-in).
 #![allow(dead_code)]
 
+pub mod prestart;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
