@@ -40,6 +40,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.calico != new.calico {
         keys.push("calico");
     }
+    // The datastore's client is built once, with its answer ceiling.
+    if old.limits.datastore_answer_bytes != new.limits.datastore_answer_bytes {
+        keys.push("limits.datastore_answer_bytes");
+    }
     keys
 }
 
@@ -149,6 +153,7 @@ impl Daemon {
         // Keys that need a restart keep their running value.
         applied.listen = self.config.listen;
         applied.calico = self.config.calico.clone();
+        applied.limits.datastore_answer_bytes = self.config.limits.datastore_answer_bytes;
         let medic = build_medic(applied.clone()).await?.with_datastore(self.datastore.clone());
         self.agent.reload(medic, self.dry_run_flag || applied.dry_run);
         self.config = applied;
@@ -235,10 +240,14 @@ mod tests {
         new.max_concurrent_checks = 2;
         new.dry_run = true;
         new.resync_interval = Duration::from_secs(5);
+        new.limits.marathon_answer_bytes = 1 << 20;
+        new.limits.docker_record_bytes = 1 << 20;
         assert!(restart_only_changes(&old, &new).is_empty());
         new.listen = "127.0.0.1:9999".parse().unwrap();
         assert_eq!(restart_only_changes(&old, &new), vec!["listen"]);
         new.calico.etcd_endpoints = vec!["http://127.0.0.1:2379".into()];
         assert_eq!(restart_only_changes(&old, &new), vec!["listen", "calico"]);
+        new.limits.datastore_answer_bytes = 1 << 20;
+        assert_eq!(restart_only_changes(&old, &new), vec!["listen", "calico", "limits.datastore_answer_bytes"]);
     }
 }

@@ -551,24 +551,22 @@ mod tests {
 /// The environment a created container will run with, from Docker's own record of it
 /// (`<root>/containers/<id>/config.v2.json`, written at create, the same shape from
 /// Docker 1.10 to 26). Before `start` this is the only way to learn it: `inspect`
-/// waits behind start's lock on the container until the task runs.
-pub fn created_env(root: &std::path::Path, id: &str) -> std::io::Result<Vec<String>> {
+/// waits behind start's lock on the container until the task runs. The record is
+/// read up to `max_bytes` (`[limits] docker_record_bytes`): its environment is the
+/// task's to fill (Docker itself refuses a request body over a few MiB for `create`).
+pub fn created_env(root: &std::path::Path, id: &str, max_bytes: u64) -> std::io::Result<Vec<String>> {
     if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a container id"));
     }
     let file = std::fs::File::open(root.join("containers").join(id).join("config.v2.json"))?;
     let mut raw = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(file, CONFIG_V2_MAX_BYTES + 1), &mut raw)?;
-    if raw.len() as u64 > CONFIG_V2_MAX_BYTES {
-        let why = format!("config.v2.json of {id} is larger than {CONFIG_V2_MAX_BYTES} bytes");
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, max_bytes.saturating_add(1)), &mut raw)?;
+    if raw.len() as u64 > max_bytes {
+        let why = format!("config.v2.json of {id} is larger than [limits] docker_record_bytes = {max_bytes} bytes");
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
     }
     env_of_config_v2(&raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
-
-/// The ceiling of a created container's record: its environment is the task's to
-/// fill (Docker itself refuses a request body over a few MiB for `create`).
-pub const CONFIG_V2_MAX_BYTES: u64 = 8 << 20;
 
 /// `Config.Env` of a `config.v2.json` (absent = no environment).
 fn env_of_config_v2(raw: &[u8]) -> Result<Vec<String>, serde_json::Error> {
@@ -588,14 +586,16 @@ fn env_of_config_v2(raw: &[u8]) -> Result<Vec<String>, serde_json::Error> {
 
 #[cfg(test)]
 mod created_env_tests {
-    use super::{created_env, env_of_config_v2, CONFIG_V2_MAX_BYTES};
+    use super::{created_env, env_of_config_v2};
+
+    const MAX: u64 = 64 << 10;
 
     #[test]
     fn reads_config_env_and_refuses_non_ids() {
         let raw = br#"{"ID":"x","Config":{"Hostname":"h","Env":["MARATHON_APP_LABELS=CALICO_MEDIC","MARATHON_APP_LABEL_CALICO_MEDIC=off"]},"State":{}}"#;
         assert_eq!(env_of_config_v2(raw).unwrap()[1], "MARATHON_APP_LABEL_CALICO_MEDIC=off");
         assert!(env_of_config_v2(br#"{"Config":{}}"#).unwrap().is_empty());
-        assert!(created_env(std::path::Path::new("/var/lib/docker"), "../../etc/passwd").is_err());
+        assert!(created_env(std::path::Path::new("/var/lib/docker"), "../../etc/passwd", MAX).is_err());
     }
 
     #[test]
@@ -604,11 +604,14 @@ mod created_env_tests {
         let id = "a".repeat(64);
         let dir = root.path().join("containers").join(&id);
         std::fs::create_dir_all(&dir).unwrap();
-        let huge = format!(r#"{{"Config":{{"Env":["X={}"]}}}}"#, "x".repeat(CONFIG_V2_MAX_BYTES as usize));
-        std::fs::write(dir.join("config.v2.json"), huge).unwrap();
-        let e = created_env(root.path(), &id).unwrap_err();
-        assert!(e.to_string().contains("larger than"), "{e}");
+        let huge = format!(r#"{{"Config":{{"Env":["X={}"]}}}}"#, "x".repeat(MAX as usize));
+        std::fs::write(dir.join("config.v2.json"), &huge).unwrap();
+        let e = created_env(root.path(), &id, MAX).unwrap_err();
+        assert!(e.to_string().contains("larger than [limits] docker_record_bytes = 65536 bytes"), "{e}");
+        // The same record under a higher ceiling is read.
+        let env = created_env(root.path(), &id, 2 * MAX).unwrap();
+        assert_eq!(env[0].len(), 2 + MAX as usize);
         std::fs::write(dir.join("config.v2.json"), r#"{"Config":{"Env":["A=1"]}}"#).unwrap();
-        assert_eq!(created_env(root.path(), &id).unwrap(), ["A=1"]);
+        assert_eq!(created_env(root.path(), &id, MAX).unwrap(), ["A=1"]);
     }
 }

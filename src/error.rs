@@ -92,6 +92,10 @@ pub enum MedicError {
         #[source]
         source: reqwest::Error,
     },
+    /// An answer of etcd held more than `[limits] datastore_answer_bytes`: the rest
+    /// of it was not read. `context` names the endpoint, what was asked and the key.
+    #[error("datastore: {context}: answer larger than [limits] datastore_answer_bytes = {cap} bytes")]
+    DatastoreTooLarge { context: String, cap: u64 },
     /// No etcd endpoint answered: `tried` says what each one did; the last request
     /// error, when there was one, is kept as the source.
     #[error("datastore: no etcd endpoint answered: {tried}")]
@@ -171,6 +175,7 @@ impl MedicError {
             MedicError::Datastore(_)
             | MedicError::DatastoreAnswer { .. }
             | MedicError::DatastoreRequest { .. }
+            | MedicError::DatastoreTooLarge { .. }
             | MedicError::DatastoreUnreachable { .. } => "datastore",
         }
     }
@@ -251,7 +256,7 @@ mod tests {
         ];
         let codes: Vec<&str> = all.iter().map(|e| e.code()).collect();
         assert_eq!(codes, MedicError::CODES.to_vec());
-        // The variants that keep a source share their family's code.
+        // The variants that keep a source (and the other datastore ones) share their family's code.
         let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
         let toml_error = toml::from_str::<toml::Table>("x =").unwrap_err();
         let json_error = serde_json::from_str::<u8>("x").unwrap_err();
@@ -260,9 +265,10 @@ mod tests {
             MedicError::ConfigSyntax { origin: "f".into(), detail: "line 1".into(), source: Box::new(toml_error) },
             MedicError::DatastoreAnswer { context: "e".into(), source: json_error },
             MedicError::DatastoreUnreachable { tried: "e: 503".into(), source: None },
+            MedicError::DatastoreTooLarge { context: "e: reading /k".into(), cap: 65_536 },
         ];
         let codes: Vec<&str> = with_source.iter().map(|e| e.code()).collect();
-        assert_eq!(codes, ["config", "config", "datastore", "datastore"]);
+        assert_eq!(codes, ["config", "config", "datastore", "datastore", "datastore"]);
     }
 
     #[test]

@@ -79,7 +79,8 @@ impl Medic {
     pub fn new(docker: Arc<DockerClient>, config: Config) -> Result<Medic, MedicError> {
         let host_ns = NsIdentity::current_thread().map_err(|e| MedicError::netns_io("reading own namespace", e))?;
         let host = Netlink::host()?.with_timeout(config.call_deadline());
-        let marathon = MarathonClient::from_config(&config.marathon)?.map(Arc::new);
+        let marathon =
+            MarathonClient::from_config(&config.marathon, config.limits.marathon_answer_bytes)?.map(Arc::new);
         Ok(Medic { docker, config, marathon, host_ns, host, datastore: None })
     }
 

@@ -1,7 +1,8 @@
 //! The datastore client against a real etcd (Debian's etcd-server 3.4, v2 API) that
 //! this test starts on free loopback ports: recursive read, watch events, a cleared
 //! index, failover past a dead endpoint, the per-call deadline on an endpoint that
-//! accepts and never answers. No Docker, no root.
+//! accepts and never answers, answers past `[limits] datastore_answer_bytes`. No
+//! Docker, no root.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -64,6 +65,14 @@ impl Etcd {
         assert!(self.curl(&["-f", "-X", "PUT", "--data-urlencode", &format!("value={value}"), &url]));
     }
 
+    /// A value too long for one command-line argument, sent from a file.
+    fn put_large(&self, key: &str, value: &str) {
+        let file = self._dir.path().join("value");
+        std::fs::write(&file, value).unwrap();
+        let url = format!("{}/v2/keys{key}", self.url);
+        assert!(self.curl(&["-f", "-X", "PUT", "--data-urlencode", &format!("value@{}", file.display()), &url]));
+    }
+
     fn delete(&self, key: &str) {
         assert!(self.curl(&["-f", "-X", "DELETE", &format!("{}/v2/keys{key}", self.url)]));
     }
@@ -83,7 +92,12 @@ fn endpoint_json(ip: &str, mac: &str) -> String {
 }
 
 fn datastore(endpoints: &[&str], call_timeout: Duration) -> std::sync::Arc<Datastore> {
+    capped_datastore(endpoints, call_timeout, Config::default().limits.datastore_answer_bytes)
+}
+
+fn capped_datastore(endpoints: &[&str], call_timeout: Duration, cap: u64) -> std::sync::Arc<Datastore> {
     let mut c = Config::default();
+    c.limits.datastore_answer_bytes = cap;
     c.calico.etcd_endpoints = endpoints.iter().map(|s| s.to_string()).collect();
     c.calico.hostname = "h1".into();
     c.calico.calicoctl_config = String::new();
@@ -165,6 +179,76 @@ async fn dead_endpoints_fail_over_and_silent_ones_hit_the_deadline() {
     assert!(e.contains(&silent_url) && e.contains("no answer within 300ms") && e.contains(&dead), "{e}");
     assert_eq!(ds.lookup("e1"), Lookup::Unknown, "never read: no findings");
     drop(silent);
+}
+
+/// Issue 22: an answer of etcd past `[limits] datastore_answer_bytes` (a recursive
+/// read, a watch event) is an error naming the endpoint, the key and the ceiling;
+/// the same answers under the default ceiling are read.
+#[tokio::test]
+#[ignore = "needs Debian's etcd-server; tests/run.sh runs it"]
+async fn an_answer_past_its_ceiling_is_an_error_naming_it() {
+    let etcd = Etcd::start();
+    let dir = endpoint_dir("h1");
+    etcd.put(&format!("{dir}/e1"), &endpoint_json("10.65.0.1", "ee:ee:ee:ee:ee:ee"));
+    let small = capped_datastore(&[&etcd.url], Duration::from_secs(2), 65_536);
+    let index = small.full_read().await.unwrap().index;
+    etcd.put_large(&format!("{dir}/big"), &"x".repeat(300_000));
+    let cap = "answer larger than [limits] datastore_answer_bytes = 65536 bytes";
+
+    let e = small.full_read().await.unwrap_err().to_string();
+    assert_eq!(e, format!("datastore: {}: reading /v2/keys{dir}: {cap}", etcd.url));
+    assert!(matches!(small.lookup("e1"), Lookup::Found(_)), "the view of the last good read stays");
+    let w = small.client.watch(&small.dir, index + 1, Duration::from_secs(2), |_| {}).await;
+    let e = w.unwrap_err().to_string();
+    assert_eq!(e, format!("datastore: {}: watching /v2/keys{dir}: {cap}", etcd.url));
+
+    let ds = datastore(&[&etcd.url], Duration::from_secs(2));
+    assert_eq!(ds.full_read().await.unwrap().endpoints, 1, "read whole; the big value is no endpoint");
+    let w = ds.client.watch(&ds.dir, index + 1, Duration::from_secs(2), |_| {}).await.unwrap();
+    assert!(matches!(&w, Watched::Event(ev) if ev.value.as_ref().map(String::len) == Some(300_000)), "{w:?}");
+}
+
+/// Changes the follower sends within `within`.
+async fn changes_within(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<calico_medic::datastore::follow::Change>,
+    within: Duration,
+) -> Vec<calico_medic::datastore::follow::Change> {
+    let (mut out, deadline) = (Vec::new(), Instant::now() + within);
+    while let Ok(Some(c)) = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), rx.recv()).await {
+        out.push(c);
+    }
+    out
+}
+
+/// Issue 22: the follower under a ceiling its directory no longer fits. The watch
+/// event past it is replaced by a full read, which fails the same way: one outage,
+/// no flapping up and down on every watch; once the key is gone, up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's etcd-server; tests/run.sh runs it"]
+async fn the_follower_past_its_ceiling_is_one_outage_not_a_flap() {
+    use calico_medic::datastore::follow::{follow, Change};
+    let etcd = Etcd::start();
+    let dir = endpoint_dir("h1");
+    etcd.put(&format!("{dir}/e1"), &endpoint_json("10.65.0.1", "ee:ee:ee:ee:ee:ee"));
+    let ds = capped_datastore(&[&etcd.url], Duration::from_secs(2), 65_536);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(follow(ds.clone(), tx, stop_rx));
+    let started = changes_within(&mut rx, Duration::from_millis(500)).await;
+    assert!(matches!(started.as_slice(), [Change::Up(true), Change::FullRead(..)]), "{started:?}");
+
+    etcd.put_large(&format!("{dir}/big"), &"x".repeat(300_000));
+    let down = changes_within(&mut rx, Duration::from_secs(4)).await;
+    let ups: Vec<bool> = down.iter().filter_map(|c| if let Change::Up(u) = c { Some(*u) } else { None }).collect();
+    assert_eq!(ups, [false], "one outage, no flapping: {down:?}");
+    assert!(!ds.view().up);
+
+    etcd.delete(&format!("{dir}/big"));
+    let back = changes_within(&mut rx, Duration::from_secs(8)).await;
+    assert!(back.iter().any(|c| matches!(c, Change::Up(true))), "up again once the key is gone: {back:?}");
+    assert!(ds.view().up && matches!(ds.lookup("e1"), Lookup::Found(_)));
+    let _ = stop.send(true);
+    let _ = follower.await;
 }
 
 /// A TCP proxy in front of etcd that cuts every connection `cut` after it opened,

@@ -7,10 +7,18 @@ mod marathon_standin;
 use std::time::{Duration, Instant};
 
 use calico_medic::config::MarathonConfig;
+use calico_medic::marathon::confirm::{NotConfirmed, ThisHost};
 use calico_medic::marathon::{KillResult, MarathonClient};
 use marathon_standin::{basic, Answer, Standin};
 
+/// `[limits] marathon_answer_bytes` by default.
+const DEFAULT_CAP: u64 = 8 << 20;
+
 fn client(urls: &[&str], tweak: impl FnOnce(&mut MarathonConfig)) -> MarathonClient {
+    capped_client(urls, DEFAULT_CAP, tweak)
+}
+
+fn capped_client(urls: &[&str], cap: u64, tweak: impl FnOnce(&mut MarathonConfig)) -> MarathonClient {
     let mut c = MarathonConfig {
         enabled: true,
         urls: urls.iter().map(|u| u.to_string()).collect(),
@@ -18,7 +26,7 @@ fn client(urls: &[&str], tweak: impl FnOnce(&mut MarathonConfig)) -> MarathonCli
         ..MarathonConfig::default()
     };
     tweak(&mut c);
-    MarathonClient::from_config(&c).expect("client").expect("enabled")
+    MarathonClient::from_config(&c, cap).expect("client").expect("enabled")
 }
 
 fn closed_url() -> String {
@@ -128,10 +136,50 @@ fn credentials_are_sent_and_never_shown() {
         token_file: "/nonexistent/token".into(),
         ..MarathonConfig::default()
     };
-    let e = MarathonClient::from_config(&missing).unwrap_err().to_string();
+    let e = MarathonClient::from_config(&missing, DEFAULT_CAP).unwrap_err().to_string();
     assert!(e.contains("marathon.token_file") && e.contains("/nonexistent/token"), "{e}");
     std::fs::write(&tok, "").unwrap();
     let empty = MarathonConfig { token_file: tok.to_str().unwrap().into(), ..missing };
-    assert!(MarathonClient::from_config(&empty).unwrap_err().to_string().contains("is empty"));
-    assert!(MarathonClient::from_config(&MarathonConfig::default()).unwrap().is_none(), "off by default");
+    assert!(MarathonClient::from_config(&empty, DEFAULT_CAP).unwrap_err().to_string().contains("is empty"));
+    assert!(MarathonClient::from_config(&MarathonConfig::default(), DEFAULT_CAP).unwrap().is_none(), "off by default");
+}
+
+/// A server that answers every request with 200 and `body` (then closes).
+fn serving(body: String) -> String {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes()).and_then(|()| conn.write_all(body.as_bytes()));
+        }
+    });
+    url
+}
+
+/// Issue 22: an answer past `[limits] marathon_answer_bytes` is no answer (nothing
+/// confirmed, nothing killed); the same answer under the default ceiling is read.
+#[test]
+fn an_answer_past_its_ceiling_is_refused() {
+    let url = serving(format!(r#"{{"tasks":[],"pad":"{}"}}"#, "x".repeat(300_000)));
+    let host = ThisHost { names: vec!["h1".into()], ips: vec![] };
+    let rt = rt();
+    let c = capped_client(&[&url], 64 << 10, |_| {});
+    match rt.block_on(c.confirm("/web", "web.1", &host, &[], false)) {
+        Err(NotConfirmed::Unanswered(why)) => {
+            assert_eq!(why, format!("{url}: answer larger than 65536 bytes"))
+        }
+        r => panic!("{r:?}"),
+    }
+    let c = client(&[&url], |_| {});
+    assert_eq!(rt.block_on(c.confirm("/web", "web.1", &host, &[], false)), Err(NotConfirmed::NotListed));
 }

@@ -132,7 +132,7 @@ impl Config {
         }
     }
 
-    /// The top-level keys, `[backoff]` and `[probe]`: every duration and count within
+    /// The top-level keys, `[backoff]`, `[probe]` and `[limits]`: every duration and count within
     /// its bounds. Errors start with the key (`key: …`) so the loader can add the
     /// line it is on.
     pub fn validate(&self) -> Result<(), String> {
@@ -161,6 +161,10 @@ impl Config {
         count("limits.links", self.limits.links as u64, 10, 10_000_000)?;
         count("limits.addresses", self.limits.addresses as u64, 10, 10_000_000)?;
         count("limits.routes", self.limits.routes as u64, 10, 10_000_000)?;
+        let (kib64, gib4) = (64 << 10, 4 << 30);
+        count("limits.datastore_answer_bytes", self.limits.datastore_answer_bytes, kib64, gib4)?;
+        count("limits.marathon_answer_bytes", self.limits.marathon_answer_bytes, kib64, gib4)?;
+        count("limits.docker_record_bytes", self.limits.docker_record_bytes, kib64, gib4)?;
         if self.backoff.max < self.backoff.initial {
             return Err("backoff.max: must be at least backoff.initial".into());
         }
@@ -231,6 +235,12 @@ mod tests {
             ("max_concurrent_checks = 100000000000\n", "max_concurrent_checks"),
             ("[probe]\ninterval = \"100000d\"\n", "probe.interval"),
             ("[limits]\nroutes = 5\n", "limits.routes"),
+            ("[limits]\ndatastore_answer_bytes = 65535\n", "limits.datastore_answer_bytes"),
+            ("[limits]\ndatastore_answer_bytes = 4294967297\n", "limits.datastore_answer_bytes"),
+            ("[limits]\nmarathon_answer_bytes = 0\n", "limits.marathon_answer_bytes"),
+            ("[limits]\nmarathon_answer_bytes = 8589934592\n", "limits.marathon_answer_bytes"),
+            ("[limits]\ndocker_record_bytes = 1024\n", "limits.docker_record_bytes"),
+            ("[limits]\ndocker_record_bytes = -1\n", "limits.docker_record_bytes"),
             ("[probe]\ninterval = \"2562047788015216h\"\n", "probe.interval"),
         ] {
             let e = Config::from_toml(text, "cfg.toml").unwrap_err().to_string();

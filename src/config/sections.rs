@@ -1,5 +1,5 @@
-//! The sections of the configuration as plain data with their defaults. `[backoff]`
-//! and `[probe]` are bounds-checked by `Config::validate`; `[calico]`, `[marathon]`
+//! The sections of the configuration as plain data with their defaults. `[backoff]`,
+//! `[probe]` and `[limits]` are bounds-checked by `Config::validate`; `[calico]`, `[marathon]`
 //! and `[prestart]` are checked by the modules that own them
 //! (`datastore::settings`, `marathon::settings`, `prestart::settings`).
 
@@ -50,25 +50,40 @@ impl Default for CalicoConfig {
     }
 }
 
-/// Repair before `start` (needs `watch`): follow a new calico sandbox from the
-/// moment its veth moves in, and fix the MAC once Docker has configured it.
-/// Ceilings on one netlink dump of a container's namespace: a task with NET_ADMIN
-/// decides how large its namespace is, so a pass reads at most this much and
-/// reports `namespace_too_large` for that endpoint beyond it.
+/// Ceilings on every read from outside the agent. `links`, `addresses`, `routes`:
+/// one netlink dump of a container's namespace (a task with NET_ADMIN decides how
+/// large its namespace is, so a pass reads at most this much and reports
+/// `namespace_too_large` for that endpoint beyond it). The `*_bytes` keys: one
+/// answer of etcd, one answer of Marathon, one record of a created container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub links: usize,
     pub addresses: usize,
     pub routes: usize,
+    /// One answer of etcd (a recursive read, a watch event), in bytes.
+    pub datastore_answer_bytes: u64,
+    /// One answer of Marathon (an app's task list or definition), in bytes.
+    pub marathon_answer_bytes: u64,
+    /// Docker's record of a created container (`config.v2.json`), in bytes.
+    pub docker_record_bytes: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { links: 1000, addresses: 1000, routes: 10_000 }
+        LimitsConfig {
+            links: 1000,
+            addresses: 1000,
+            routes: 10_000,
+            datastore_answer_bytes: 64 << 20,
+            marathon_answer_bytes: 8 << 20,
+            docker_record_bytes: 8 << 20,
+        }
     }
 }
 
+/// Repair before `start` (needs `watch`): follow a new calico sandbox from the
+/// moment its veth moves in, and fix the MAC once Docker has configured it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrestartConfig {

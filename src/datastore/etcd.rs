@@ -2,7 +2,8 @@
 //! and the long-poll watch (`?wait=true&recursive=true&waitIndex=N`). Several
 //! endpoints: a request goes to the last one that answered and fails over to the
 //! others in order. Every request has a deadline (`call_timeout` for reads, the
-//! watch timeout for watches).
+//! watch timeout for watches), and every answer a ceiling (`[limits]
+//! datastore_answer_bytes`): a body is read chunk by chunk and dropped past it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
@@ -100,6 +101,8 @@ pub struct EtcdClient {
     endpoints: Vec<String>,
     http: reqwest::Client,
     call_timeout: Duration,
+    /// The ceiling of one answer's body, in bytes.
+    max_answer_bytes: u64,
     auth: Option<(String, String)>,
     /// Index into `endpoints` of the one that answered last.
     preferred: AtomicUsize,
@@ -152,6 +155,7 @@ impl EtcdClient {
             endpoints: s.endpoints.clone(),
             http,
             call_timeout: s.call_timeout,
+            max_answer_bytes: s.max_answer_bytes,
             auth: s.username.clone().map(|u| (u, s.password.as_ref().map(|p| p.0.clone()).unwrap_or_default())),
             preferred: AtomicUsize::new(0),
         })
@@ -241,9 +245,11 @@ impl EtcdClient {
             if let Some(current) = header_index.filter(|c| c + 1 < wait_index) {
                 return Ok(Watched::Cleared(current));
             }
-            let body = match tokio::time::timeout(timeout, res.bytes()).await {
+            // An answer past the ceiling is an error, never an event or a quiet watch.
+            let body = match tokio::time::timeout(timeout, read_body(res, self.max_answer_bytes)).await {
                 Err(_) => return Ok(Watched::Quiet),
-                Ok(Err(e)) => {
+                Ok(Err(BodyError::TooLarge)) => return Err(self.too_large(base, "watching", &path)),
+                Ok(Err(BodyError::Request(e))) => {
                     return Err(MedicError::DatastoreRequest {
                         context: format!("watching {dir} on {base}"),
                         detail: describe(&e, timeout),
@@ -299,9 +305,10 @@ impl EtcdClient {
                 tried.note(format!("{base}: {status}"));
                 continue;
             }
-            let body = match res.bytes().await {
+            let body = match read_body(res, self.max_answer_bytes).await {
                 Ok(b) => b,
-                Err(e) => {
+                Err(BodyError::TooLarge) => return Err(self.too_large(base, "reading", path)),
+                Err(BodyError::Request(e)) => {
                     tried.failed(base, "reading the answer: ", e, timeout);
                     continue;
                 }
@@ -319,6 +326,37 @@ impl EtcdClient {
         }
         Err(tried.into_error())
     }
+
+    /// An answer of `base` to `doing` `path` went past `max_answer_bytes`.
+    fn too_large(&self, base: &str, doing: &str, path: &str) -> MedicError {
+        let key = path.split('?').next().unwrap_or(path);
+        MedicError::DatastoreTooLarge { context: format!("{base}: {doing} {key}"), cap: self.max_answer_bytes }
+    }
+}
+
+/// Why a body was not read whole.
+enum BodyError {
+    /// The connection failed (or timed out) while reading it.
+    Request(reqwest::Error),
+    /// It holds more than the ceiling: the rest is not read.
+    TooLarge,
+}
+
+/// The body of `res`, chunk by chunk, never more than `max` bytes (a declared
+/// `Content-Length` over it is refused before any byte is read).
+async fn read_body(mut res: reqwest::Response, max: u64) -> Result<Vec<u8>, BodyError> {
+    let declared = res.content_length().unwrap_or(0);
+    if declared > max {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+    while let Some(chunk) = res.chunk().await.map_err(BodyError::Request)? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A body that does not parse as etcd's JSON.

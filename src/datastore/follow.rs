@@ -123,6 +123,10 @@ pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut s
                     None => cleared_in_a_row = 0, // a usable answer: the history holds again
                 }
             }
+            // An event past the answer ceiling would come again on every watch from
+            // this index: read everything instead (etcd's index then is past it); a
+            // directory past the ceiling too is an outage whose warning names it.
+            Err(e @ MedicError::DatastoreTooLarge { .. }) => pending_read = Some(past_ceiling(&ds, &e)),
             // The long-poll's body was cut after etcd answered: a watch retry, not an
             // outage, as long as a plain read still works.
             Err(e @ MedicError::DatastoreRequest { .. }) => match ds.client.alive(&ds.dir).await {
@@ -139,6 +143,13 @@ pub async fn follow(ds: Arc<Datastore>, tx: mpsc::UnboundedSender<Change>, mut s
             Err(e) => outage!(e),
         }
     }
+}
+
+/// A watch answer past `[limits] datastore_answer_bytes`: warns, and the full read
+/// that replaces it (backed off like one for a cleared index when it repeats).
+fn past_ceiling(ds: &Datastore, e: &MedicError) -> ReadReason {
+    warn!(url = %ds.client.current(), error = %e, "datastore: watch answer past its ceiling; reading everything again");
+    ReadReason::IndexCleared
 }
 
 /// etcd did not answer: the first failure of an outage warns and marks the view

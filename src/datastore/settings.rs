@@ -36,6 +36,8 @@ pub struct Settings {
     pub call_timeout: Duration,
     pub full_read_interval: Duration,
     pub watch_timeout: Duration,
+    /// The ceiling of one answer of etcd (`[limits] datastore_answer_bytes`).
+    pub max_answer_bytes: u64,
 }
 
 /// Calico's name for this host, as calico/node determines it: `NODENAME`, then
@@ -72,6 +74,7 @@ impl Settings {
             call_timeout: config.call_deadline(),
             full_read_interval: c.full_read_interval,
             watch_timeout: c.watch_timeout,
+            max_answer_bytes: config.limits.datastore_answer_bytes,
         };
         if !c.etcd_endpoints.is_empty() {
             s.endpoints = c

@@ -1,7 +1,7 @@
 //! Marathon's REST API (1.4–1.10), only what escalation needs:
 //! `GET /v2/apps/{appId}/tasks` and `GET /v2/apps/{appId}` — Marathon's own view of
-//! a task, which must confirm it before any kill (`confirm`; answers read with a
-//! size ceiling); `DELETE /v2/apps/{appId}/tasks/{taskId}?scale=false` — kill one
+//! a task, which must confirm it before any kill (`confirm`; answers read up to
+//! `[limits] marathon_answer_bytes`); `DELETE /v2/apps/{appId}/tasks/{taskId}?scale=false` — kill one
 //! task and let Marathon start a replacement (the app is never scaled down, `force`
 //! never set).
 //! Several URLs (an HA Marathon): the next one is tried when one cannot answer
@@ -20,9 +20,6 @@ use serde::de::DeserializeOwned;
 use super::confirm::{confirm, AppAnswer, AppTasks, NotConfirmed, ThisHost};
 use crate::config::MarathonConfig;
 use crate::error::MedicError;
-
-/// The ceiling of one answer read from Marathon (an app's task list).
-pub const MAX_ANSWER_BYTES: usize = 8 << 20;
 
 /// How one kill request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +54,8 @@ pub struct MarathonClient {
     urls: Vec<String>,
     auth: Auth,
     timeout: Duration,
+    /// The ceiling of one answer read from Marathon (an app's task list), in bytes.
+    max_answer_bytes: u64,
 }
 
 fn read_secret(key: &str, path: &str) -> Result<String, MedicError> {
@@ -70,9 +69,10 @@ fn read_secret(key: &str, path: &str) -> Result<String, MedicError> {
 }
 
 impl MarathonClient {
-    /// The client for `[marathon]`; `None` when escalation is off. Reads the
+    /// The client for `[marathon]`, reading answers up to `max_answer_bytes`
+    /// (`[limits] marathon_answer_bytes`); `None` when escalation is off. Reads the
     /// credential and CA files now, so a bad file fails start/reload, not a kill.
-    pub fn from_config(c: &MarathonConfig) -> Result<Option<MarathonClient>, MedicError> {
+    pub fn from_config(c: &MarathonConfig, max_answer_bytes: u64) -> Result<Option<MarathonClient>, MedicError> {
         if !c.enabled {
             return Ok(None);
         }
@@ -108,7 +108,7 @@ impl MarathonClient {
             .build()
             .map_err(|e| MedicError::ConfigTls { context: "marathon: building the HTTP client".into(), source: e })?;
         let urls = c.urls.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
-        Ok(Some(MarathonClient { http, urls, auth, timeout: c.request_timeout }))
+        Ok(Some(MarathonClient { http, urls, auth, timeout: c.request_timeout, max_answer_bytes }))
     }
 
     fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -142,7 +142,7 @@ impl MarathonClient {
     }
 
     /// GET `path` from the first URL that answers; its JSON body, read up to
-    /// `MAX_ANSWER_BYTES`.
+    /// `max_answer_bytes`.
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
         let mut why = String::from("no Marathon URL configured");
         for base in &self.urls {
@@ -162,11 +162,11 @@ impl MarathonClient {
             if !status.is_success() {
                 return Err(format!("{base}: {status}"));
             }
-            let mut body = Vec::new();
+            let (mut body, max) = (Vec::new(), self.max_answer_bytes);
             loop {
                 match resp.chunk().await {
-                    Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_ANSWER_BYTES => body.extend_from_slice(&chunk),
-                    Ok(Some(_)) => return Err(format!("{base}: answer larger than {MAX_ANSWER_BYTES} bytes")),
+                    Ok(Some(chunk)) if (body.len() + chunk.len()) as u64 <= max => body.extend_from_slice(&chunk),
+                    Ok(Some(_)) => return Err(format!("{base}: answer larger than {max} bytes")),
                     Ok(None) => break,
                     Err(e) => return Err(format!("{base}: {}", describe(e, self.timeout))),
                 }

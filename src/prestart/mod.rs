@@ -332,7 +332,8 @@ impl Inner {
         let id = id?;
         let root = self.state().docker_root.clone()?;
         let (dir, cid) = (root.clone(), id.to_string());
-        let read = tokio::task::spawn_blocking(move || crate::docker::created_env(&dir, &cid));
+        let max = self.current.medic().config.limits.docker_record_bytes;
+        let read = tokio::task::spawn_blocking(move || crate::docker::created_env(&dir, &cid, max));
         let env = match tokio::time::timeout(RECORD_DEADLINE, read).await {
             Ok(Ok(Ok(env))) => env,
             Ok(Ok(Err(e))) => {
