@@ -200,7 +200,8 @@ fn account_pass(
     }
     // Policy off: the namespace was never opened, and is not watched.
     let new_watch = ctx.watches_enabled && st.watched_pid != Some(pid) && out.policy != Policy::Off && !too_large;
-    st.endpoint_ids = out.reports.iter().map(|r| r.endpoint_id.clone()).collect();
+    // (from Docker's record, not the reports: a task with policy `off` has none)
+    st.endpoint_ids = out.workload.endpoints.iter().map(|e| e.endpoint_id.clone()).collect();
     let all_well = !out.reports.is_empty()
         && out.reports.iter().all(|r| r.healthy && r.reachable == Some(true) && r.error.is_none());
     st.last_healthy = (all_well && out.policy != Policy::Off).then(|| (pid, out.reports.clone()));

@@ -50,6 +50,7 @@ impl Scheduler {
         }
         let checked = self.containers.get(&done.id).is_some_and(|st| st.endpoints.is_some());
         self.known.set_checked(&done.id, checked);
+        self.publish_held(&done.id);
         self.ctx.health.work_done(progress);
     }
 
@@ -164,5 +165,13 @@ impl Scheduler {
             );
         }
         st.endpoint_errors = errors;
+    }
+
+    /// The container's calico endpoints as the orphan count sees them (none once it
+    /// is forgotten), and whether the host is known whole.
+    pub(super) fn publish_held(&self, id: &str) {
+        let ids = self.containers.get(id).map(|st| st.endpoint_ids.as_slice()).unwrap_or_default();
+        self.ctx.held.set(id, ids);
+        self.ctx.held.set_complete(self.host_known());
     }
 }

@@ -28,7 +28,7 @@ use crate::workload::Escaped;
 impl Scheduler {
     /// The whole host is known: the first full resync is done and every calico
     /// container it listed has had a pass (so the host breaker sees all of them).
-    fn host_known(&self) -> bool {
+    pub(super) fn host_known(&self) -> bool {
         self.listed_once && self.containers.values().all(|st| !(st.calico_hint && st.endpoints.is_none()))
     }
 

@@ -61,7 +61,8 @@ impl Agent {
         let current = Current::new(medic, dry_run);
         let (notices, notices_rx) = mpsc::unbounded_channel();
         let (internal, internal_rx) = mpsc::unbounded_channel();
-        let ctx = SourceCtx { current: current.clone(), metrics, health: health.clone(), notices };
+        let held = Arc::default();
+        let ctx = SourceCtx { current: current.clone(), metrics, health: health.clone(), notices, held };
         let scheduler = Scheduler::new(ctx.clone(), internal.clone());
         let mut tasks = vec![
             tokio::spawn(scheduler.run(notices_rx, internal_rx, shutdown.clone())),

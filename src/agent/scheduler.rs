@@ -277,6 +277,9 @@ impl Scheduler {
         self.watches.remove(id);
         self.known.set_checked(id, false);
         self.prestart.forget_container(id);
+        // A dead task holds no endpoint (Docker leaves its networks): one the
+        // datastore keeps is an orphan.
+        self.ctx.held.set(id, &[]);
         self.ctx.metrics.forget_container(id);
         self.refresh_gauges();
     }
@@ -289,6 +292,7 @@ impl Scheduler {
         self.watches.remove(id);
         self.known.set_checked(id, false);
         self.prestart.forget_container(id);
+        self.publish_held(id);
         self.escalator.forget(id);
         self.ctx.metrics.forget_container(id);
         self.refresh_gauges();
@@ -306,6 +310,7 @@ impl Scheduler {
         for id in stale.iter().filter(|id| !running.iter().any(|(r, _)| r == *id)) {
             self.forget(id);
         }
+        self.ctx.held.set_complete(self.host_known());
         self.refresh_gauges();
         for (id, _) in running {
             self.enqueue(id, Trigger::Resync);

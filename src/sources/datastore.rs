@@ -1,7 +1,8 @@
 //! Calico's datastore as a source: the follower (`datastore::follow`) reports
 //! changes; an outage or a recovery asks the scheduler to re-check every calico
 //! container (their findings depend on whether the datastore answers), a changed
-//! endpoint the container that holds it; every change re-counts the host's orphans.
+//! endpoint the container that holds it; every change re-counts the host's orphans
+//! against the endpoints the scheduler knows its checked containers hold (`Held`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,13 +75,11 @@ async fn count_orphans(ctx: SourceCtx, ds: Arc<Datastore>, recount: Arc<Notify>,
         if !view.up || !view.loaded {
             continue;
         }
-        let docker = ctx.current.medic().docker.clone();
-        let held = match docker.calico_endpoint_ids().await {
-            Ok(ids) => ids,
-            Err(e) => {
-                debug!(error = %e, "datastore: cannot count orphans");
-                continue;
-            }
+        // The scheduler's own list: complete once every calico container Docker
+        // listed has had a pass (until then nothing is counted).
+        let Some(held) = ctx.held.endpoints() else {
+            debug!("datastore: orphans not counted until every calico container has been checked");
+            continue;
         };
         let candidates = orphans(&view.endpoints, &held);
         let now = Instant::now();

@@ -12,7 +12,9 @@ pub mod docker;
 pub mod timers;
 pub mod watches;
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::mpsc;
 
@@ -61,11 +63,64 @@ pub struct SourceCtx {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub notices: Notices,
+    /// The calico endpoints of the containers the scheduler has checked.
+    pub held: Arc<Held>,
+}
+
+/// The Docker endpoint ids of every calico container the scheduler has checked,
+/// published by the scheduler (its only writer) for the orphan count: the agent's
+/// own list, not a `docker ps` per count.
+#[derive(Default)]
+pub struct Held {
+    by_container: RwLock<HashMap<String, Vec<String>>>,
+    /// Every calico container Docker listed has had a pass (the list is the host's).
+    complete: AtomicBool,
+}
+
+impl Held {
+    pub fn set(&self, container: &str, endpoints: &[String]) {
+        let mut map = self.by_container.write().unwrap_or_else(|p| p.into_inner());
+        if endpoints.is_empty() {
+            map.remove(container);
+        } else if map.get(container).is_none_or(|e| e.as_slice() != endpoints) {
+            map.insert(container.to_string(), endpoints.to_vec());
+        }
+    }
+
+    pub fn set_complete(&self, complete: bool) {
+        self.complete.store(complete, Ordering::Relaxed);
+    }
+
+    /// Every endpoint id held on this host; `None` until the host is known whole.
+    pub fn endpoints(&self) -> Option<HashSet<String>> {
+        if !self.complete.load(Ordering::Relaxed) {
+            return None;
+        }
+        let map = self.by_container.read().unwrap_or_else(|p| p.into_inner());
+        Some(map.values().flatten().cloned().collect())
+    }
 }
 
 impl SourceCtx {
     /// Sends a notice; false once the scheduler is gone (shutting down).
     pub fn send(&self, notice: Notice) -> bool {
         self.notices.send(notice).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_endpoints_are_counted_only_once_the_host_is_known_whole() {
+        let held = Held::default();
+        held.set("c1", &["e1".into(), "e2".into()]);
+        assert_eq!(held.endpoints(), None, "not before every calico container had a pass");
+        held.set_complete(true);
+        assert_eq!(held.endpoints().unwrap().len(), 2);
+        held.set("c1", &[]);
+        held.set("c2", &["e3".into()]);
+        assert_eq!(held.endpoints().unwrap(), HashSet::from(["e3".to_string()]));
     }
 }
