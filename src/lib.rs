@@ -9,6 +9,7 @@ pub mod datastore;
 pub mod diagnose;
 pub mod docker;
 pub mod error;
+pub mod hook;
 pub mod http;
 pub mod kernel;
 pub mod marathon;

@@ -33,7 +33,7 @@ const TIERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("middle", &["marathon", "datastore", "metrics", "medic"]),
-    ("upper", &["agent", "prestart", "sources", "http", "daemon", "cli"]),
+    ("upper", &["agent", "prestart", "hook", "sources", "http", "daemon", "cli"]),
 ];
 
 #[derive(Debug, Clone)]

@@ -82,12 +82,32 @@ pub enum Command {
     /// Write the man pages or shell completions (for packaging).
     #[command(hide = true)]
     Generate(GenerateCmd),
+    /// OCI hooks run by runc through `calico-medic runtime` (not for interactive use).
+    #[command(hide = true, subcommand)]
+    Hook(HookCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCmd {
+    /// The prestart hook: reads the OCI state on stdin; always exits 0.
+    Prestart {
+        /// Config file (TOML); default /etc/calico-medic/config.toml if present.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Append what the hook saw and did to this file, one JSON line per container (tests).
+        #[arg(long)]
+        trace: Option<PathBuf>,
+    },
 }
 
 impl Cli {
     pub fn exec(self) -> ExitCode {
         if let Command::Generate(cmd) = &self.command {
             return cmd.exec();
+        }
+        if let Command::Hook(HookCmd::Prestart { config, trace }) = self.command {
+            let config = load_config(config.as_deref(), None).map_err(|e| e.to_string());
+            return crate::hook::run_hook(config, trace);
         }
         init_logging(self.log_format, self.verbose);
         let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -100,7 +120,7 @@ impl Cli {
                 Command::Check(cmd) => cmd.exec(self.docker_host.as_deref()).await,
                 Command::Repair(cmd) => cmd.exec(self.docker_host.as_deref()).await,
                 Command::Escalations(cmd) => cmd.exec(),
-                Command::Generate(_) => unreachable!("handled before the runtime starts"),
+                Command::Generate(_) | Command::Hook(_) => unreachable!("handled before the runtime starts"),
             }
         });
         // Do not wait for stray blocking tasks (e.g. a hung Docker request) on exit.

@@ -93,11 +93,22 @@ pub struct PrestartConfig {
     /// How long a new endpoint is followed before it is left to the post-start pass.
     #[serde(deserialize_with = "de_duration")]
     pub follow: Duration,
+    /// Where the daemon listens for what `calico-medic hook prestart` repaired.
+    pub hook_socket: std::path::PathBuf,
+    /// The prestart hook's own deadline: it exits 0 by then, whatever it was doing.
+    #[serde(deserialize_with = "de_duration")]
+    pub hook_deadline: Duration,
 }
 
 impl Default for PrestartConfig {
     fn default() -> Self {
-        PrestartConfig { enabled: true, sandbox_dirs: vec!["/run/docker/netns".into()], follow: Duration::from_secs(5) }
+        PrestartConfig {
+            enabled: true,
+            sandbox_dirs: vec!["/run/docker/netns".into()],
+            follow: Duration::from_secs(5),
+            hook_socket: "/run/calico-medic/hook.sock".into(),
+            hook_deadline: Duration::from_millis(500),
+        }
     }
 }
 

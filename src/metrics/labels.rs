@@ -21,6 +21,8 @@ pub fn cap_label(value: &str) -> String {
 pub enum StartPath {
     BeforeStart,
     AfterStart,
+    /// By `calico-medic hook prestart`, which runc runs before the task starts.
+    Hook,
 }
 
 impl StartPath {
@@ -28,6 +30,7 @@ impl StartPath {
         match self {
             StartPath::BeforeStart => "before_start",
             StartPath::AfterStart => "after_start",
+            StartPath::Hook => "hook",
         }
     }
 }

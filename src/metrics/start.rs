@@ -22,7 +22,7 @@ impl StartMetrics {
         let repairs = counter_vec(
             r,
             "start_repairs_total",
-            "New endpoints whose MAC was repaired at start, by path: before_start (before the task's first instruction) or after_start.",
+            "New endpoints whose MAC was repaired at start, by path: hook (by the runtime's prestart hook), before_start (by the follower, before the task's first instruction) or after_start.",
             &["path"],
         );
         let latency = histogram_vec(
@@ -50,7 +50,7 @@ impl StartMetrics {
         for reason in RESCAN_REASONS {
             rescans.with_label_values(&[reason]);
         }
-        for path in [StartPath::BeforeStart, StartPath::AfterStart] {
+        for path in [StartPath::Hook, StartPath::BeforeStart, StartPath::AfterStart] {
             repairs.with_label_values(&[path.as_str()]);
         }
         for o in PrestartOutcome::ALL {

@@ -15,7 +15,7 @@ use super::Inner;
 use crate::diagnose::{diagnose_container, FaultKind};
 use crate::error::MedicError;
 use crate::medic::{endpoint_pass_from, Medic, Mode};
-use crate::metrics::PrestartOutcome;
+use crate::metrics::{PrestartOutcome, StartPath};
 use crate::netlink::watch::watch_netns;
 use crate::netlink::Netlink;
 use crate::netns::{container_in_netns, sandbox_files, NsIdentity, SandboxFile, TargetNetns};
@@ -219,7 +219,13 @@ impl Inner {
                 SandboxState::Configuring => {}
                 SandboxState::Healthy => {
                     self.metrics.prestart_outcome(PrestartOutcome::Healthy);
-                    let none = PrestartResult { repaired: false, container: None, repaired_at: 0.0, latency: 0.0 };
+                    let none = PrestartResult {
+                        repaired: false,
+                        container: None,
+                        repaired_at: 0.0,
+                        latency: 0.0,
+                        path: StartPath::BeforeStart,
+                    };
                     self.record(&at.facts.name, none);
                     debug!(host_interface = at.facts.name.as_str(), sandbox = %at.file.path.display(), "pre-start: healthy before start");
                     return Ok(None);
@@ -261,8 +267,13 @@ impl Inner {
         self.metrics.prestart_outcome(PrestartOutcome::Repaired);
         // From the netlink notification (the veth's move) to the verified repair.
         self.metrics.repaired_after(seconds);
-        let result =
-            PrestartResult { repaired: true, container, repaired_at: crate::report::unix_now(), latency: seconds };
+        let result = PrestartResult {
+            repaired: true,
+            container,
+            repaired_at: crate::report::unix_now(),
+            latency: seconds,
+            path: StartPath::BeforeStart,
+        };
         self.record(&at.facts.name, result);
         let commands: Vec<&str> = pass.actions.iter().map(|a| a.command.as_str()).collect();
         info!(

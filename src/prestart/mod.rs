@@ -23,6 +23,7 @@
 //! bookkeeping behind its own lock; it knows nothing of the scheduler.
 
 mod follow;
+pub mod hooks;
 mod policy;
 mod sandboxes;
 pub mod settings;
@@ -112,6 +113,9 @@ impl Prestart {
     /// subscription, and a first listing of the sandbox files (so files created later
     /// sort newer).
     pub fn start(&self) {
+        if !std::mem::replace(&mut self.inner.state().hook_listener, true) {
+            self.inner.listen_for_hooks(); // whether or not the follower runs
+        }
         let medic = self.inner.current.medic();
         if !medic.config.prestart.enabled {
             return;
@@ -215,9 +219,14 @@ impl Prestart {
             if !res.repaired || post_start_also_wrote {
                 continue; // (a MAC the post-start pass wrote is counted as after_start there)
             }
-            let before = started.is_none_or(|start| res.repaired_at < start);
+            // The hook runs before the task's first instruction by construction.
+            let before = res.path == StartPath::Hook || started.is_none_or(|start| res.repaired_at < start);
             r.repaired_before_start = before;
-            let path = if before { StartPath::BeforeStart } else { StartPath::AfterStart };
+            let path = match (res.path, before) {
+                (StartPath::Hook, _) => StartPath::Hook,
+                (_, true) => StartPath::BeforeStart,
+                (_, false) => StartPath::AfterStart,
+            };
             self.inner.metrics.repaired_at_start(path, res.latency);
             let who = out.workload.identity();
             let (app, task) = (who.app.as_deref().map(Escaped), who.task.as_deref().map(Escaped));
@@ -230,6 +239,7 @@ impl Prestart {
                 host_interface = r.host_interface.as_str(),
                 healthy = r.healthy,
                 repaired_before_start = before,
+                path = path.as_str(),
                 before_start_event_ms = started.map(|start| (start - res.repaired_at) * 1000.0),
                 "confirmed after start: {}",
                 if before { "repaired before start" } else { "repaired in the sandbox, but after Docker's start" }

@@ -31,6 +31,8 @@ pub struct PrestartResult {
     /// When the repair was verified (unix seconds) and how long after the veth moved.
     pub repaired_at: f64,
     pub latency: f64,
+    /// Who repaired it: the follower (`BeforeStart`) or the runtime's hook (`Hook`).
+    pub path: crate::metrics::StartPath,
 }
 
 /// One sandbox file: its path and the namespace it held when listed.
@@ -63,6 +65,8 @@ pub struct Sandboxes {
     pub host_watch: Option<Watch>,
     /// Docker's data root, where a created container's record can be read.
     pub docker_root: Option<PathBuf>,
+    /// The hook reports' socket is bound (once per process).
+    pub hook_listener: bool,
 }
 
 impl Sandboxes {

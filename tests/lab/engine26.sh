@@ -228,6 +228,13 @@ else
     step_done dockerd "started Docker $(e2_up) ($driver storage, pid $(e2_pid))"
 fi
 
+# ---------------------------------------------------------------- runtime
+if register_runtime "$RUN_DIR/daemon.json" "$(e2_pid)" "${D2[@]}"; then
+    step_done runtime "calico-medic runtime registered ($RUN_DIR/daemon.json)"
+else
+    step_done runtime "calico-medic runtime registered already"
+fi
+
 # ---------------------------------------------------------------- image
 if "${D2[@]}" image inspect "$IMAGE" >/dev/null 2>&1; then
     step_done image "$IMAGE present"

@@ -23,3 +23,34 @@ close_inherited_fds() {
     done
     return 0
 }
+
+# The calico-medic runtime (issue 23) as the lab registers it with each engine: a runc
+# wrapper that adds calico-medic's prestart hook. The tests that use it
+# (`docker run --runtime calico-medic`) link their binary as $RUNTIME_DIR/calico-medic-runtime
+# (the runtime: `calico-medic runtime …`) and $RUNTIME_DIR/calico-medic (the hook), and write $RUNTIME_DIR/config.toml; the hook appends what it
+# saw to $RUNTIME_DIR/trace.jsonl.
+RUNTIME_DIR=/run/calico-lab/runtime
+# register_runtime <daemon.json> <dockerd pid> <docker command...>: adds the runtime to the
+# file (other keys kept) and reloads the engine (SIGHUP reloads `runtimes`) unless it is there.
+register_runtime() {
+    local file=$1 pid=$2 want cur i
+    shift 2
+    mkdir -p "$RUNTIME_DIR"
+    want=$(jq -c -n --arg d "$RUNTIME_DIR" '{path: ($d + "/calico-medic-runtime"), runtimeArgs: ["runtime",
+        "--calico-medic-hook=" + $d + "/calico-medic", "--calico-medic-config=" + $d + "/config.toml",
+        "--calico-medic-trace=" + $d + "/trace.jsonl"]}')
+    cur='{}'
+    [[ -s $file ]] && cur=$(cat "$file")
+    if [[ $(jq -c '.runtimes["calico-medic"] // empty' <<<"$cur") == "$want" ]] \
+        && "$@" info -f '{{json .Runtimes}}' 2>/dev/null | grep -q calico-medic; then
+        return 1
+    fi
+    jq --argjson r "$want" '.runtimes = ((.runtimes // {}) + {"calico-medic": $r})' <<<"$cur" >"$file.new"
+    mv "$file.new" "$file"
+    kill -HUP "$pid"
+    for i in $(seq 1 100); do
+        "$@" info -f '{{json .Runtimes}}' 2>/dev/null | grep -q calico-medic && return 0
+        sleep 0.1
+    done
+    die "the engine did not load the calico-medic runtime from $file"
+}

@@ -116,6 +116,14 @@ else
     fi
 fi
 
+# ---------------------------------------------------------------- runtime
+mkdir -p /etc/docker
+if register_runtime /etc/docker/daemon.json "$(cat /var/run/docker.pid)" "$DOCKER"; then
+    step_done runtime "calico-medic runtime registered (/etc/docker/daemon.json)"
+else
+    step_done runtime "calico-medic runtime registered already"
+fi
+
 # ---------------------------------------------------------------- image
 if "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1; then
     step_done image "$IMAGE present"
