@@ -28,7 +28,7 @@ impl StartMetrics {
         let latency = histogram_vec(
             r,
             "start_repair_latency_seconds",
-            "New endpoints: from the trigger (before_start: the veth moved into the sandbox; after_start: Docker's start event) to the verified repair.",
+            "New endpoints: from the trigger (hook: the hook started; before_start: the veth moved into the sandbox; after_start: Docker's start event) to the verified repair.",
             vec![
                 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
                 1.0, 2.5, 5.0,
