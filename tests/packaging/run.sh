@@ -232,13 +232,14 @@ missing=""
 # finds units only there or in /etc (the same place on merged-/usr systems).
 for f in ./usr/bin/calico-medic ./lib/systemd/system/calico-medic.service ./etc/calico-medic/config.toml \
     ./usr/share/doc/calico-medic/README.md ./usr/share/doc/calico-medic/copyright \
-    ./usr/share/doc/calico-medic/examples/marathon-app.json $(printf './usr/share/man/man1/%s ' "${MAN_PAGES[@]}") \
+    ./usr/share/doc/calico-medic/examples/marathon-app.json ./usr/share/doc/calico-medic/examples/docker-runtime.json \
+    $(printf './usr/share/man/man1/%s ' "${MAN_PAGES[@]}") \
     $(printf './usr/share/doc/calico-medic/docs/%s ' "${DOCS[@]}") \
     ./usr/share/bash-completion/completions/calico-medic ./usr/share/zsh/vendor-completions/_calico-medic \
     ./usr/share/fish/vendor_completions.d/calico-medic.fish; do
     grep -qxF "$f" <<<"$contents" || missing+=" $f"
 done
-[[ -z $missing ]] && pass "package contents: binary, unit, config, README, ${#DOCS[@]} docs, copyright, Marathon example, ${#MAN_PAGES[@]} man pages, bash/zsh/fish completions" ||
+[[ -z $missing ]] && pass "package contents: binary, unit, config, README, ${#DOCS[@]} docs, copyright, Marathon and Docker runtime examples, ${#MAN_PAGES[@]} man pages, bash/zsh/fish completions" ||
     fail "package contents" "missing:$missing"
 # The man pages and completions are what the packaged binary generates (so they
 # describe exactly its flags), gzip -9n'd pages included.
@@ -301,7 +302,8 @@ rpm_files=$(rq -l | sort | tr '\n' ' ')
 want_files=$(printf '%s\n' /etc/calico-medic /etc/calico-medic/config.toml /usr/bin/calico-medic \
     /usr/lib/systemd/system-preset/50-calico-medic.preset /usr/lib/systemd/system/calico-medic.service \
     /usr/share/doc/calico-medic /usr/share/doc/calico-medic/README.md /usr/share/doc/calico-medic/examples \
-    /usr/share/doc/calico-medic/examples/marathon-app.json "${MAN_PAGES[@]/#//usr/share/man/man1/}" \
+    /usr/share/doc/calico-medic/examples/marathon-app.json /usr/share/doc/calico-medic/examples/docker-runtime.json \
+    "${MAN_PAGES[@]/#//usr/share/man/man1/}" \
     /usr/share/doc/calico-medic/docs "${DOCS[@]/#//usr/share/doc/calico-medic/docs/}" \
     /usr/share/bash-completion/completions/calico-medic /usr/share/zsh/site-functions/_calico-medic \
     /usr/share/fish/vendor_completions.d/calico-medic.fish | sort | tr '\n' ' ')
@@ -354,7 +356,7 @@ sc_case POSTUN 0 "systemctl daemon-reload;" "postun on erase (0)"
 # ---------------------------------------------------------------- tarball
 tar_list=$(tar -tzvf "$TGZ" | awk '{print $1, $2, $NF}' | sort | tr '\n' ';')
 want_tar=$(
-    for f in README.md calico-medic.service config.toml examples/marathon-app.json completions/_calico-medic \
+    for f in README.md calico-medic.service config.toml examples/marathon-app.json examples/docker-runtime.json completions/_calico-medic \
         completions/calico-medic.bash completions/calico-medic.fish $(printf 'man/man1/%s ' "${MAN_PAGES[@]}") \
         $(printf 'docs/%s ' "${DOCS[@]}"); do
         echo "-rw-r--r-- 0/0 $PKG-$VERSION/$f"
@@ -366,7 +368,7 @@ want_tar=$(sort <<<"$want_tar" | tr '\n' ';')
 [[ $tar_list == "$want_tar" ]] && pass "tarball: $PKG-$VERSION/{calico-medic, calico-medic.service, config.toml, README.md, docs/*.md, examples/marathon-app.json, man/man1/*.1.gz, completions/*}, root-owned" ||
     fail "tarball contents" "got:  $tar_list"$'\n'"want: $want_tar"
 cmp -s "$TOP/calico-medic.service" "$UNIT_SRC" && cmp -s "$TOP/config.toml" "$CONFIG_SRC" && cmp -s "$TOP/README.md" README.md &&
-    cmp -s "$TOP/examples/marathon-app.json" "$MARATHON_SRC" &&
+    cmp -s "$TOP/examples/marathon-app.json" "$MARATHON_SRC" && cmp -s "$TOP/examples/docker-runtime.json" unit/docker-runtime.json &&
     pass "tarball: unit, config, README, Marathon example = the sources" || fail "tarball files differ from the sources"
 docs_ok=1
 for d in "${DOCS[@]}"; do
