@@ -4,6 +4,7 @@
 //!     cargo bench -p calico-medic --bench start -- storm     [--tasks 100] [--clients 8] [--runs 3]
 //!     cargo bench -p calico-medic --bench start -- footprint [--tasks 500] [--idle 60] [--runs 3] [--probe-interval 30s[,1h…]]
 //!     cargo bench -p calico-medic --bench start -- latency   [--tasks 40] [--runs 3]
+//!     cargo bench -p calico-medic --bench start -- runtime   [--tasks 30] [--runs 3]
 //!
 //! - storm (b): N omit-MAC tasks (`calico-lab-nomac`) started by C docker clients at once, as
 //!   fast as Docker takes them, with the daemon running. Each task's first act prints its
@@ -16,6 +17,9 @@
 //!   veth moved → verified repair, and how far before Docker's `start` event it landed), then
 //!   with `prestart.enabled = false` (samples: Docker's `start` event → verified repair).
 //!   Samples come from the daemon's own log fields (`latency_ms`, `before_start_event_ms`).
+//! - runtime (issue 23): `docker run -d` of an omit-MAC task with `--runtime calico-medic` (the
+//!   runc wrapper and its prestart hook, as tests/lab/lib.sh registers them; this build linked
+//!   in) and without, N of each interleaved; the ratio of the medians, against a target of 1.10.
 //!
 //! Every run prints its figures; the last line gives median and [min–max] over the runs.
 //! Containers are labelled `calico-lab=1` and removed at the end of each run (also on panic).
@@ -43,7 +47,7 @@ struct Args {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: cargo bench -p calico-medic --bench start -- storm|footprint|latency [--tasks N] [--clients C] [--runs R] [--idle S] [--probe-interval D]");
+    eprintln!("usage: cargo bench -p calico-medic --bench start -- storm|footprint|latency|runtime [--tasks N] [--clients C] [--runs R] [--idle S] [--probe-interval D]");
     std::process::exit(2);
 }
 
@@ -58,7 +62,7 @@ fn args() -> Args {
             "--runs" => a.runs = value().parse().unwrap_or_else(|_| usage()),
             "--idle" => a.idle = value().parse().unwrap_or_else(|_| usage()),
             "--probe-interval" => a.probe_interval = value(),
-            m @ ("storm" | "footprint" | "latency") if a.mode.is_empty() => a.mode = m.to_string(),
+            m @ ("storm" | "footprint" | "latency" | "runtime") if a.mode.is_empty() => a.mode = m.to_string(),
             _ => usage(),
         }
     }
@@ -384,6 +388,51 @@ fn main() {
         "storm" => storm(&a),
         "footprint" => footprint(&a),
         "latency" => latency(&a),
+        "runtime" => runtime(&a),
         _ => usage(),
     }
+}
+
+/// `docker run -d` with the calico-medic runtime vs without, interleaved.
+fn runtime(a: &Args) {
+    let dir = std::path::Path::new("/run/calico-lab/runtime");
+    for name in ["calico-medic-runtime", "calico-medic"] {
+        let _ = std::fs::remove_file(dir.join(name));
+        std::os::unix::fs::symlink(common::medic_bin(), dir.join(name)).expect("the lab's runtime directory");
+    }
+    std::fs::write(dir.join("config.toml"), "").unwrap();
+    let n = a.tasks.unwrap_or(30);
+    let mut ratios = Vec::new();
+    for run in 1..=a.runs {
+        let mut started = Started(Vec::new());
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for i in 0..2 * n {
+            let hooked = i % 2 == 0;
+            let mut args = vec!["run", "-d", "--network", "calico-lab-nomac", "--label", "calico-lab=1"];
+            if hooked {
+                args.extend(["--runtime", "calico-medic"]);
+            }
+            args.extend([IMAGE, "sh", "-c", FIRST_ACT]);
+            let t = Instant::now();
+            started.0.push(docker_ok(&args).trim().to_string());
+            if hooked { &mut with } else { &mut without }.push(t.elapsed());
+        }
+        with.sort();
+        without.sort();
+        let ratio = with[n / 2].as_secs_f64() / without[n / 2].as_secs_f64();
+        println!(
+            "run {run}: docker run -d median {:.1?} with the runtime, {:.1?} without ({n} each): ratio {ratio:.3} (target ≤ 1.10)",
+            with[n / 2],
+            without[n / 2]
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "runtime: ratio median {:.3} [{:.3}–{:.3}] over {} runs (target ≤ 1.10)",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
+        ratios.len()
+    );
 }
