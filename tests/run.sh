@@ -82,6 +82,9 @@ CALICO_MEDIC_EMULATE_KERNEL=3.10 cargo test -p calico-medic --test lab_prestart 
 step "end-to-end: pre-start under churn (200 start/remove cycles, reused namespace inodes, a wrapped PID counter, an overflowed subscription)"
 cargo test -p calico-medic --test lab_prestart_churn -- --include-ignored --nocapture --test-threads 1
 
+step "end-to-end: repair before start by construction (the calico-medic runtime's prestart hook: after Docker's network setup; 100/100 under full load with no agent; docker run not slowed; faults never stop a start)"
+cargo test -p calico-medic --test lab_hook -- --include-ignored --nocapture --test-threads 1
+
 step "end-to-end: a hostile tenant (a million routes in its namespace: bounded agent memory, other tasks still repaired)"
 cargo test -p calico-medic --test lab_hostile -- --include-ignored --nocapture
 
@@ -117,6 +120,9 @@ timed "26.1 live_watch" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo t
 
 step "engine 26.1: repair before start"
 timed "26.1 lab_prestart" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test lab_prestart -- --include-ignored --nocapture
+
+step "engine 26.1: the runtime's prestart hook"
+timed "26.1 lab_hook" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test lab_hook -- --include-ignored --nocapture --test-threads 1
 
 step "engine 20.10, API pinned to 1.25 (DOCKER_API_VERSION): one-off check/repair"
 timed "20.10 API 1.25 lab_oneoff" env DOCKER_API_VERSION=1.25 CALICO_LAB_ENGINE=20.10 cargo test -p calico-medic --test lab_oneoff -- --include-ignored
