@@ -168,14 +168,25 @@ async fn a_million_routes_in_one_task_cost_the_agent_a_bounded_amount_and_slow_n
     let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
     let list: Vec<String> = during.iter().map(|(d, s)| format!("{:.1}/{:.1}", ms(d), ms(s))).collect();
     eprintln!("flood: neighbour break→fix / longest kernel stall seen by the test, ms: {}", list.join(" "));
-    // The agent's share: break→fix less the kernel's own stall (rtnl held by the flood).
-    let worst_agent = during.iter().map(|(d, s)| d.saturating_sub(*s)).max().unwrap_or_default();
+    // Breaks during which the kernel's rtnl lock was held by the flood (a call of the
+    // test's own took > 50 ms) are the kernel's: every netlink request on the host
+    // waited, the agent's several in a row. The others are the agent's alone.
+    let stalled = |s: &Duration| *s > Duration::from_millis(50);
+    let worst_agent = during.iter().filter(|(_, s)| !stalled(s)).map(|(d, _)| *d).max().unwrap_or_default();
+    let kernel: Vec<_> = during.iter().filter(|(_, s)| stalled(s)).collect();
+    eprintln!(
+        "flood: {} of {} breaks fell in a kernel rtnl stall (break→fix/stall): {kernel:?}",
+        kernel.len(),
+        during.len()
+    );
+    assert!(kernel.len() * 5 <= during.len(), "most breaks are outside kernel stalls");
+    assert!(kernel.iter().all(|(d, s)| *d <= *s * 2 + baseline * 3), "a stalled break took far longer than the stall");
     let max_rss = rss.max_mib();
     drop(rss);
     eprintln!(
         "flood: 1,000,000 routes added in {:.1} s; agent RSS max {max_rss:.1} MiB; agent CPU {cpu:.2} s during the flood; \
          neighbour break→fix: before {baseline:?} (median of 5), during/after worst {worst:?} of {}, \
-         less the kernel's stall {worst_agent:?}",
+         outside kernel stalls {worst_agent:?}",
         flood.as_secs_f64(),
         during.len()
     );
