@@ -222,7 +222,7 @@ fn faults_never_stop_a_start() {
     let engine = engine();
     let (_hole, etcd) = black_hole();
     let rt =
-        Runtime::install(&format!("[calico]\netcd_endpoints = \"{etcd}\"\n[prestart]\nhook_deadline = \"500ms\"\n"));
+        Runtime::install(&format!("[calico]\netcd_endpoints = [\"{etcd}\"]\n[prestart]\nhook_deadline = \"500ms\"\n"));
     let bridge = BridgeNet::ensure("calico-medic-hook-br", "172.31.240.0/24");
     let mut started = Started(Vec::new());
     let mut worst = Duration::ZERO;
@@ -232,7 +232,17 @@ fn faults_never_stop_a_start() {
         let (id, took) = run_task(network, HOOKED, FIRST_ACT).unwrap_or_else(|e| panic!("{what}: {e}"));
         started.0.push(id.clone());
         worst = worst.max(took);
-        eprintln!("Docker {engine}: {what} with the hook: started in {took:.1?}; hook saw {:?}", rt.seen(&id));
+        let seen = rt.seen(&id);
+        eprintln!("Docker {engine}: {what} with the hook: started in {took:.1?}; hook saw {seen:?}");
+        assert_eq!(seen.len(), 1, "{what}: the hook ran once (a config it could not read would leave no trace)");
+        let outcomes: Vec<&serde_json::Value> =
+            seen[0]["endpoints"].as_array().unwrap().iter().map(|e| &e["outcome"]).collect();
+        if network == NOMAC {
+            assert_eq!(outcomes, ["repaired"], "{what}");
+            assert_eq!(first_line_of_logs(&id), CALICO_MAC, "{what}");
+        } else {
+            assert!(outcomes.is_empty(), "{what}: no calico endpoint, nothing done: {outcomes:?}");
+        }
     }
     // The hook binary removed after installation: the wrapper adds no hook.
     std::fs::remove_file(std::path::Path::new(RUNTIME_DIR).join("calico-medic")).unwrap();
@@ -244,4 +254,38 @@ fn faults_never_stop_a_start() {
     // Within the hook's deadline plus the usual start (and 1 s of slack for a busy host).
     let bound = baseline + Duration::from_millis(500) + Duration::from_secs(1);
     assert!(worst <= bound, "worst start {worst:?}, bound {bound:?}");
+}
+
+/// A running agent learns what the hook repaired: counted as `path="hook"` and
+/// confirmed by its pass after start (the follower off, so only the hook writes).
+#[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
+fn a_running_agent_counts_and_confirms_the_hooks_repairs() {
+    require_lab();
+    let _serial = serial();
+    let engine = engine();
+    let _rt = Runtime::install("");
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), "[prestart]\nenabled = false\n").unwrap();
+    let d = Daemon::start(&["--config", cfg.path().to_str().unwrap()]);
+    d.settle();
+    let hook = || d.metric("calico_medic_start_repairs_total{path=\"hook\"}").unwrap_or(0.0);
+    let before = hook();
+    let (id, _) = run_task(NOMAC, HOOKED, FIRST_ACT).expect("docker run");
+    let _gone = Started(vec![id.clone()]);
+    let first = first_line_of_logs(&id);
+    let start = Instant::now();
+    while hook() < before + 1.0 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let m = d.metrics();
+    let after_start = metric_sum(&m, "calico_medic_start_repairs_total{path=\"after_start\"}");
+    eprintln!(
+        "Docker {engine}: first read {first}; hook repairs counted {}, after start {after_start}",
+        hook() - before
+    );
+    assert_eq!(first, CALICO_MAC);
+    assert_eq!(hook(), before + 1.0, "counted as path=\"hook\"; log:\n{}", d.log_text());
+    assert_eq!(after_start, 0.0, "nothing left for the pass after start");
+    assert!(d.log_text().contains("confirmed after start: repaired before start"), "{}", d.log_text());
 }

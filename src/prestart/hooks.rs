@@ -49,6 +49,11 @@ impl Inner {
     pub(super) fn listen_for_hooks(self: &Arc<Self>) {
         let path = self.current.medic().config.prestart.hook_socket.clone();
         let _ = std::fs::remove_file(&path);
+        // systemd's RuntimeDirectory= makes the directory; a hand-started agent makes it here.
+        if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+            let _ = std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)));
+        }
         let bound = UnixDatagram::bind(&path).and_then(|s| {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
             s.set_nonblocking(true)?;

@@ -118,6 +118,11 @@ impl Sandboxes {
     }
 
     pub fn record(&mut self, host_interface: &str, result: PrestartResult, now: Instant) {
+        // The hook and the follower may both look at one endpoint: a repair is kept
+        // over a later "nothing to do" (the other one's look after it).
+        if !result.repaired && self.results.get(host_interface).is_some_and(|(r, _)| r.repaired) {
+            return;
+        }
         self.results.insert(host_interface.to_string(), (result, now));
     }
 
@@ -177,6 +182,25 @@ mod tests {
         let got = s.candidates(vec![new.clone()], t0 + Duration::from_millis(30));
         assert_eq!(got.len(), 1, "the new sandbox is searched");
         assert_eq!(got[0].path, new.path);
+    }
+
+    #[test]
+    fn a_repair_is_kept_over_a_later_nothing_to_do() {
+        let t0 = Instant::now();
+        let mut s = Sandboxes::default();
+        let r = |repaired| PrestartResult {
+            repaired,
+            container: None,
+            repaired_at: 1.0,
+            latency: 0.001,
+            path: crate::metrics::StartPath::Hook,
+        };
+        s.record("calia", r(true), t0);
+        s.record("calia", r(false), t0);
+        assert!(s.take_result("calia").unwrap().repaired, "the hook's repair survives the follower's look after it");
+        s.record("calia", r(false), t0);
+        s.record("calia", r(true), t0);
+        assert!(s.take_result("calia").unwrap().repaired);
     }
 
     #[test]
