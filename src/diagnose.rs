@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
+use crate::kernel::procfs::InterfaceSettings;
 use crate::netlink::RouteEntry;
 use crate::observe::{ContainerSide, HostSide};
 use crate::workload::{DefaultRoute, Expected};
@@ -23,8 +24,14 @@ pub enum FaultKind {
     HostLinkMissing,
     HostLinkDown,
     HostRouteMissing,
+    HostNeighMissing,
     HostNeighMismatch,
     HostProxyArpOff,
+    HostRpFilter,
+    HostRouteLocalnetOff,
+    HostProxyDelay,
+    HostForwardingOff,
+    MtuMismatch,
     WorkloadUnreachable,
     DatastoreEndpointMissing,
     DatastoreMacMismatch,
@@ -32,7 +39,7 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 22] = [
         FaultKind::LinkMissing,
         FaultKind::LinkDown,
         FaultKind::MacMismatch,
@@ -43,8 +50,14 @@ impl FaultKind {
         FaultKind::HostLinkMissing,
         FaultKind::HostLinkDown,
         FaultKind::HostRouteMissing,
+        FaultKind::HostNeighMissing,
         FaultKind::HostNeighMismatch,
         FaultKind::HostProxyArpOff,
+        FaultKind::HostRpFilter,
+        FaultKind::HostRouteLocalnetOff,
+        FaultKind::HostProxyDelay,
+        FaultKind::HostForwardingOff,
+        FaultKind::MtuMismatch,
         FaultKind::WorkloadUnreachable,
         FaultKind::DatastoreEndpointMissing,
         FaultKind::DatastoreMacMismatch,
@@ -63,8 +76,14 @@ impl FaultKind {
             FaultKind::HostLinkMissing => "host_link_missing",
             FaultKind::HostLinkDown => "host_link_down",
             FaultKind::HostRouteMissing => "host_route_missing",
+            FaultKind::HostNeighMissing => "host_neigh_missing",
             FaultKind::HostNeighMismatch => "host_neigh_mismatch",
             FaultKind::HostProxyArpOff => "host_proxy_arp_off",
+            FaultKind::HostRpFilter => "host_rp_filter",
+            FaultKind::HostRouteLocalnetOff => "host_route_localnet_off",
+            FaultKind::HostProxyDelay => "host_proxy_delay",
+            FaultKind::HostForwardingOff => "host_forwarding_off",
+            FaultKind::MtuMismatch => "mtu_mismatch",
             FaultKind::WorkloadUnreachable => "workload_unreachable",
             FaultKind::DatastoreEndpointMissing => "datastore_endpoint_missing",
             FaultKind::DatastoreMacMismatch => "datastore_mac_mismatch",
@@ -81,15 +100,22 @@ impl FaultKind {
         )
     }
 
-    /// Host-side faults are Felix's to fix; calico-medic only reports them.
+    /// Host-side faults are Felix's to fix; calico-medic only reports them. So is an
+    /// MTU larger than the host's path (the plugin's and Docker's setting).
     pub fn is_host_side(self) -> bool {
         matches!(
             self,
             FaultKind::HostLinkMissing
                 | FaultKind::HostLinkDown
                 | FaultKind::HostRouteMissing
+                | FaultKind::HostNeighMissing
                 | FaultKind::HostNeighMismatch
                 | FaultKind::HostProxyArpOff
+                | FaultKind::HostRpFilter
+                | FaultKind::HostRouteLocalnetOff
+                | FaultKind::HostProxyDelay
+                | FaultKind::HostForwardingOff
+                | FaultKind::MtuMismatch
         )
     }
 }
@@ -137,6 +163,13 @@ pub fn diagnose_container(expected: &Expected, observed: &ContainerSide) -> Vec<
             FaultKind::MacMismatch,
             format!("{} has MAC {seen}, expected {} ({})", link.name, expected.mac, expected.mac_source.as_str()),
         ));
+    }
+    if let (Some(mtu), Some(limit)) = (link.mtu, expected.max_mtu) {
+        if mtu > limit {
+            // A larger cali0 MTU blackholes large packets while ping still works.
+            let what = format!("{} MTU {mtu} is larger than the host's path ({limit})", link.name);
+            faults.push(Fault::new(FaultKind::MtuMismatch, what));
+        }
     }
     if !observed.addresses.iter().any(|&(ip, len)| ip == expected.ip && len == 32) {
         faults.push(Fault::new(FaultKind::AddressMissing, format!("{}/32 is not on {}", expected.ip, link.name)));
@@ -186,14 +219,41 @@ pub fn diagnose_host(expected: &Expected, observed: &HostSide) -> Vec<Fault> {
             format!("host ARP entry for {} on {} says {}, expected {}", expected.ip, link.name, n.mac, expected.mac),
         )),
         None => faults.push(Fault::new(
-            FaultKind::HostNeighMismatch,
+            FaultKind::HostNeighMissing,
             format!("no permanent host ARP entry for {} on {}", expected.ip, link.name),
         )),
     }
-    if observed.proxy_arp == Some(false) {
-        faults.push(Fault::new(FaultKind::HostProxyArpOff, format!("proxy_arp is off on {}", link.name)));
+    faults.extend(felix_settings(&link.name, &observed.settings));
+    faults
+}
+
+/// Felix's per-interface settings (felix `intdataplane/endpoint_mgr.go`); a value
+/// that cannot be read is not judged.
+fn felix_settings(name: &str, s: &InterfaceSettings) -> Vec<Fault> {
+    let mut faults = Vec::new();
+    let mut bad = |kind, what: String| faults.push(Fault::new(kind, format!("{what} on {name} (Felix sets it)")));
+    if s.proxy_arp == Some(false) {
+        bad(FaultKind::HostProxyArpOff, "proxy_arp is off".into());
+    }
+    if let Some(v) = s.rp_filter.filter(|v| *v != 1) {
+        bad(FaultKind::HostRpFilter, format!("rp_filter is {v}, not 1 (strict)"));
+    }
+    if s.route_localnet == Some(false) {
+        bad(FaultKind::HostRouteLocalnetOff, "route_localnet is off".into());
+    }
+    if let Some(v) = s.proxy_delay.filter(|v| *v != 0) {
+        bad(FaultKind::HostProxyDelay, format!("neigh proxy_delay is {v}, not 0"));
+    }
+    if s.forwarding == Some(false) {
+        bad(FaultKind::HostForwardingOff, "forwarding is off".into());
     }
     faults
+}
+
+/// The largest MTU the host's path carries for an endpoint: its host veth's and the
+/// host uplink's, the smaller; `None` when neither is known.
+pub fn mtu_limit(host: &HostSide) -> Option<u32> {
+    [host.link.as_ref().and_then(|l| l.mtu), host.uplink_mtu].into_iter().flatten().min()
 }
 
 #[cfg(test)]
@@ -217,6 +277,7 @@ mod tests {
             peer_index: None,
             only_endpoint: true,
             default_route: DefaultRoute::Owned,
+            max_mtu: None,
         }
     }
 
@@ -228,6 +289,7 @@ mod tests {
                 mac: Some(CALICO_MAC),
                 admin_up: true,
                 peer_index: None,
+                mtu: None,
             }),
             addresses: vec![(IP, 32)],
             routes: vec![
@@ -306,32 +368,106 @@ mod tests {
         assert_eq!(kinds(&diagnose_container(&expected(), &o)), vec![FaultKind::GatewayRouteMissing]);
     }
 
+    fn felix_ok() -> InterfaceSettings {
+        InterfaceSettings {
+            proxy_arp: Some(true),
+            rp_filter: Some(1),
+            route_localnet: Some(true),
+            proxy_delay: Some(0),
+            forwarding: Some(true),
+        }
+    }
+
+    #[test]
+    fn felix_settings_each_have_their_finding_and_unknown_is_not_judged() {
+        let link = LinkState { index: 7, name: "calia".into(), mac: None, admin_up: true, peer_index: None, mtu: None };
+        let host = |settings| HostSide {
+            link: Some(link.clone()),
+            route_to_workload: true,
+            neighbour: Some(NeighbourEntry { mac: CALICO_MAC, permanent: true }),
+            settings,
+            uplink_mtu: None,
+        };
+        let skewed = InterfaceSettings {
+            proxy_arp: Some(true),
+            rp_filter: Some(0),
+            route_localnet: Some(false),
+            proxy_delay: Some(80),
+            forwarding: Some(false),
+        };
+        assert_eq!(
+            kinds(&diagnose_host(&expected(), &host(skewed))),
+            vec![
+                FaultKind::HostRpFilter,
+                FaultKind::HostRouteLocalnetOff,
+                FaultKind::HostProxyDelay,
+                FaultKind::HostForwardingOff
+            ]
+        );
+        assert!(diagnose_host(&expected(), &host(InterfaceSettings::default())).is_empty(), "unreadable: not judged");
+        let wrong = HostSide {
+            neighbour: Some(NeighbourEntry { mac: "02:00:00:00:00:01".parse().unwrap(), permanent: true }),
+            ..host(felix_ok())
+        };
+        assert_eq!(kinds(&diagnose_host(&expected(), &wrong)), vec![FaultKind::HostNeighMismatch]);
+    }
+
+    #[test]
+    fn an_mtu_larger_than_the_hosts_path_is_reported() {
+        let mut o = healthy();
+        o.link.as_mut().unwrap().mtu = Some(9000);
+        assert!(diagnose_container(&expected(), &o).is_empty(), "no limit known: not judged");
+        let limited = Expected { max_mtu: Some(1500), ..expected() };
+        assert_eq!(kinds(&diagnose_container(&limited, &o)), vec![FaultKind::MtuMismatch]);
+        o.link.as_mut().unwrap().mtu = Some(1500);
+        assert!(diagnose_container(&limited, &o).is_empty());
+        let link =
+            LinkState { index: 7, name: "calia".into(), mac: None, admin_up: true, peer_index: None, mtu: Some(1500) };
+        let host = HostSide {
+            link: Some(link),
+            route_to_workload: true,
+            neighbour: None,
+            settings: felix_ok(),
+            uplink_mtu: Some(1450),
+        };
+        assert_eq!(mtu_limit(&host), Some(1450));
+    }
+
     #[test]
     fn host_side_faults() {
-        let link = LinkState { index: 7, name: "cali1234567890a".into(), mac: None, admin_up: true, peer_index: None };
+        let link = LinkState {
+            index: 7,
+            name: "cali1234567890a".into(),
+            mac: None,
+            admin_up: true,
+            peer_index: None,
+            mtu: None,
+        };
         let good = HostSide {
             link: Some(link.clone()),
             route_to_workload: true,
             neighbour: Some(NeighbourEntry { mac: CALICO_MAC, permanent: true }),
-            proxy_arp: Some(true),
+            settings: felix_ok(),
+            uplink_mtu: Some(1500),
         };
         assert!(diagnose_host(&expected(), &good).is_empty());
         let bad = HostSide {
             link: Some(LinkState { admin_up: false, ..link }),
             route_to_workload: false,
             neighbour: None,
-            proxy_arp: Some(false),
+            settings: InterfaceSettings { proxy_arp: Some(false), ..felix_ok() },
+            uplink_mtu: None,
         };
         assert_eq!(
             kinds(&diagnose_host(&expected(), &bad)),
             vec![
                 FaultKind::HostLinkDown,
                 FaultKind::HostRouteMissing,
-                FaultKind::HostNeighMismatch,
+                FaultKind::HostNeighMissing,
                 FaultKind::HostProxyArpOff
             ]
         );
-        let gone = HostSide { link: None, route_to_workload: false, neighbour: None, proxy_arp: None };
+        let gone = HostSide { link: None, ..good.clone() };
         assert_eq!(kinds(&diagnose_host(&expected(), &gone)), vec![FaultKind::HostLinkMissing]);
     }
 }

@@ -306,7 +306,8 @@ impl Medic {
             only_endpoint: workload.endpoints.len() == 1,
             default_route: endpoint.default_route.clone(),
         };
-        let expected = Expected::build(&cfg.container_interface, cfg.gateway, facts, &evidence);
+        let mut expected = Expected::build(&cfg.container_interface, cfg.gateway, facts, &evidence);
+        expected.max_mtu = host.as_ref().filter(|_| cfg.check_host_side).and_then(crate::diagnose::mtu_limit);
         report.expected_mac = Some(expected.mac);
         report.expected_mac_source = Some(expected.mac_source);
         report.mac_disagreements = expected.mac_disagreements.clone();

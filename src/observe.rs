@@ -28,7 +28,10 @@ pub struct HostSide {
     pub route_to_workload: bool,
     /// The permanent ARP entry for the workload IP on that link.
     pub neighbour: Option<NeighbourEntry>,
-    pub proxy_arp: Option<bool>,
+    /// Felix's per-interface settings of that link.
+    pub settings: kernel::procfs::InterfaceSettings,
+    /// MTU of the host's uplink (the interface of its route to the outside).
+    pub uplink_mtu: Option<u32>,
 }
 
 /// The name stem Docker numbers the plugin's interfaces with (`cali0`, `cali1`, …).
@@ -74,10 +77,19 @@ pub async fn observe_container(nl: &Netlink, expected: &Expected) -> Result<Cont
     Ok(ContainerSide { link, addresses, routes })
 }
 
+/// An address no host routes locally (TEST-NET-3): the host's route to it is its way out.
+const UPLINK_PROBE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+
 /// The host side of an endpoint, read from the host namespace.
 pub async fn observe_host(nl: &Netlink, host_interface: &str, ip: Ipv4Addr) -> Result<HostSide, MedicError> {
     let Some(mut link) = nl.link_by_name(host_interface).await? else {
-        return Ok(HostSide { link: None, route_to_workload: false, neighbour: None, proxy_arp: None });
+        return Ok(HostSide {
+            link: None,
+            route_to_workload: false,
+            neighbour: None,
+            settings: Default::default(),
+            uplink_mtu: None,
+        });
     };
     if compat::emulated_kernel().is_some() {
         // Old kernels may not report a veth's peer: prove the address-based match.
@@ -85,8 +97,12 @@ pub async fn observe_host(nl: &Netlink, host_interface: &str, ip: Ipv4Addr) -> R
     }
     let route_to_workload = nl.route_oif(ip).await? == Some(link.index);
     let neighbour = nl.neighbour(link.index, ip).await?.filter(|n| n.permanent);
-    let proxy_arp = kernel::procfs::proxy_arp(host_interface).ok();
-    Ok(HostSide { link: Some(link), route_to_workload, neighbour, proxy_arp })
+    let settings = kernel::procfs::interface_settings(host_interface);
+    let uplink_mtu = match nl.route_oif(UPLINK_PROBE).await? {
+        Some(oif) if oif != link.index => nl.link_by_index(oif).await?.and_then(|l| l.mtu),
+        _ => None,
+    };
+    Ok(HostSide { link: Some(link), route_to_workload, neighbour, settings, uplink_mtu })
 }
 
 #[cfg(test)]
@@ -95,7 +111,7 @@ mod tests {
     use crate::workload::{DefaultRoute, MacSource, CALICO_MAC};
 
     fn link(index: u32, name: &str) -> LinkState {
-        LinkState { index, name: name.into(), mac: None, admin_up: true, peer_index: None }
+        LinkState { index, name: name.into(), mac: None, admin_up: true, peer_index: None, mtu: None }
     }
 
     fn expected(ip: [u8; 4], peer: Option<u32>, only: bool) -> Expected {
@@ -110,6 +126,7 @@ mod tests {
             peer_index: peer,
             only_endpoint: only,
             default_route: DefaultRoute::Owned,
+            max_mtu: None,
         }
     }
 

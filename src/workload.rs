@@ -237,6 +237,8 @@ pub struct Expected {
     /// The container's only calico endpoint: its link may be found by name alone.
     pub only_endpoint: bool,
     pub default_route: DefaultRoute,
+    /// The largest MTU the host's path carries (host veth, uplink), where known.
+    pub max_mtu: Option<u32>,
 }
 
 /// What each source says an endpoint's MAC should be (`None`: it does not know).
@@ -289,6 +291,7 @@ impl Expected {
             peer_index: facts.peer_index,
             only_endpoint: facts.only_endpoint,
             default_route: facts.default_route,
+            max_mtu: None,
         }
     }
 
@@ -313,6 +316,7 @@ impl Expected {
             peer_index: None,
             only_endpoint: true,
             default_route: DefaultRoute::Owned,
+            max_mtu: None,
         }
     }
 }

@@ -38,6 +38,7 @@ fn observed(mac: &str, ip: Ipv4Addr) -> ContainerSide {
             mac: mac.parse().ok(),
             admin_up: true,
             peer_index: None,
+            mtu: None,
         }),
         addresses: vec![(ip, 32)],
         routes: vec![

@@ -222,7 +222,7 @@ fn datastore_mac_is_the_expected_mac() {
     let r = report_of(&reports, &task.name);
     // Felix's missing ARP entry is reported, not repaired: Felix owns the host side.
     assert_eq!(code, 1, "{reports}\n{err}");
-    assert_eq!(r["remaining_faults"], serde_json::json!(["host_neigh_mismatch"]), "{r}");
+    assert_eq!(r["remaining_faults"], serde_json::json!(["host_neigh_missing"]), "{r}");
     assert_eq!(r["expected_mac"], user_mac);
     assert_eq!(r["expected_mac_source"], "datastore", "{r}");
     assert_eq!(r["observed_mac"], user_mac);

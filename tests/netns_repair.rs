@@ -106,6 +106,7 @@ impl Lab {
             peer_index: None,
             only_endpoint: true,
             default_route: DefaultRoute::Owned,
+            max_mtu: None,
         }
     }
 

@@ -38,10 +38,43 @@ pub fn kernel_hostname() -> io::Result<String> {
 
 /// `net.ipv4.conf.<interface>.proxy_arp` of the calling thread's namespace is on.
 pub fn proxy_arp(interface: &str) -> io::Result<bool> {
+    valid_interface(interface)?;
+    sysctl(&format!("net/ipv4/conf/{interface}/proxy_arp")).map(|v| v == "1")
+}
+
+fn valid_interface(interface: &str) -> io::Result<()> {
     if interface.is_empty() || interface.contains('/') || interface == "." || interface == ".." {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("not an interface name: {interface:?}")));
     }
-    sysctl(&format!("net/ipv4/conf/{interface}/proxy_arp")).map(|v| v == "1")
+    Ok(())
+}
+
+/// What Felix sets on each workload's host interface (felix `intdataplane/endpoint_mgr.go`):
+/// `rp_filter=1`, `route_localnet=1`, `proxy_arp=1`, `neigh/<if>/proxy_delay=0`,
+/// `forwarding=1`. `None`: not readable (an old kernel without the key, a gone link).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InterfaceSettings {
+    pub proxy_arp: Option<bool>,
+    pub rp_filter: Option<u32>,
+    pub route_localnet: Option<bool>,
+    pub proxy_delay: Option<u32>,
+    pub forwarding: Option<bool>,
+}
+
+/// Reads Felix's five per-interface settings of a host interface.
+pub fn interface_settings(interface: &str) -> InterfaceSettings {
+    if valid_interface(interface).is_err() {
+        return InterfaceSettings::default();
+    }
+    let conf = |key: &str| sysctl(&format!("net/ipv4/conf/{interface}/{key}")).ok();
+    let number = |v: Option<String>| v.and_then(|v| v.parse().ok());
+    InterfaceSettings {
+        proxy_arp: conf("proxy_arp").map(|v| v == "1"),
+        rp_filter: number(conf("rp_filter")),
+        route_localnet: conf("route_localnet").map(|v| v == "1"),
+        proxy_delay: number(sysctl(&format!("net/ipv4/neigh/{interface}/proxy_delay")).ok()),
+        forwarding: conf("forwarding").map(|v| v == "1"),
+    }
 }
 
 /// The cgroup membership text of a process (`/proc/<pid>/cgroup`).

@@ -41,6 +41,8 @@ pub struct LinkState {
     /// where the kernel does not report it.
     #[serde(skip)]
     pub peer_index: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// An IPv4 route of the main table.
@@ -107,12 +109,14 @@ fn link_state(msg: &LinkMessage) -> LinkState {
         mac: None,
         admin_up: msg.header.flags.contains(LinkFlags::Up),
         peer_index: None,
+        mtu: None,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => state.name = n.clone(),
             LinkAttribute::Address(a) => state.mac = MacAddr::from_slice(a),
             LinkAttribute::Link(i) if *i != 0 && *i != msg.header.index => state.peer_index = Some(*i),
+            LinkAttribute::Mtu(m) => state.mtu = Some(*m),
             _ => {}
         }
     }
