@@ -85,6 +85,9 @@ cargo test -p calico-medic --test lab_prestart_churn -- --include-ignored --noca
 step "end-to-end: repair before start by construction (the calico-medic runtime's prestart hook: after Docker's network setup; 100/100 under full load with no agent; docker run not slowed; faults never stop a start)"
 cargo test -p calico-medic --test lab_hook -- --include-ignored --nocapture --test-threads 1
 
+step "end-to-end: the host's Calico (Felix's per-interface settings, static ARP entry, MTU)"
+cargo test -p calico-medic --test lab_node -- --include-ignored --nocapture
+
 step "end-to-end: a hostile tenant (a million routes in its namespace: bounded agent memory, other tasks still repaired)"
 cargo test -p calico-medic --test lab_hostile -- --include-ignored --nocapture
 

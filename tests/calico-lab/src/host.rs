@@ -88,6 +88,7 @@ pub async fn felix_program(host_if: &str, addr: &str, mac: &str, wait: Duration)
     write_sysctl(&format!("net/ipv4/neigh/{host_if}/proxy_delay"), "0")?;
     write_sysctl(&format!("net/ipv4/conf/{host_if}/rp_filter"), "1")?;
     write_sysctl(&format!("net/ipv4/conf/{host_if}/forwarding"), "1")?;
+    write_sysctl(&format!("net/ipv4/conf/{host_if}/route_localnet"), "1")?;
     let dst = format!("{addr}/32");
     ip(&["route", "replace", &dst, "dev", host_if, "scope", "link", "proto", "boot"]).await?;
     ip(&["neigh", "replace", addr, "lladdr", mac, "dev", host_if, "nud", "permanent"]).await?;
