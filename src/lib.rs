@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod netns;
 pub mod observe;
+pub mod plugin;
 pub mod policy;
 pub mod prestart;
 pub mod probe;

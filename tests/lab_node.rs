@@ -84,3 +84,64 @@ fn a_missing_static_arp_entry_and_a_large_mtu_are_reported_apart() {
     assert_eq!(large, (1, vec!["mtu_mismatch".to_string()]));
     assert_eq!(faults_of(&task), (0, vec![]));
 }
+
+/// The lab's self-test plugin instance, stopped (SIGSTOP: its socket accepts and never
+/// answers, as a hung plugin does) until dropped. Only the self-test networks use it.
+struct Hung(nix::unistd::Pid);
+
+impl Hung {
+    fn selftest_plugin() -> Hung {
+        let pid: i32 = std::fs::read_to_string("/run/calico-lab/selftest/plugin.pid").unwrap().trim().parse().unwrap();
+        let pid = nix::unistd::Pid::from_raw(pid);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        Hung(pid)
+    }
+}
+
+impl Drop for Hung {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+#[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
+fn a_hung_plugin_is_reported_by_check_and_by_the_daemon_within_two_probe_intervals() {
+    require_lab();
+    let _serial = serial();
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), "calico_drivers = [\"calico\", \"calico-selftest\"]\n[probe]\ninterval = \"1s\"\n")
+        .unwrap();
+    let cfg = cfg.path().to_str().unwrap();
+    let d = Daemon::start(&["--config", cfg]);
+    let up = |name: &str| d.metric(&format!("calico_medic_plugin_up{{plugin=\"{name}\"}}"));
+    let wait = |want: f64| {
+        let t0 = std::time::Instant::now();
+        while up("calico-selftest") != Some(want) && t0.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        (up("calico-selftest"), t0.elapsed())
+    };
+    assert_eq!(wait(1.0).0, Some(1.0), "answers while it runs");
+    let hung = Hung::selftest_plugin();
+    let (seen, after) = wait(0.0);
+    let t0 = std::time::Instant::now();
+    let out = Command::new(medic_bin()).args(["check", "--config", cfg]).output().unwrap();
+    let took = t0.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    drop(hung);
+    let (back, _) = wait(1.0);
+    eprintln!(
+        "hung plugin: plugin_up 0 after {after:?}; check exit {:?} in {took:?}: {}",
+        out.status.code(),
+        text.lines().filter(|l| l.starts_with("plugin")).collect::<Vec<_>>().join(" | ")
+    );
+    assert_eq!(seen, Some(0.0), "plugin_up 0 within 2 probe intervals (+ the call deadline)");
+    assert!(after < std::time::Duration::from_secs(2) + std::time::Duration::from_secs(2), "{after:?}");
+    assert_eq!(up("calico"), Some(1.0), "the other plugin is not affected");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("plugin calico-selftest: DOWN") && text.contains("plugin calico: up"), "{text}");
+    assert!(took < std::time::Duration::from_secs(15), "check answered within its deadlines: {took:?}");
+    assert_eq!(back, Some(1.0), "up again once it answers");
+    assert!(d.log_text().contains("plugin does not answer"), "{}", d.log_text());
+}

@@ -28,8 +28,8 @@ const TIERS: &[(&str, &[&str])] = &[
     (
         "lower",
         &[
-            "error", "kernel", "policy", "config", "netns", "netlink", "workload", "docker", "observe", "diagnose",
-            "repair", "probe", "report",
+            "error", "kernel", "policy", "config", "netns", "netlink", "workload", "docker", "plugin", "observe",
+            "diagnose", "repair", "probe", "report",
         ],
     ),
     ("middle", &["marathon", "datastore", "metrics", "medic"]),

@@ -77,8 +77,37 @@ impl CheckCmd {
                 }
             }
         }
+        // The host's plugins: only for a check of the whole host.
+        if all && self.app.is_none() && !plugins_up(&medic, self.json).await && status == Status::Healthy {
+            status = Status::Faulty;
+        }
         Ok(if failed { Status::CouldNotCheck } else { status })
     }
+}
+
+/// One host line per calico plugin Docker would find (stderr with `--json`); false
+/// when one does not answer. Each is asked under the call deadline, all at once.
+async fn plugins_up(medic: &crate::medic::Medic, json: bool) -> bool {
+    let deadline = medic.config.call_deadline();
+    let names = crate::plugin::plugin_names(&medic.config.calico_drivers);
+    let answers = futures::future::join_all(names.iter().map(|n| crate::plugin::activate(n, deadline))).await;
+    let mut all_up = true;
+    for (name, answer) in names.iter().zip(answers) {
+        let line = match answer {
+            crate::plugin::Answer::Absent => continue,
+            crate::plugin::Answer::Up(took) => format!("plugin {name}: up ({:.1} ms)", took.as_secs_f64() * 1000.0),
+            crate::plugin::Answer::Down(why) => {
+                all_up = false;
+                format!("plugin {name}: DOWN ({why}); docker run on its networks hangs or fails")
+            }
+        };
+        if json {
+            eprintln!("calico-medic: {line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    all_up
 }
 
 /// Which endpoint reports `check` shows (and computes its status over).

@@ -21,6 +21,7 @@ mod datastore;
 mod endpoint;
 mod escalation;
 mod labels;
+mod node;
 mod registry;
 mod start;
 
@@ -41,6 +42,7 @@ pub struct Metrics {
     agent: AgentMetrics,
     escalation: EscalationMetrics,
     start: StartMetrics,
+    node: node::NodeMetrics,
     /// Registered only when a datastore is configured (no `datastore_up 0` without one).
     datastore: OnceLock<DatastoreMetrics>,
 }
@@ -56,7 +58,8 @@ impl Metrics {
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("unique metric");
         let start = StartMetrics::register(&r);
-        Metrics { registry: r, endpoint, agent, escalation, start, datastore: OnceLock::new() }
+        let node = node::NodeMetrics::register(&r);
+        Metrics { registry: r, endpoint, agent, escalation, start, node, datastore: OnceLock::new() }
     }
 
     /// Registers the datastore series (once; `read_reasons` pre-creates the counters).
@@ -200,6 +203,11 @@ impl Metrics {
     /// One new endpoint's pre-start outcome.
     pub fn prestart_outcome(&self, outcome: PrestartOutcome) {
         self.start.outcome(outcome);
+    }
+
+    /// A Docker plugin's answer to Plugin.Activate (`None`: it did not answer, or wrongly).
+    pub fn plugin(&self, name: &str, answered_in: Option<f64>) {
+        self.node.plugin(name, answered_in);
     }
 
     /// The pre-start path's host subscription overflowed or was lost: every host link

@@ -5,10 +5,12 @@
 //!   (at start, after every reconnect, and every `resync_interval`: `timers`);
 //! - `watches`: netlink subscriptions in each container's namespace and on the host;
 //! - `timers`: probe ticks and periodic resyncs;
-//! - `datastore`: Calico's etcd (the follower's changes; the orphan count).
+//! - `datastore`: Calico's etcd (the follower's changes; the orphan count);
+//! - `plugins`: whether Calico's Docker plugins answer (metrics and log only).
 
 pub mod datastore;
 pub mod docker;
+pub mod plugins;
 pub mod timers;
 pub mod watches;
 

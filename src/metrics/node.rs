@@ -1,0 +1,37 @@
+//! The host's Calico, beside its tasks: whether the Docker plugins answer.
+
+use prometheus::{HistogramVec, IntGaugeVec};
+
+use super::registry::{gauge_vec, histogram_vec, Registry};
+
+pub struct NodeMetrics {
+    plugin_up: IntGaugeVec,
+    plugin_latency: HistogramVec,
+}
+
+impl NodeMetrics {
+    pub fn register(r: &Registry) -> NodeMetrics {
+        let plugin_up = gauge_vec(
+            r,
+            "plugin_up",
+            "1 while the Docker plugin answers Plugin.Activate on its socket within the call deadline, 0 when not (a hung or gone plugin stalls every docker run on its networks).",
+            &["plugin"],
+        );
+        let plugin_latency = histogram_vec(
+            r,
+            "plugin_latency_seconds",
+            "How long the Docker plugin took to answer Plugin.Activate.",
+            vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+            &["plugin"],
+        );
+        NodeMetrics { plugin_up, plugin_latency }
+    }
+
+    /// One answer of a plugin (`None`: it answered not at all, or wrongly).
+    pub fn plugin(&self, name: &str, answered_in: Option<f64>) {
+        self.plugin_up.with_label_values(&[name]).set(i64::from(answered_in.is_some()));
+        if let Some(seconds) = answered_in {
+            self.plugin_latency.with_label_values(&[name]).observe(seconds);
+        }
+    }
+}

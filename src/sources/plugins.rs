@@ -1,0 +1,53 @@
+//! The host's Calico plugins as a source: every `probe.interval` each calico network
+//! driver and its IPAM twin is asked `Plugin.Activate` on the socket Docker uses,
+//! under the call deadline; the answer goes to `plugin_up`, and a change is logged.
+
+use std::collections::HashMap;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::SourceCtx;
+use crate::plugin::{activate, plugin_names, Answer};
+
+pub async fn watch_plugins(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) {
+    let mut last: HashMap<String, bool> = HashMap::new();
+    loop {
+        let medic = ctx.current.medic();
+        let (names, deadline) = (plugin_names(&medic.config.calico_drivers), medic.config.call_deadline());
+        let asks = names.iter().map(|n| activate(n, deadline));
+        let answers = tokio::select! {
+            a = futures::future::join_all(asks) => a,
+            _ = shutdown.changed() => return,
+        };
+        for (name, answer) in names.iter().zip(answers) {
+            let up = match &answer {
+                Answer::Absent => continue,
+                Answer::Up(took) => {
+                    ctx.metrics.plugin(name, Some(took.as_secs_f64()));
+                    true
+                }
+                Answer::Down(_) => {
+                    ctx.metrics.plugin(name, None);
+                    false
+                }
+            };
+            match (last.insert(name.clone(), up), &answer) {
+                (Some(true) | None, Answer::Down(why)) => {
+                    warn!(
+                        plugin = name.as_str(),
+                        reason = why.as_str(),
+                        "plugin does not answer: docker run on its networks hangs or fails"
+                    )
+                }
+                (Some(false), Answer::Up(_)) => info!(plugin = name.as_str(), "plugin answers again"),
+                _ => {}
+            }
+        }
+        let wait = medic.config.probe.interval;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
