@@ -33,6 +33,8 @@ pub struct CalicoConfig {
     /// How long one watch request waits for a change before it is re-issued.
     #[serde(deserialize_with = "de_duration")]
     pub watch_timeout: Duration,
+    /// Felix's liveness URL (`FELIX_HEALTHENABLED`, port 9099); empty = not asked.
+    pub felix_liveness_url: String,
 }
 
 impl Default for CalicoConfig {
@@ -46,6 +48,7 @@ impl Default for CalicoConfig {
             calicoctl_config: "/etc/calico/calicoctl.cfg".into(),
             full_read_interval: Duration::from_secs(300),
             watch_timeout: Duration::from_secs(60),
+            felix_liveness_url: "http://127.0.0.1:9099/liveness".into(),
         }
     }
 }

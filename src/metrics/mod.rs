@@ -205,6 +205,11 @@ impl Metrics {
         self.start.outcome(outcome);
     }
 
+    /// Felix's liveness endpoint answered (true) or not (false).
+    pub fn felix(&self, up: bool) {
+        self.node.felix(&self.registry, up);
+    }
+
     /// A Docker plugin's answer to Plugin.Activate (`None`: it did not answer, or wrongly).
     pub fn plugin(&self, name: &str, answered_in: Option<f64>) {
         self.node.plugin(name, answered_in);

@@ -1,12 +1,14 @@
 //! The host's Calico, beside its tasks: whether the Docker plugins answer.
 
-use prometheus::{HistogramVec, IntGaugeVec};
+use prometheus::{HistogramVec, IntGauge, IntGaugeVec};
 
 use super::registry::{gauge_vec, histogram_vec, Registry};
 
 pub struct NodeMetrics {
     plugin_up: IntGaugeVec,
     plugin_latency: HistogramVec,
+    /// Registered once Felix's liveness endpoint has answered (health on).
+    felix_up: std::sync::OnceLock<IntGauge>,
 }
 
 impl NodeMetrics {
@@ -24,7 +26,26 @@ impl NodeMetrics {
             vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
             &["plugin"],
         );
-        NodeMetrics { plugin_up, plugin_latency }
+        NodeMetrics { plugin_up, plugin_latency, felix_up: std::sync::OnceLock::new() }
+    }
+
+    /// Felix's liveness: `Some(true)` answered 2xx, `Some(false)` did not; the series
+    /// exists from Felix's first answer on (a Felix with health off is not reported).
+    pub fn felix(&self, r: &Registry, up: bool) {
+        let gauge = if up {
+            Some(self.felix_up.get_or_init(|| {
+                super::registry::int_gauge(
+                    r,
+                    "felix_up",
+                    "1 while Felix's liveness endpoint answers (FELIX_HEALTHENABLED), 0 once it stopped answering.",
+                )
+            }))
+        } else {
+            self.felix_up.get()
+        };
+        if let Some(g) = gauge {
+            g.set(i64::from(up));
+        }
     }
 
     /// One answer of a plugin (`None`: it answered not at all, or wrongly).

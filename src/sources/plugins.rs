@@ -1,6 +1,7 @@
-//! The host's Calico plugins as a source: every `probe.interval` each calico network
-//! driver and its IPAM twin is asked `Plugin.Activate` on the socket Docker uses,
-//! under the call deadline; the answer goes to `plugin_up`, and a change is logged.
+//! The host's Calico as a source: every `probe.interval` each calico network driver
+//! and its IPAM twin is asked `Plugin.Activate` on the socket Docker uses, and Felix its
+//! liveness endpoint, under the call deadline; the answers go to `plugin_up` and
+//! `felix_up`, and a change is logged.
 
 use std::collections::HashMap;
 
@@ -12,6 +13,7 @@ use crate::plugin::{activate, plugin_names, Answer};
 
 pub async fn watch_plugins(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) {
     let mut last: HashMap<String, bool> = HashMap::new();
+    let mut felix_seen: Option<bool> = None;
     loop {
         let medic = ctx.current.medic();
         let (names, deadline) = (plugin_names(&medic.config.calico_drivers), medic.config.call_deadline());
@@ -44,10 +46,29 @@ pub async fn watch_plugins(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) 
                 _ => {}
             }
         }
+        felix(&ctx, &medic.config.calico.felix_liveness_url, deadline, &mut felix_seen).await;
         let wait = medic.config.probe.interval;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// Felix's liveness (`FELIX_HEALTHENABLED`): reported from its first answer on.
+async fn felix(ctx: &SourceCtx, url: &str, deadline: std::time::Duration, seen: &mut Option<bool>) {
+    if url.is_empty() {
+        return;
+    }
+    let Ok(client) = reqwest::Client::builder().timeout(deadline).no_proxy().build() else { return };
+    let up = client.get(url).send().await.is_ok_and(|r| r.status().is_success());
+    if seen.is_none() && !up {
+        return; // health off, or no Felix here: nothing to say
+    }
+    ctx.metrics.felix(up);
+    match (seen.replace(up), up) {
+        (Some(true), false) => warn!(url, "Felix's liveness endpoint does not answer"),
+        (Some(false), true) => info!(url, "Felix's liveness endpoint answers again"),
+        _ => {}
     }
 }
