@@ -145,3 +145,58 @@ fn a_hung_plugin_is_reported_by_check_and_by_the_daemon_within_two_probe_interva
     assert_eq!(back, Some(1.0), "up again once it answers");
     assert!(d.log_text().contains("plugin does not answer"), "{}", d.log_text());
 }
+
+/// Answers `GET /liveness` with 204 (as Felix 2.6 does with FELIX_HEALTHENABLED) until stopped.
+fn liveness_server(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> (String, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/liveness", l.local_addr().unwrap());
+    l.set_nonblocking(true).unwrap();
+    let t = std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    let mut buf = [0u8; 1024];
+                    let _ = std::io::Read::read(&mut s, &mut buf);
+                    let _ = std::io::Write::write_all(&mut s, b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    });
+    (url, t)
+}
+
+#[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
+fn felix_up_follows_its_liveness_endpoint_once_it_answered() {
+    require_lab();
+    let _serial = serial();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (url, server) = liveness_server(stop.clone());
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), format!("[probe]\ninterval = \"1s\"\n[calico]\nfelix_liveness_url = \"{url}\"\n"))
+        .unwrap();
+    let d = Daemon::start(&["--config", cfg.path().to_str().unwrap()]);
+    let felix = || d.metric("calico_medic_felix_up");
+    let wait = |want: f64| {
+        let t0 = std::time::Instant::now();
+        while felix() != Some(want) && t0.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        felix()
+    };
+    assert_eq!(wait(1.0), Some(1.0), "answers 204: up");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    server.join().unwrap();
+    assert_eq!(wait(0.0), Some(0.0), "stopped answering: 0");
+    // A Felix with health off (nothing listens) is not reported at all.
+    let cfg2 = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        cfg2.path(),
+        "[probe]\ninterval = \"1s\"\n[calico]\nfelix_liveness_url = \"http://127.0.0.1:1/liveness\"\n",
+    )
+    .unwrap();
+    let quiet = Daemon::start(&["--config", cfg2.path().to_str().unwrap()]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(!quiet.metrics().contains("calico_medic_felix_up"), "no series without a Felix health endpoint");
+}
