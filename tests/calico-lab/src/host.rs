@@ -46,7 +46,7 @@ pub async fn create_veth(host: &str, temp: &str) -> Result<(), String> {
     match std::env::var("CALICO_LIBNETWORK_VETH_MTU").ok().filter(|m| m.parse::<u32>().is_ok()) {
         Some(mtu) => ip(&["link", "add", host, "mtu", &mtu, "type", "veth", "peer", "name", temp, "mtu", &mtu]).await?,
         None => ip(&["link", "add", host, "type", "veth", "peer", "name", temp]).await?,
-    }
+    };
     ip(&["link", "set", temp, "up"]).await?;
     ip(&["link", "set", host, "up"]).await?;
     Ok(())
