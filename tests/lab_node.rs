@@ -21,7 +21,11 @@ fn read_sysctl(key: &str) -> String {
 
 /// `check --json` of one task: exit code and its remaining faults.
 fn faults_of(task: &Task) -> (i32, Vec<String>) {
-    let (code, reports, err) = medic_json(&["check", "--container", &task.name]);
+    faults_with(task, &[])
+}
+
+fn faults_with(task: &Task, extra: &[&str]) -> (i32, Vec<String>) {
+    let (code, reports, err) = medic_json(&[&["check", "--container", &task.name][..], extra].concat());
     assert_ne!(code, 2, "{err}");
     (code, fault_codes(&reports[0]))
 }
@@ -69,8 +73,12 @@ fn a_missing_static_arp_entry_and_a_large_mtu_are_reported_apart() {
     let run = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success(), "ip {args:?}");
     run(&["neigh", "del", &ip, "dev", &host_if]);
     let missing = faults_of(&task);
+    // Another MAC: judged against a source trusted above the neighbour entry itself
+    // (here `expected_mac`; in production the datastore's record).
     run(&["neigh", "replace", &ip, "lladdr", "02:00:00:00:00:01", "dev", &host_if, "nud", "permanent"]);
-    let mismatch = faults_of(&task);
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), format!("expected_mac = \"{mac}\"\n")).unwrap();
+    let mismatch = faults_with(&task, &["--config", cfg.path().to_str().unwrap()]);
     run(&["neigh", "replace", &ip, "lladdr", &mac, "dev", &host_if, "nud", "permanent"]);
     eprintln!("static ARP entry deleted: {missing:?}; another MAC: {mismatch:?}");
     assert_eq!(missing, (1, vec!["host_neigh_missing".to_string()]));

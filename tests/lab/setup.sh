@@ -186,6 +186,16 @@ else
 fi
 
 # ---------------------------------------------------------------- plugin(s)
+# The veths' MTU, as CALICO_LIBNETWORK_VETH_MTU sets it for the real plugin (v1.1.1+): the
+# host uplink's, so no task's path is larger than the host's (else calico-medic rightly
+# reports mtu_mismatch: plugin v1.1.0 left 1500 on a 1400 uplink, calicoctl#610).
+UPLINK_DEV=$(ip route get 203.0.113.1 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p' | head -1)
+if [[ -n $UPLINK_DEV && -r /sys/class/net/$UPLINK_DEV/mtu ]]; then
+    CALICO_LIBNETWORK_VETH_MTU=$(cat "/sys/class/net/$UPLINK_DEV/mtu")
+    export CALICO_LIBNETWORK_VETH_MTU
+fi
+# veth_mtu_of <pid>: the CALICO_LIBNETWORK_VETH_MTU a running plugin was started with
+veth_mtu_of() { tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | sed -n 's/^CALICO_LIBNETWORK_VETH_MTU=//p'; }
 activate() { # <socket> : plugin answers Plugin.Activate
     curl -sf --max-time 2 --unix-socket "$1" -X POST http://plugin/Plugin.Activate >/dev/null 2>&1
 }
@@ -219,7 +229,8 @@ ensure_plugin() {
     if pid=$(p_pid); then
         exe=$(readlink "/proc/$pid/exe" || true)
         local cmdline; cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
-        if [[ $exe == *"(deleted)"* || $exe != "$(readlink -f "$BIN")" || $cmdline != *"${extra[*]:-}"* ]]; then
+        if [[ $exe == *"(deleted)"* || $exe != "$(readlink -f "$BIN")" || $cmdline != *"${extra[*]:-}"* ||
+            $(veth_mtu_of "$pid") != "${CALICO_LIBNETWORK_VETH_MTU:-}" ]]; then
             say "plugin $name ($pid) runs '$cmdline' (${exe:-unknown binary}), want $BIN ${extra[*]:-}; restarting it (its state is kept)"
             kill "$pid"
             for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done

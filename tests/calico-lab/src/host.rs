@@ -41,7 +41,12 @@ pub async fn create_veth(host: &str, temp: &str) -> Result<(), String> {
             let _ = ip(&["link", "del", stale]).await;
         }
     }
-    ip(&["link", "add", host, "type", "veth", "peer", "name", temp]).await?;
+    // As the real plugin (v1.1.1+): CALICO_LIBNETWORK_VETH_MTU sets both ends' MTU
+    // (the lab sets it to the host uplink's, so a task's path is no larger than the host's).
+    match std::env::var("CALICO_LIBNETWORK_VETH_MTU").ok().filter(|m| m.parse::<u32>().is_ok()) {
+        Some(mtu) => ip(&["link", "add", host, "mtu", &mtu, "type", "veth", "peer", "name", temp, "mtu", &mtu]).await?,
+        None => ip(&["link", "add", host, "type", "veth", "peer", "name", temp]).await?,
+    };
     ip(&["link", "set", temp, "up"]).await?;
     ip(&["link", "set", host, "up"]).await?;
     Ok(())
