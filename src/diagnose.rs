@@ -36,10 +36,11 @@ pub enum FaultKind {
     DatastoreEndpointMissing,
     DatastoreMacMismatch,
     DatastoreIpMismatch,
+    DuplicateIp,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 22] = [
+    pub const ALL: [FaultKind; 23] = [
         FaultKind::LinkMissing,
         FaultKind::LinkDown,
         FaultKind::MacMismatch,
@@ -62,6 +63,7 @@ impl FaultKind {
         FaultKind::DatastoreEndpointMissing,
         FaultKind::DatastoreMacMismatch,
         FaultKind::DatastoreIpMismatch,
+        FaultKind::DuplicateIp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +90,7 @@ impl FaultKind {
             FaultKind::DatastoreEndpointMissing => "datastore_endpoint_missing",
             FaultKind::DatastoreMacMismatch => "datastore_mac_mismatch",
             FaultKind::DatastoreIpMismatch => "datastore_ip_mismatch",
+            FaultKind::DuplicateIp => "duplicate_ip",
         }
     }
 
@@ -96,7 +99,10 @@ impl FaultKind {
     pub fn is_datastore(self) -> bool {
         matches!(
             self,
-            FaultKind::DatastoreEndpointMissing | FaultKind::DatastoreMacMismatch | FaultKind::DatastoreIpMismatch
+            FaultKind::DatastoreEndpointMissing
+                | FaultKind::DatastoreMacMismatch
+                | FaultKind::DatastoreIpMismatch
+                | FaultKind::DuplicateIp
         )
     }
 

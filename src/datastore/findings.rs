@@ -69,6 +69,28 @@ pub fn endpoint_findings(
     out
 }
 
+/// Other records of this host (not `endpoint_id`) whose `ipv4_nets` hold `ip`: their
+/// ids and interface names.
+pub fn others_holding(
+    endpoints: &BTreeMap<String, EndpointRecord>,
+    endpoint_id: &str,
+    ip: Ipv4Addr,
+) -> Vec<(String, String)> {
+    endpoints
+        .iter()
+        .filter(|(id, r)| id.as_str() != endpoint_id && r.ipv4.iter().any(|(a, _)| *a == ip))
+        .map(|(id, r)| (id.clone(), r.name.clone()))
+        .collect()
+}
+
+/// One IPv4 held by this endpoint and another of this host: both lose traffic to the
+/// other (calicoctl#896, libcalico-go#989). Reported on each.
+pub fn duplicate_ip(dir: &str, ip: Ipv4Addr, others: &[(String, String)]) -> Option<Fault> {
+    let named: Vec<String> = others.iter().map(|(id, name)| format!("{dir}/{id} ({name})")).collect();
+    (!named.is_empty())
+        .then(|| Fault::new(FaultKind::DuplicateIp, format!("{ip} is also held by {} on this host", named.join(", "))))
+}
+
 /// Datastore endpoints of this host that no container holds (a crash leaked them;
 /// Felix keeps routing to them), sorted.
 pub fn orphans(datastore: &BTreeMap<String, EndpointRecord>, docker_endpoint_ids: &HashSet<String>) -> Vec<String> {
@@ -134,6 +156,33 @@ mod tests {
         assert_eq!(kinds, vec![FaultKind::DatastoreIpMismatch, FaultKind::DatastoreMacMismatch]);
         assert!(f[0].detail.contains("10.65.0.9/32") && f[0].detail.contains("10.65.0.5"), "{}", f[0].detail);
         assert_eq!(f[1].detail, "datastore mac 02:aa:bb:00:11:22, but host_neighbour=ee:ee:ee:ee:ee:ee");
+    }
+
+    #[test]
+    fn one_ip_in_two_records_of_this_host_is_a_duplicate_on_each() {
+        let rec = |id: &str, ip: [u8; 4]| EndpointRecord {
+            endpoint_id: id.into(),
+            name: format!("cali{}", &id[..1]),
+            state: "active".into(),
+            mac: None,
+            ipv4: vec![(Ipv4Addr::from(ip), 32)],
+        };
+        let ds: BTreeMap<String, EndpointRecord> = [("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 1]), ("c", [10, 0, 0, 2])]
+            .map(|(id, ip)| (id.to_string(), rec(id, ip)))
+            .into();
+        let ip = Ipv4Addr::new(10, 0, 0, 1);
+        assert_eq!(others_holding(&ds, "a", ip), vec![("b".to_string(), "calib".to_string())]);
+        assert_eq!(others_holding(&ds, "b", ip), vec![("a".to_string(), "calia".to_string())]);
+        assert!(others_holding(&ds, "c", Ipv4Addr::new(10, 0, 0, 2)).is_empty());
+        let f = duplicate_ip(
+            "/calico/v1/host/h/workload/libnetwork/libnetwork/endpoint",
+            ip,
+            &others_holding(&ds, "a", ip),
+        )
+        .unwrap();
+        assert_eq!(f.kind, FaultKind::DuplicateIp);
+        assert!(f.detail.contains("/b (calib)"), "{}", f.detail);
+        assert!(duplicate_ip("d", ip, &[]).is_none());
     }
 
     #[test]

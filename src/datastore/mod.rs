@@ -150,6 +150,16 @@ impl Datastore {
         }
     }
 
+    /// Other endpoints of this host whose record holds `ip` (`endpoint_id` excluded),
+    /// with their interface names; empty while the view is not loaded.
+    pub fn others_holding(&self, endpoint_id: &str, ip: std::net::Ipv4Addr) -> Vec<(String, String)> {
+        let v = self.view.read().unwrap();
+        if !v.loaded || !v.up {
+            return Vec::new();
+        }
+        findings::others_holding(&v.endpoints, endpoint_id, ip)
+    }
+
     /// The MAC the datastore gives the endpoint whose host interface is `name`
     /// (before start only the interface, `cali<EndpointID[:11]>`, is known).
     pub fn mac_of_interface(&self, name: &str) -> Option<MacAddr> {
