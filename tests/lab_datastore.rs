@@ -550,3 +550,41 @@ fn tls_to_etcd_with_client_certificates() {
     assert_eq!(r["expected_mac_source"], "host_neighbour", "the host's view decides: {r}");
     eprintln!("wrong CA: {}", err.trim());
 }
+
+/// Issue 24: another record of this host holding a task's IPv4 (libcalico-go#989 handed
+/// one address out twice) is `duplicate_ip` in `check` and in the daemon's metrics,
+/// and clears when the record goes.
+#[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
+fn a_second_record_holding_a_tasks_ip_is_a_duplicate_until_it_goes() {
+    require_lab();
+    let _serial = serial();
+    let task = Task::start(&["--app", "ds-duplicate"]);
+    let (key, value) = lab_key(&endpoint_id(&task));
+    let host = host_of(&key);
+    let cid = container_id(&task);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), LAB_ETCD, &host, None, "[probe]\ninterval = \"1s\"\n");
+    let daemon = Daemon::start(&["--config", cfg.to_str().unwrap()]);
+    let dup = fault_series(&cid, "duplicate_ip");
+    wait_for("first pass over the task", Duration::from_secs(5), || {
+        daemon.metrics().contains(&format!("container_id=\"{cid}\""))
+    });
+    assert_eq!(daemon.metric(&dup), None);
+    // The same address under another endpoint id of this host.
+    let other_id = format!("{:064x}", rand_id());
+    let other_key = key.replace(&endpoint_id(&task), &other_id);
+    etcd_put(LAB_ETCD, &other_key, &value.replace(&endpoint_id(&task)[..11], &other_id[..11]), None);
+    let guard = scopeguard(other_key.clone());
+    let took = wait_for("duplicate_ip in the metrics", Duration::from_secs(2), || daemon.metric(&dup) == Some(1.0));
+    let (code, reports, err) = medic_json(&["check", "--config", cfg.to_str().unwrap(), "--container", &task.name]);
+    eprintln!(
+        "duplicate record written → duplicate_ip in the metrics after {took:?}; check: {code} {:?}",
+        fault_codes(&reports[0])
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(fault_codes(&reports[0]), vec!["duplicate_ip"], "{reports}");
+    drop(guard);
+    wait_for("duplicate_ip clears when the record goes", Duration::from_secs(2), || daemon.metric(&dup).is_none());
+    assert_eq!(medic_json(&["check", "--config", cfg.to_str().unwrap(), "--container", &task.name]).0, 0);
+}

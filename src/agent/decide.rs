@@ -202,6 +202,8 @@ fn account_pass(
     let new_watch = ctx.watches_enabled && st.watched_pid != Some(pid) && out.policy != Policy::Off && !too_large;
     // (from Docker's record, not the reports: a task with policy `off` has none)
     st.endpoint_ids = out.workload.endpoints.iter().map(|e| e.endpoint_id.clone()).collect();
+    st.endpoint_ips = out.workload.endpoints.iter().map(|e| e.ip).collect();
+    st.ip_shared = out.reports.iter().any(|r| r.remaining_faults.contains(&crate::diagnose::FaultKind::DuplicateIp));
     let all_well = !out.reports.is_empty()
         && out.reports.iter().all(|r| r.healthy && r.reachable == Some(true) && r.error.is_none());
     st.last_healthy = (all_well && out.policy != Policy::Off).then(|| (pid, out.reports.clone()));

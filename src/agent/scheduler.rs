@@ -337,8 +337,17 @@ impl Scheduler {
         if ids.is_empty() {
             return;
         }
+        // A changed record may hold another container's address (a duplicate, or one
+        // no longer): those containers, and any found sharing one, are looked at too.
+        let ips: Vec<std::net::Ipv4Addr> = match self.ctx.current.medic().datastore() {
+            Some(ds) => ids.iter().flat_map(|id| ds.lookup(id).ipv4()).collect(),
+            None => Vec::new(),
+        };
         let containers = self.ids_where(|st| {
-            st.endpoint_ids.iter().any(|e| ids.contains(e)) || (st.endpoint_ids.is_empty() && !st.slot.is_idle())
+            st.endpoint_ids.iter().any(|e| ids.contains(e))
+                || (st.endpoint_ids.is_empty() && !st.slot.is_idle())
+                || st.ip_shared
+                || st.endpoint_ips.iter().any(|ip| ips.contains(ip))
         });
         debug!(endpoints = ids.len(), containers = containers.len(), "datastore: endpoints changed; re-checking");
         self.enqueue_all(containers, Trigger::Resync);

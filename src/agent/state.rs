@@ -48,6 +48,10 @@ pub struct ContainerState {
     pub interrupt: Arc<Notify>,
     /// Docker endpoint ids of its calico endpoints (datastore changes find it by these).
     pub endpoint_ids: Vec<String>,
+    /// Their IPv4 addresses (a datastore record of another endpoint holding one of them
+    /// makes it a duplicate), and whether its last pass found one shared.
+    pub endpoint_ips: Vec<std::net::Ipv4Addr>,
+    pub ip_shared: bool,
     /// Its policy as of its last pass (the per-policy gauge).
     pub policy: Option<Policy>,
     /// Docker's timestamp of its last start event (unix seconds).

@@ -24,6 +24,14 @@ impl Lookup {
             _ => None,
         }
     }
+
+    /// The IPv4 addresses of the record (none when it is not found).
+    pub fn ipv4(&self) -> Vec<Ipv4Addr> {
+        match self {
+            Lookup::Found(r) => r.ipv4.iter().map(|(a, _)| *a).collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Datastore findings for one endpoint: its key is missing, its IP is not the one
