@@ -84,10 +84,18 @@ fn a_missing_static_arp_entry_and_a_large_mtu_are_reported_apart() {
     assert_eq!(missing, (1, vec!["host_neigh_missing".to_string()]));
     assert_eq!(mismatch, (1, vec!["host_neigh_mismatch".to_string()]));
     assert_eq!(faults_of(&task), (0, vec![]));
-    // A cali0 MTU above the host veth's (1500): large packets would be dropped.
+    // A cali0 MTU above the host veth's: large packets would be dropped.
+    let mtu = reports[0]["observed_mtu"].as_u64().map(|m| m.to_string());
+    let original = mtu.unwrap_or_else(|| {
+        let out = Command::new("nsenter")
+            .args(["-t", &task.pid(), "-n", "cat", "/sys/class/net/cali0/mtu"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    });
     assert!(in_netns(&task.pid(), &["link", "set", "cali0", "mtu", "9000"]));
     let large = faults_of(&task);
-    assert!(in_netns(&task.pid(), &["link", "set", "cali0", "mtu", "1500"]));
+    assert!(in_netns(&task.pid(), &["link", "set", "cali0", "mtu", &original]));
     eprintln!("cali0 MTU 9000: {large:?}");
     assert_eq!(large, (1, vec!["mtu_mismatch".to_string()]));
     assert_eq!(faults_of(&task), (0, vec![]));

@@ -14,6 +14,9 @@ use crate::plugin::{activate, plugin_names, Answer};
 pub async fn watch_plugins(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) {
     let mut last: HashMap<String, bool> = HashMap::new();
     let mut felix_seen: Option<bool> = None;
+    // One crypto provider for the process (ring), as for the other HTTP clients.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().no_proxy().build().ok();
     loop {
         let medic = ctx.current.medic();
         let (names, deadline) = (plugin_names(&medic.config.calico_drivers), medic.config.call_deadline());
@@ -46,7 +49,9 @@ pub async fn watch_plugins(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) 
                 _ => {}
             }
         }
-        felix(&ctx, &medic.config.calico.felix_liveness_url, deadline, &mut felix_seen).await;
+        if let Some(client) = &client {
+            felix(&ctx, client, &medic.config.calico.felix_liveness_url, deadline, &mut felix_seen).await;
+        }
         let wait = medic.config.probe.interval;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -56,12 +61,17 @@ pub async fn watch_plugins(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) 
 }
 
 /// Felix's liveness (`FELIX_HEALTHENABLED`): reported from its first answer on.
-async fn felix(ctx: &SourceCtx, url: &str, deadline: std::time::Duration, seen: &mut Option<bool>) {
+async fn felix(
+    ctx: &SourceCtx,
+    client: &reqwest::Client,
+    url: &str,
+    deadline: std::time::Duration,
+    seen: &mut Option<bool>,
+) {
     if url.is_empty() {
         return;
     }
-    let Ok(client) = reqwest::Client::builder().timeout(deadline).no_proxy().build() else { return };
-    let up = client.get(url).send().await.is_ok_and(|r| r.status().is_success());
+    let up = client.get(url).timeout(deadline).send().await.is_ok_and(|r| r.status().is_success());
     if seen.is_none() && !up {
         return; // health off, or no Felix here: nothing to say
     }
