@@ -85,14 +85,10 @@ fn a_missing_static_arp_entry_and_a_large_mtu_are_reported_apart() {
     assert_eq!(mismatch, (1, vec!["host_neigh_mismatch".to_string()]));
     assert_eq!(faults_of(&task), (0, vec![]));
     // A cali0 MTU above the host veth's: large packets would be dropped.
-    let mtu = reports[0]["observed_mtu"].as_u64().map(|m| m.to_string());
-    let original = mtu.unwrap_or_else(|| {
-        let out = Command::new("nsenter")
-            .args(["-t", &task.pid(), "-n", "cat", "/sys/class/net/cali0/mtu"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    });
+    let args = ["-t", &task.pid(), "-n", "ip", "-o", "link", "show", "cali0"].map(str::to_string);
+    let out = Command::new("nsenter").args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let original = text.split_whitespace().skip_while(|w| *w != "mtu").nth(1).unwrap().to_string();
     assert!(in_netns(&task.pid(), &["link", "set", "cali0", "mtu", "9000"]));
     let large = faults_of(&task);
     assert!(in_netns(&task.pid(), &["link", "set", "cali0", "mtu", &original]));
