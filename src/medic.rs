@@ -331,7 +331,9 @@ impl Medic {
         if let Some(ds) = &self.datastore {
             let key = format!("{}/{}", ds.dir, endpoint.endpoint_id);
             host_faults.extend(endpoint_findings(&lookup, &key, endpoint.ip, &evidence.sources()));
-            let others = ds.others_holding(&endpoint.endpoint_id, endpoint.ip);
+            let others = ds
+                .with_endpoints(|e| crate::datastore::findings::others_holding(e, &endpoint.endpoint_id, endpoint.ip))
+                .unwrap_or_default();
             host_faults.extend(crate::datastore::findings::duplicate_ip(&ds.dir, endpoint.ip, &others));
         }
         match endpoint_pass(session, &expected, &host_faults, mode, &who).await {

@@ -1,5 +1,8 @@
 //! `calico-medic run` against the lab's real Docker engine: broken tasks become
 //! reachable with no other command, within a second of starting.
+//!
+//! Runs on the stand-in plugin (omit-MAC tasks) and, with `CALICO_LAB_NET=calico-lab-real`, on
+//! Calico's real plugin (tasks whose MAC is broken right after the start and after the restart).
 
 mod common;
 
@@ -17,7 +20,7 @@ fn daemon_repairs_new_and_restarted_tasks_within_a_second() {
     let mut latencies = Vec::new();
     for i in 0..3 {
         let started = Instant::now();
-        let task = Task::start(&["--nomac", "--app", "daemon-e2e"]);
+        let task = Task::start_wrong_mac(&["--app", "daemon-e2e"]);
         let after = task.wait_reachable(Duration::from_secs(3));
         let total = started.elapsed();
         assert!(after.is_some(), "task {i} never became reachable; log:\n{}", daemon.log_text());
@@ -25,13 +28,18 @@ fn daemon_repairs_new_and_restarted_tasks_within_a_second() {
         assert!(total < Duration::from_millis(1500), "start→reachable took {total:?}");
         assert!(after.unwrap() < Duration::from_secs(1), "run-returned→reachable took {:?}", after.unwrap());
         latencies.push(after.unwrap());
+        if i == 0 {
+            task.assert_on_lab_plugin();
+        }
 
         let restarted = Instant::now();
         let out = Command::new("/usr/bin/docker").args(["restart", "-t", "0", &task.name]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        task.wrong_mac_again();
         let back = task.wait_reachable(Duration::from_secs(3));
         assert!(back.is_some(), "restarted task never became reachable; log:\n{}", daemon.log_text());
         assert!(back.unwrap() < Duration::from_secs(1), "restart→reachable took {:?}", restarted.elapsed());
+        assert_eq!(task.mac(), task.datastore_mac(), "repaired to the datastore record's MAC");
     }
     eprintln!("docker run returned → reachable: {latencies:?}");
     let log = daemon.log_text();
@@ -46,7 +54,7 @@ fn dry_run_daemon_reports_but_never_writes() {
     require_lab();
     let _serial = serial();
     let daemon = Daemon::start(&["--dry-run"]);
-    let task = Task::start(&["--nomac", "--app", "dry"]);
+    let task = Task::start_wrong_mac(&["--app", "dry"]);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(!task.reachable(), "dry run must not repair");
     assert_ne!(task.mac(), "ee:ee:ee:ee:ee:ee");

@@ -1,4 +1,8 @@
 //! One-off `check` / `repair` on the lab's real Docker engine. No daemon runs here.
+//!
+//! Runs on the stand-in plugin (`calico-lab`) and, with `CALICO_LAB_NET=calico-lab-real`, on
+//! Calico's real libnetwork plugin: there a wrong-MAC task is broken after its start (the real
+//! plugin never omits the MAC), every other test is the same.
 
 mod common;
 
@@ -8,8 +12,8 @@ use common::*;
 #[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn omit_mac_task_is_found_and_repaired() {
     require_lab();
-    let task = Task::start(&["--nomac", "--app", "shop"]);
-    assert!(!task.reachable(), "an omit-MAC task must start cut off (the seed failure)");
+    let task = Task::start_wrong_mac(&["--app", "shop"]);
+    assert!(!task.reachable(), "a wrong-MAC task is cut off (the seed failure)");
     assert_ne!(task.mac(), "ee:ee:ee:ee:ee:ee");
 
     let (code, reports, _) = medic_json(&["check", "--container", &task.name]);
@@ -33,6 +37,7 @@ fn omit_mac_task_is_found_and_repaired() {
     assert!(stderr.contains("fault=mac_mismatch") && stderr.contains("app=/shop"), "one log line per action: {stderr}");
     assert!(task.reachable(), "host reaches the task after repair");
     assert_eq!(task.mac(), "ee:ee:ee:ee:ee:ee");
+    assert_eq!(task.mac(), task.datastore_mac(), "the MAC of the task's datastore record");
 }
 
 #[test]
@@ -41,6 +46,7 @@ fn every_repairable_break_is_repaired() {
     require_lab();
     let task = Task::start(&["--app", "breaks"]);
     assert!(task.reachable());
+    assert_eq!(task.routes(), CALICO_ROUTES, "the routes Docker set from the plugin's Join answer");
     let cases: [(&str, &[&str], bool); 6] = [
         ("mac", &["mac_mismatch"], true),
         ("down", &["default_route_missing", "gateway_route_missing", "link_down"], true),
@@ -66,6 +72,7 @@ fn every_repairable_break_is_repaired() {
         assert!(task.reachable(), "{kind}: reachable after repair");
         assert_eq!(task.routes(), CALICO_ROUTES, "{kind}: routes exactly as the plugin made them");
         assert_eq!(task.mac(), "ee:ee:ee:ee:ee:ee", "{kind}");
+        assert_eq!(task.mac(), task.datastore_mac(), "{kind}: the datastore record's MAC");
     }
 }
 
@@ -168,7 +175,8 @@ fn configured_probes_run_from_inside_the_task() {
     let closed = free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("probes.toml");
-    std::fs::write(&cfg, format!("[probe]\ntargets = [\"tcp:{host}:{open}\", \"tcp:{host}:{closed}\"]\n")).unwrap();
+    let targets = format!("[probe]\ntargets = [\"tcp:{host}:{open}\", \"tcp:{host}:{closed}\"]\n");
+    std::fs::write(&cfg, format!("{}{targets}", lab_config_prefix())).unwrap();
     let task = Task::start(&["--app", "probes"]);
     let (code, reports, err) = medic_json(&["check", "--container", &task.name, "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
@@ -189,7 +197,7 @@ fn configured_probes_run_from_inside_the_task() {
 #[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn json_log_lines_carry_repair_fields() {
     require_lab();
-    let task = Task::start(&["--nomac", "--app", "jsonlog"]);
+    let task = Task::start_wrong_mac(&["--app", "jsonlog"]);
     let (code, _, stderr) = medic(&["--log-format", "json", "repair", "--container", &task.name]);
     assert_eq!(code, 0, "{stderr}");
     let lines: Vec<serde_json::Value> =
@@ -207,8 +215,9 @@ fn json_log_lines_carry_repair_fields() {
 }
 
 /// Guards the engine matrix of tests/run.sh: with `CALICO_LAB_ENGINE` set (e.g. `26.1`),
-/// the suite really talks to that engine, and calico-medic uses the API version it should
-/// (`$DOCKER_API_VERSION` when set, else the negotiated one).
+/// the suite really talks to that engine, its tasks run on `CALICO_LAB_NET`'s network (and
+/// plugin), and calico-medic uses the API version it should (`$DOCKER_API_VERSION` when set,
+/// else the negotiated one).
 #[test]
 #[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn runs_against_the_engine_and_api_version_asked_for() {
@@ -218,8 +227,9 @@ fn runs_against_the_engine_and_api_version_asked_for() {
         assert!(server.starts_with(&want), "CALICO_LAB_ENGINE={want}, but the engine is Docker {server}");
     }
     let task = Task::start(&["--app", "api-version"]);
+    task.assert_on_lab_plugin();
     let out = std::process::Command::new(medic_bin())
-        .args(["check", "--container", &task.name])
+        .args(with_lab_config(&["check", "--container", &task.name]))
         .env("CALICO_MEDIC_LOG", "calico_medic=debug")
         .output()
         .unwrap();
@@ -283,10 +293,10 @@ fn sorted(tasks: &[&Task]) -> Vec<String> {
 fn check_filters_unhealthy_and_app() {
     require_lab();
     let shop_ok = Task::start(&["--app", "filt-shop"]);
-    let shop_bad = Task::start(&["--nomac", "--app", "filt-shop"]);
+    let shop_bad = Task::start_wrong_mac(&["--app", "filt-shop"]);
     let shopping = Task::start(&["--app", "filt-shopping"]);
     let cart_ok = Task::start(&["--app", "filt-grp/cart"]);
-    let pay_bad = Task::start(&["--nomac", "--app", "filt-grp/pay"]);
+    let pay_bad = Task::start_wrong_mac(&["--app", "filt-grp/pay"]);
     let c = |t: &Task| ["--container".to_string(), t.name.clone()];
     let named: Vec<String> = [&shop_ok, &shop_bad, &shopping, &cart_ok, &pay_bad].iter().flat_map(|t| c(t)).collect();
     let named: Vec<&str> = named.iter().map(String::as_str).collect();
@@ -298,7 +308,7 @@ fn check_filters_unhealthy_and_app() {
     let keys = |r: &serde_json::Value| r.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     let full_keys = keys(&all[0]);
 
-    // --unhealthy: only the two omit-MAC tasks, same report shape; exit 1 (faults in what is shown).
+    // --unhealthy: only the two wrong-MAC tasks, same report shape; exit 1 (faults in what is shown).
     let (code, bad, err) = medic_json(&[&["check", "--unhealthy"][..], &named].concat());
     assert_eq!(code, 1, "{err}");
     assert_eq!(shown(&bad), sorted(&[&shop_bad, &pay_bad]));

@@ -8,12 +8,20 @@ export CI="${CI:-}"
 export PATH="/usr/bin:$PATH" # Debian's docker client first (matches the 20.10 daemon)
 
 step() { printf '\n=== %s ===\n' "$*"; }
+timed() { # <label> <command...>: runs it, prints how long it took
+    local label=$1 t0 ms; shift
+    t0=$(date +%s%3N)
+    "$@"
+    ms=$(($(date +%s%3N) - t0))
+    printf '=== %s: %d.%d s\n' "$label" $((ms / 1000)) $((ms % 1000 / 100))
+}
 
 [[ $(id -u) == 0 ]] || { echo "tests/run.sh must run as root (namespaces, Docker)" >&2; exit 1; }
 
-step "packages (Debian): Docker engine, busybox for the test image, iproute2, ping, Prometheus tools, systemd-analyze, etcd"
+step "packages (Debian): Docker engine, busybox for the test image, iproute2, ping, Prometheus tools, systemd-analyze, etcd, Go (Calico's real plugin)"
 need=()
-for pkg in docker.io busybox-static iproute2 iputils-ping jq curl prometheus systemd util-linux procps etcd-server openssl; do
+for pkg in docker.io busybox-static iproute2 iputils-ping jq curl prometheus systemd util-linux procps etcd-server openssl \
+    golang-go patch xz-utils; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -41,8 +49,8 @@ cargo test -p calico-medic --test layers --test kernel_layer --test code_size --
 step "datastore client against a real etcd (read, watch, cleared index, failover, deadlines; no Docker)"
 cargo test -p calico-medic --test datastore_etcd -- --include-ignored
 
-step "lab: Docker engine, test image, Calico v2.6 stand-in, networks"
-tests/lab/setup.sh --selftest
+step "lab: Docker engine, test image, Calico v2.6 stand-in, Calico's real libnetwork plugin (built offline), networks"
+timed "lab setup" tests/lab/setup.sh --selftest
 
 step "lab tests"
 cargo test -p calico-lab
@@ -72,6 +80,12 @@ cargo test -p calico-medic --test wedge -- --include-ignored
 step "end-to-end: Calico's datastore in etcd (datastore MAC, watch, orphans, outage and recovery, index cleared, TLS)"
 cargo test -p calico-medic --test lab_datastore -- --include-ignored
 
+# Calico's real libnetwork plugin (v1.1.3, tests/lab/calico-real/, network calico-lab-real): the
+# one-off, daemon and datastore suites again on its tasks and records (faults injected after start).
+step "end-to-end on Calico's real libnetwork plugin (20.10): one-off, daemon, datastore on calico-lab-real"
+timed "20.10 real plugin: lab_oneoff lab_daemon lab_datastore" env CALICO_LAB_NET=calico-lab-real \
+    cargo test -p calico-medic --test lab_oneoff --test lab_daemon --test lab_datastore -- --include-ignored
+
 step "end-to-end: Marathon (escalation to a Marathon REST stand-in, per-app policy labels, the Marathon app container as its JSON says)"
 cargo test -p calico-medic --test marathon_client --test lab_marathon --test marathon_app -- --include-ignored
 
@@ -98,18 +112,11 @@ cargo test -p calico-medic --test lab_hostile -- --include-ignored --nocapture
 # CALICO_LAB_ENGINE makes each suite check it really talks to that engine.
 E26_HOST=unix:///run/calico-lab/docker26.sock
 MATRIX_T0=$SECONDS
-timed() { # <label> <command...>: runs it, prints how long it took
-    local label=$1 t0 ms; shift
-    t0=$(date +%s%3N)
-    "$@"
-    ms=$(($(date +%s%3N) - t0))
-    printf '=== %s: %d.%d s\n' "$label" $((ms / 1000)) $((ms % 1000 / 100))
-}
 
 step "Engine API version on the wire (pinned and negotiated; fake Docker socket)"
 timed "docker_api_wire" cargo test -p calico-medic --test docker_api_wire -- --include-ignored
 
-step "lab: engine 2 (Debian 13 docker.io 26.1) beside 20.10, sharing the plugin"
+step "lab: engine 2 (Debian 13 docker.io 26.1) beside 20.10, sharing the stand-in plugin; its own instance of Calico's real plugin"
 timed "engine 2 setup" tests/lab/setup.sh --engine26
 
 step "engine 26.1: one-off check/repair"
@@ -126,6 +133,10 @@ timed "26.1 lab_prestart" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo
 
 step "engine 26.1: the runtime's prestart hook"
 timed "26.1 lab_hook" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 cargo test -p calico-medic --test lab_hook -- --include-ignored --nocapture --test-threads 1
+
+step "engine 26.1, Calico's real libnetwork plugin: one-off check/repair and daemon on calico-lab-real"
+timed "26.1 real plugin: lab_oneoff lab_daemon" env DOCKER_HOST=$E26_HOST CALICO_LAB_ENGINE=26.1 CALICO_LAB_NET=calico-lab-real \
+    cargo test -p calico-medic --test lab_oneoff --test lab_daemon -- --include-ignored
 
 step "engine 20.10, API pinned to 1.25 (DOCKER_API_VERSION): one-off check/repair"
 timed "20.10 API 1.25 lab_oneoff" env DOCKER_API_VERSION=1.25 CALICO_LAB_ENGINE=20.10 cargo test -p calico-medic --test lab_oneoff -- --include-ignored

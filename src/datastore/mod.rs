@@ -150,14 +150,11 @@ impl Datastore {
         }
     }
 
-    /// Other endpoints of this host whose record holds `ip` (`endpoint_id` excluded),
-    /// with their interface names; empty while the view is not loaded.
-    pub fn others_holding(&self, endpoint_id: &str, ip: std::net::Ipv4Addr) -> Vec<(String, String)> {
+    /// `f` over this host's endpoint records, without copying them; `None` while the
+    /// view is not loaded or the datastore does not answer.
+    pub fn with_endpoints<T>(&self, f: impl FnOnce(&BTreeMap<String, EndpointRecord>) -> T) -> Option<T> {
         let v = self.view.read().unwrap();
-        if !v.loaded || !v.up {
-            return Vec::new();
-        }
-        findings::others_holding(&v.endpoints, endpoint_id, ip)
+        (v.loaded && v.up).then(|| f(&v.endpoints))
     }
 
     /// The MAC the datastore gives the endpoint whose host interface is `name`

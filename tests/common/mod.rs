@@ -1,7 +1,10 @@
 //! Shared helpers for end-to-end tests on the lab (real Docker + Calico stand-in).
 #![allow(dead_code)]
 
+pub mod labnet;
 pub mod prestart;
+
+pub use labnet::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -30,7 +33,7 @@ pub fn lab_ready() -> bool {
     let root = nix::unistd::geteuid().is_root();
     let docker = Path::new(&docker_socket()).exists();
     let lab = Command::new("/usr/bin/docker")
-        .args(["network", "inspect", "calico-lab", "calico-lab-nomac"])
+        .args(["network", "inspect", "calico-lab", "calico-lab-nomac", &lab_net()])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
@@ -132,9 +135,14 @@ impl Drop for Task {
 
 pub const CALICO_ROUTES: &str = "default via 169.254.1.1 dev cali0\n169.254.1.1 dev cali0 scope link\n";
 
-/// Runs the CLI; returns (exit code, stdout, stderr).
+/// Runs the CLI (with the lab's config on the real plugin, `with_lab_config`); returns (exit
+/// code, stdout, stderr).
 pub fn medic(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(medic_bin()).args(args).env("CALICO_MEDIC_LOG", "calico_medic=info").output().expect("run");
+    let out = Command::new(medic_bin())
+        .args(with_lab_config(args))
+        .env("CALICO_MEDIC_LOG", "calico_medic=info")
+        .output()
+        .expect("run");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -185,8 +193,7 @@ impl Daemon {
         let log = std::env::temp_dir().join(format!("calico-medic-{}.log", addr.replace([':', '.'], "_")));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(medic_bin())
-            .args(["run", "--listen", &addr])
-            .args(extra)
+            .args(with_lab_config(&[&["run", "--listen", &addr][..], extra].concat()))
             .stderr(file)
             .spawn()
             .expect("start daemon");

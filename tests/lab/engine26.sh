@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A second Docker engine for the lab: Debian 13's docker.io (26.1, API 1.45) beside Debian 12's
 # 20.10 (tests/lab/setup.sh), with its own socket, data root, exec root and bridge, sharing the
-# lab's Calico stand-in plugin (one process, found by both engines in /run/docker/plugins).
+# lab's Calico stand-in plugin (one process, found by both engines in /run/docker/plugins), and
+# with its own instance of Calico's real plugin (driver calico-real26: that plugin asks the Docker
+# of its $DOCKER_HOST for a network's name in CreateEndpoint, so one process serves one engine).
 #
 #   tests/lab/engine26.sh                     set up (or check) engine 2; idempotent, prints per-step timings
 #   tests/lab/engine26.sh --down [--image] [--dockerd]
@@ -26,6 +28,7 @@
 #   ENGINE26_DIR     package, apt state and data root (default /var/lib/calico-lab/docker26)
 #   ENGINE26_MIRROR  Debian mirror (default http://deb.debian.org/debian)
 #   DOCKERD26_FLAGS  extra flags for this dockerd
+#   CALICO_REAL_BIN  Calico's plugin binary (default: tests/lab/calico-real/build.sh's, as setup.sh)
 set -euo pipefail
 unset DOCKER_HOST DOCKER_CONTEXT # every docker command below names its engine
 LAB_TAG=engine26
@@ -53,6 +56,12 @@ NET=calico-lab
 NET_SUBNET=10.67.0.0/17
 NOMAC_NET=calico-lab-nomac
 NOMAC_SUBNET=10.67.128.0/17
+# Calico's real plugin for engine 2: same pool as 20.10's (one Calico IPAM), its own process.
+REAL_NET=calico-lab-real
+REAL_POOL=10.68.0.0/16
+REAL_DRIVER=calico-real26
+REAL_DIR=$LAB_DIR/real26
+ETCD_URL=http://127.0.0.1:2379
 D2=("$DOCKER" -H "unix://$SOCK")
 
 mode=up rm_image=0 stop_dockerd=0
@@ -62,7 +71,7 @@ for a in "$@"; do
         --purge) mode=purge rm_image=1 stop_dockerd=1 ;;
         --image) rm_image=1 ;;
         --dockerd) stop_dockerd=1 ;;
-        -h|--help) sed -n '2,31p' "$0" >&2; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0" >&2; exit 0 ;;
         *) echo "engine26: unknown argument $a" >&2; exit 2 ;;
     esac
 done
@@ -90,7 +99,7 @@ if [[ $mode != up ]]; then
             # shellcheck disable=SC2086
             "${D2[@]}" rm -f $ids >/dev/null && say "removed $(wc -w <<<"$ids") lab container(s) on engine 2" || rc=1
         fi
-        for net in "$NET" "$NOMAC_NET"; do
+        for net in "$NET" "$NOMAC_NET" "$REAL_NET"; do
             "${D2[@]}" network inspect "$net" >/dev/null 2>&1 || continue
             others=$("${D2[@]}" network inspect -f '{{range $k, $v := .Containers}}{{$v.Name}} {{end}}' "$net")
             if [[ -n ${others// /} ]]; then
@@ -105,6 +114,10 @@ if [[ $mode != up ]]; then
         fi
     elif [[ -S $SOCK ]]; then
         say "engine 2 not reachable on $SOCK: skipping its containers and networks"
+    fi
+    # its real plugin serves engine 2 only: it goes once its network is gone
+    if ! e2_up >/dev/null || ! timeout 10 "${D2[@]}" network inspect "$REAL_NET" >/dev/null 2>&1; then
+        stop_real_plugin "$REAL_DIR" "$REAL_DRIVER" "$REAL_DRIVER-ipam"
     fi
     if ((stop_dockerd)); then
         if pid=$(e2_pid); then
@@ -245,19 +258,30 @@ else
 fi
 
 # ---------------------------------------------------------------- networks (through the shared plugin)
-ensure_network() { # <name> <subnet> [extra args]
-    local name=$1 subnet=$2 info; shift 2
+ensure_network() { # <name> <driver> <subnet> [extra args]
+    local name=$1 driver=$2 subnet=$3 info; shift 3
     if info=$("${D2[@]}" network inspect -f '{{.Driver}} {{.IPAM.Driver}} {{range .IPAM.Config}}{{.Subnet}}{{end}}' "$name" 2>/dev/null); then
-        [[ $info == "calico calico-ipam $subnet" ]] ||
-            die "network $name on engine 2 is '$info', expected 'calico calico-ipam $subnet' (run engine26.sh --down)"
+        [[ $info == "$driver $driver-ipam $subnet" ]] ||
+            die "network $name on engine 2 is '$info', expected '$driver $driver-ipam $subnet' (run engine26.sh --down)"
         step_done network "$name exists"
     else
-        "${D2[@]}" network create --driver calico --ipam-driver calico-ipam --subnet "$subnet" \
+        "${D2[@]}" network create --driver "$driver" --ipam-driver "$driver-ipam" --subnet "$subnet" \
             --label calico-lab=1 "$@" "$name" >/dev/null
         step_done network "created $name ($subnet${*:+ $*})"
     fi
 }
-ensure_network "$NET" "$NET_SUBNET"
-ensure_network "$NOMAC_NET" "$NOMAC_SUBNET" -o calico-lab.omit-mac=true
+ensure_network "$NET" calico "$NET_SUBNET"
+ensure_network "$NOMAC_NET" calico "$NOMAC_SUBNET" -o calico-lab.omit-mac=true
+
+# ---------------------------------------------------------------- Calico's real plugin for engine 2
+# setup.sh wrote the pool and built the binary (build.sh answers from its cache).
+if [[ -n ${CALICO_REAL_BIN:-} ]]; then
+    real_bin=$CALICO_REAL_BIN
+else
+    real_bin=$("$(dirname "${BASH_SOURCE[0]}")/calico-real/build.sh") || die "tests/lab/calico-real/build.sh failed"
+fi
+ensure_real_plugin "$REAL_DIR" "$real_bin" "$REAL_DRIVER" "$REAL_DRIVER-ipam" "unix://$SOCK" "$ETCD_URL" \
+    "$(cat "$LAB_DIR/calico-hostname")"
+ensure_network "$REAL_NET" "$REAL_DRIVER" "$REAL_POOL"
 
 printf 'engine26: %-10s %-50s %6d ms\n' total "engine 2 ready: DOCKER_HOST=unix://$SOCK" $(($(now_ms) - T0)) >&2

@@ -24,6 +24,15 @@ close_inherited_fds() {
     return 0
 }
 
+# The veths' MTU, as CALICO_LIBNETWORK_VETH_MTU sets it for the real plugin (v1.1.1+) and the
+# stand-in alike: the host uplink's, so no task's path is larger than the host's (else
+# calico-medic rightly reports mtu_mismatch: plugin v1.1.0 left 1500 on a 1400 uplink, calicoctl#610).
+UPLINK_DEV=$(ip route get 203.0.113.1 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p' | head -1)
+if [[ -n $UPLINK_DEV && -r /sys/class/net/$UPLINK_DEV/mtu ]]; then
+    CALICO_LIBNETWORK_VETH_MTU=$(cat "/sys/class/net/$UPLINK_DEV/mtu")
+    export CALICO_LIBNETWORK_VETH_MTU
+fi
+
 # The calico-medic runtime (issue 23) as the lab registers it with each engine: a runc
 # wrapper that adds calico-medic's prestart hook. The tests that use it
 # (`docker run --runtime calico-medic`) link their binary as $RUNTIME_DIR/calico-medic-runtime
@@ -53,4 +62,77 @@ register_runtime() {
         sleep 0.1
     done
     die "the engine did not load the calico-medic runtime from $file"
+}
+
+# ---------------------------------------------------------------- Calico's real libnetwork plugin
+# (tests/lab/calico-real/: libnetwork-plugin v1.1.3, built by its build.sh; setup.sh runs one for
+# 20.10, engine26.sh one for engine 2: its CreateEndpoint asks "the" Docker of $DOCKER_HOST for the
+# network's name, so one process serves one engine.)
+
+plugin_activate() { # <socket>: a plugin answers Plugin.Activate there
+    curl -sf --max-time 2 --unix-socket "$1" -X POST http://plugin/Plugin.Activate >/dev/null 2>&1
+}
+
+# real_plugin_pid <dir>: the pid in <dir>/plugin.pid when it is a live libnetwork-plugin
+real_plugin_pid() {
+    local p
+    p=$(cat "$1/plugin.pid" 2>/dev/null) || return 1
+    [[ $p =~ ^[0-9]+$ ]] && alive "$p" || return 1
+    [[ $(readlink "/proc/$p/exe" 2>/dev/null) == */libnetwork-plugin-* ]] || return 1
+    echo "$p"
+}
+
+# ensure_real_plugin <dir> <binary> <driver> <ipam driver> <docker host> <etcd url> <calico node name>
+# Runs Calico's plugin (pidfile and log in <dir>) serving /run/docker/plugins/<driver>.sock and
+# <ipam driver>.sock; restarts it when its binary or its environment differ.
+ensure_real_plugin() {
+    local dir=$1 bin=$2 name=$3 ipam=$4 dhost=$5 etcd=$6 node=$7 pid exe i
+    local sock=/run/docker/plugins/$name.sock isock=/run/docker/plugins/$ipam.sock
+    local envs=("ETCD_ENDPOINTS=$etcd" "HOSTNAME=$node" "DOCKER_HOST=$dhost" CALICO_LIBNETWORK_SCOPE=local
+        CALICO_LIBNETWORK_IPV6_GATEWAY=false "CALICO_LIBNETWORK_PLUGIN_NAME=$name"
+        "CALICO_LIBNETWORK_IPAM_PLUGIN_NAME=$ipam")
+    [[ -n ${CALICO_LIBNETWORK_VETH_MTU:-} ]] && envs+=("CALICO_LIBNETWORK_VETH_MTU=$CALICO_LIBNETWORK_VETH_MTU")
+    mkdir -p "$dir"
+    rp_ok() { plugin_activate "$sock" && plugin_activate "$isock"; }
+    rp_env_ok() { # <pid>: every wanted variable in its environment
+        local e env
+        env=$(tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null) || return 1
+        for e in "${envs[@]}"; do grep -qxF -- "$e" <<<"$env" || return 1; done
+    }
+    if pid=$(real_plugin_pid "$dir"); then
+        exe=$(readlink "/proc/$pid/exe" || true)
+        if [[ $exe == "$(readlink -f "$bin")" ]] && rp_env_ok "$pid"; then
+            rp_ok || die "Calico's plugin $name (pid $pid) is alive but does not answer on $sock"
+            step_done real "$name already running (pid $pid)"
+            return 0
+        fi
+        say "Calico's plugin $name ($pid) runs ${exe:-?} with other settings; restarting it"
+        kill "$pid"
+        for i in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
+    else
+        rp_ok && die "something else serves $sock (no live pid in $dir/plugin.pid)"
+    fi
+    (close_inherited_fds; exec setsid env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "${envs[@]}" "$bin" \
+        >>"$dir/plugin.log" 2>&1 </dev/null) &
+    pid=$!
+    echo "$pid" >"$dir/plugin.pid"
+    for i in $(seq 1 200); do      # up to 10 s
+        rp_ok && break
+        alive "$pid" || die "Calico's plugin $name exited; see $dir/plugin.log"
+        sleep 0.05
+    done
+    rp_ok || die "Calico's plugin $name does not answer on $sock; see $dir/plugin.log"
+    step_done real "$name started (pid $pid, log $dir/plugin.log)"
+}
+
+# stop_real_plugin <dir> <driver> <ipam driver> [tag]: stops it and removes its sockets
+stop_real_plugin() {
+    local pid i
+    if pid=$(real_plugin_pid "$1"); then
+        kill "$pid"
+        for i in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
+        alive "$pid" && kill -9 "$pid"
+        say "stopped Calico's plugin $2 (pid $pid)"
+    fi
+    rm -f "/run/docker/plugins/$2.sock" "/run/docker/plugins/$3.sock" "$1/plugin.pid"
 }

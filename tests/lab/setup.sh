@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up the calico-medic lab: Docker engine + etcd (v2 API) + Calico v2.6-like plugin + two
-# calico networks.
+# calico networks, and Calico's real libnetwork plugin v1.1.3 (tests/lab/calico-real/, built
+# offline with Debian's Go) with its network calico-lab-real.
 #
 # Idempotent: every step checks what is already there and only does what is missing.
 # Run as root on Debian. Prints the time each step took.
@@ -11,6 +12,8 @@
 #
 # Environment:
 #   CALICO_LAB_BIN      plugin binary (default: <target dir>/debug/calico-lab, built with cargo)
+#   CALICO_REAL_BIN     Calico's plugin binary (default: built by tests/lab/calico-real/build.sh,
+#                       cached by input hash in ~/.cache/calico-real)
 #   CARGO_TARGET_DIR    cargo target dir (default: <repo>/target)
 #   DOCKERD_FLAGS       extra flags for dockerd when this script starts it
 #   (the lab's etcd: Debian's etcd-server 3.4 on http://127.0.0.1:2379 with --enable-v2, data in
@@ -27,6 +30,10 @@ NET=calico-lab
 NET_SUBNET=10.65.0.0/17
 NOMAC_NET=calico-lab-nomac
 NOMAC_SUBNET=10.65.128.0/17
+# Calico's real plugin: driver calico-real / calico-real-ipam, one Calico IP pool (both engines'
+# calico-lab-real networks allocate from it through Calico's IPAM, so their addresses never clash).
+REAL_NET=calico-lab-real
+REAL_POOL=10.68.0.0/16
 ETCD_URL=http://127.0.0.1:2379
 ETCD_PEER=http://127.0.0.1:2380
 ETCD_DATA=/var/lib/calico-lab/etcd
@@ -45,7 +52,7 @@ for a in "$@"; do
     case $a in
         --selftest) SELFTEST=1 ;;
         --engine26) ENGINE26=1 ;;
-        -h|--help) sed -n '2,18p' "$0" >&2; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0" >&2; exit 0 ;;
         *) echo "setup: unknown argument $a" >&2; exit 2 ;;
     esac
 done
@@ -67,6 +74,12 @@ command -v jq >/dev/null 2>&1 || need_pkgs+=(jq)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)
 command -v etcd >/dev/null 2>&1 || need_pkgs+=(etcd-server)
+# tests/lab/calico-real/build.sh: Go, patch, xz
+if [[ -z ${CALICO_REAL_BIN:-} ]]; then
+    command -v go >/dev/null 2>&1 || need_pkgs+=(golang-go)
+    command -v patch >/dev/null 2>&1 || need_pkgs+=(patch)
+    command -v xz >/dev/null 2>&1 || need_pkgs+=(xz-utils)
+fi
 if ((${#need_pkgs[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt_install() { apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${need_pkgs[@]}"; }
@@ -185,20 +198,20 @@ else
     step_done build "built $BIN"
 fi
 
-# ---------------------------------------------------------------- plugin(s)
-# The veths' MTU, as CALICO_LIBNETWORK_VETH_MTU sets it for the real plugin (v1.1.1+): the
-# host uplink's, so no task's path is larger than the host's (else calico-medic rightly
-# reports mtu_mismatch: plugin v1.1.0 left 1500 on a 1400 uplink, calicoctl#610).
-UPLINK_DEV=$(ip route get 203.0.113.1 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p' | head -1)
-if [[ -n $UPLINK_DEV && -r /sys/class/net/$UPLINK_DEV/mtu ]]; then
-    CALICO_LIBNETWORK_VETH_MTU=$(cat "/sys/class/net/$UPLINK_DEV/mtu")
-    export CALICO_LIBNETWORK_VETH_MTU
+# ---------------------------------------------------------------- Calico's real plugin binary
+if [[ -n ${CALICO_REAL_BIN:-} ]]; then
+    [[ -x $CALICO_REAL_BIN ]] || die "CALICO_REAL_BIN=$CALICO_REAL_BIN is missing"
+    REAL_BIN=$CALICO_REAL_BIN
+    step_done real-build "using $REAL_BIN"
+else
+    REAL_BIN=$("$HERE/calico-real/build.sh") || die "building Calico's libnetwork-plugin (tests/lab/calico-real/build.sh) failed"
+    step_done real-build "$REAL_BIN"
 fi
+
+# ---------------------------------------------------------------- plugin(s)
 # veth_mtu_of <pid>: the CALICO_LIBNETWORK_VETH_MTU a running plugin was started with
 veth_mtu_of() { tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | sed -n 's/^CALICO_LIBNETWORK_VETH_MTU=//p'; }
-activate() { # <socket> : plugin answers Plugin.Activate
-    curl -sf --max-time 2 --unix-socket "$1" -X POST http://plugin/Plugin.Activate >/dev/null 2>&1
-}
+activate() { plugin_activate "$@"; }
 # ensure_plugin <state dir> <driver name> <ipam driver name> [extra plugin args]
 ensure_plugin() {
     local dir=$1 name=$2 ipam=$3 pid="" exe
@@ -269,6 +282,24 @@ echo "$CALICO_HOSTNAME" >"$LAB_DIR/calico-hostname"
 ensure_plugin "$LAB_DIR" calico calico-ipam --etcd-endpoint "$ETCD_URL" --calico-hostname "$CALICO_HOSTNAME"
 ensure_network "$NET" calico "$NET_SUBNET"
 ensure_network "$NOMAC_NET" calico "$NOMAC_SUBNET" -o calico-lab.omit-mac=true
+
+# Calico's real plugin beside the stand-in: its pool written as calicoctl v1.6 writes it (the
+# plugin only allocates from a configured pool), the plugin under the names calico-real /
+# calico-real-ipam (its patch 03), scope local and no IPv6 gateway (patch 02: Docker 20.10), the
+# same Calico node name as the stand-in. The stand-in's Felix programs the host side of its
+# endpoints (they are in the same etcd directory).
+REAL_POOL_KEY=/calico/v1/ipam/v4/pool/${REAL_POOL/\//-}
+REAL_POOL_JSON="{\"cidr\":\"$REAL_POOL\",\"ipip\":\"\",\"ipip_mode\":\"\",\"masquerade\":false,\"ipam\":true,\"disabled\":false}"
+if [[ $(curl -sf --max-time 2 "$ETCD_URL/v2/keys$REAL_POOL_KEY" | jq -r '.node.value // empty') == "$REAL_POOL_JSON" ]]; then
+    step_done pool "Calico IP pool $REAL_POOL present"
+else
+    curl -sf --max-time 2 -X PUT --data-urlencode "value=$REAL_POOL_JSON" "$ETCD_URL/v2/keys$REAL_POOL_KEY" >/dev/null ||
+        die "writing the Calico IP pool $REAL_POOL_KEY to $ETCD_URL failed"
+    step_done pool "wrote Calico IP pool $REAL_POOL_KEY"
+fi
+ensure_real_plugin "$LAB_DIR/real" "$REAL_BIN" calico-real calico-real-ipam unix:///var/run/docker.sock \
+    "$ETCD_URL" "$CALICO_HOSTNAME"
+ensure_network "$REAL_NET" calico-real "$REAL_POOL"
 
 if ((SELFTEST)); then
     # The lab's own tests break containers on purpose. They use a second instance of the same

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Remove what tests/lab/setup.sh (and labctl) created, and nothing else:
-# containers labelled calico-lab=1, the networks calico-lab / calico-lab-nomac (and the
-# self-test ones, calico-selftest / calico-selftest-nomac), the plugin processes and their
-# sockets, the 169.254.1.1 sink link, the lab's state files; on engine 2 (tests/lab/engine26.sh),
+# containers labelled calico-lab=1, the networks calico-lab / calico-lab-nomac / calico-lab-real
+# (and the self-test ones, calico-selftest / calico-selftest-nomac), the plugin processes (the
+# stand-in's and Calico's real one) and their sockets, the 169.254.1.1 sink link, the lab's state
+# files, what the plugins wrote to the lab's etcd (this host's endpoints, the real plugin's pool,
+# IPAM blocks and affinities, the lab networks' profiles); on engine 2 (tests/lab/engine26.sh),
 # when it runs, its lab containers and networks first (while the shared plugin still answers).
 #
 #   tests/lab/teardown.sh [--image] [--dockerd] [--all]
@@ -17,7 +19,9 @@ LAB_DIR=/run/calico-lab
 PLUGIN_DIR=/run/docker/plugins
 DOCKER=/usr/bin/docker
 IMAGE=calico-lab/busybox:latest
-NETS=(calico-lab calico-lab-nomac calico-selftest calico-selftest-nomac)
+NETS=(calico-lab calico-lab-nomac calico-lab-real calico-selftest calico-selftest-nomac)
+REAL_POOL=10.68.0.0/16
+ETCD_KEYS=http://127.0.0.1:2379/v2/keys
 
 rm_image=0 stop_dockerd=0
 for a in "$@"; do
@@ -29,8 +33,9 @@ for a in "$@"; do
     esac
 done
 [[ $(id -u) = 0 ]] || { echo "teardown: must run as root" >&2; exit 1; }
-say() { echo "teardown: $*" >&2; }
-alive() { local st; st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [[ $st != Z && $st != X ]]; }
+LAB_TAG=teardown
+# shellcheck source=tests/lab/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 rc=0
 
 docker_ok=0
@@ -84,11 +89,24 @@ stop_plugin() { # <state dir> <driver> <ipam driver>
 if ((!keep_plugin)); then
     stop_plugin "$LAB_DIR/selftest" calico-selftest calico-selftest-ipam
     stop_plugin "$LAB_DIR" calico calico-ipam
+    stop_real_plugin "$LAB_DIR/real" calico-real calico-real-ipam
     if [[ -e /sys/class/net/labgw0 ]]; then ip link del labgw0 && say "removed link labgw0 (169.254.1.1 sink)"; fi
     # The plugin's endpoints in the lab's etcd go with it (the etcd process and its data stay).
     if curl -sf --max-time 2 -X DELETE "http://127.0.0.1:2379/v2/keys/calico/v1/host/$(cat "$LAB_DIR/calico-hostname" 2>/dev/null || hostname)/workload/libnetwork?recursive=true" >/dev/null 2>&1; then
         say "removed this host's libnetwork endpoints from the lab's etcd"
     fi
+    # Calico's real plugin: its pool, its IPAM blocks in the pool (and this host's affinities for
+    # them), the lab networks' profiles (the stand-in writes those too)
+    host=$(cat "$LAB_DIR/calico-hostname" 2>/dev/null || hostname)
+    prefix=${REAL_POOL%%.0.0/16}.
+    del() { curl -sf --max-time 2 -X DELETE "$ETCD_KEYS$1" >/dev/null 2>&1; }
+    del "/calico/v1/ipam/v4/pool/${REAL_POOL/\//-}" && say "removed the Calico IP pool $REAL_POOL from the lab's etcd"
+    for dir in /calico/ipam/v2/assignment/ipv4/block "/calico/ipam/v2/host/$host/ipv4/block"; do
+        for key in $(curl -sf --max-time 2 "$ETCD_KEYS$dir" | jq -r '.node.nodes[]?.key' 2>/dev/null); do
+            [[ ${key##*/} == "$prefix"* ]] && del "$key?recursive=true"
+        done
+    done
+    for net in "${NETS[@]}"; do del "/calico/v1/policy/profile/$net?recursive=true"; done
 fi
 
 if ((stop_dockerd)); then

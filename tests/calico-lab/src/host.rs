@@ -72,6 +72,17 @@ fn has_carrier(name: &str) -> bool {
     std::fs::read_to_string(format!("/sys/class/net/{name}/carrier")).map(|s| s.trim() == "1").unwrap_or(false)
 }
 
+/// A host link's ifindex, if it exists.
+pub fn ifindex(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).ok()?.trim().parse().ok()
+}
+
+/// A host link's ifindex, if it exists and has carrier (its peer is up, in the container).
+pub fn ready_ifindex(name: &str) -> Option<u32> {
+    let index = ifindex(name)?;
+    has_carrier(name).then_some(index)
+}
+
 /// Felix's host side for one endpoint. Waits (up to `wait`) for the host link to have
 /// carrier, i.e. for Docker to have moved the peer into the container and set it up.
 pub async fn felix_program(host_if: &str, addr: &str, mac: &str, wait: Duration) -> Result<(), String> {
@@ -97,8 +108,10 @@ pub async fn felix_program(host_if: &str, addr: &str, mac: &str, wait: Duration)
     let dst = format!("{addr}/32");
     ip(&["route", "replace", &dst, "dev", host_if, "scope", "link", "proto", "boot"]).await?;
     ip(&["neigh", "replace", addr, "lladdr", mac, "dev", host_if, "nud", "permanent"]).await?;
+    // `wait` > 0: called from Join; else at a resync, or once another plugin's veth was ready
+    let since = if wait.is_zero() { "" } else { " after Join" };
     log!(
-        "felix: programmed {host_if}: route {dst} scope link proto boot, neigh {addr} lladdr {mac} PERMANENT ({} ms after Join)",
+        "felix: programmed {host_if}: route {dst} scope link proto boot, neigh {addr} lladdr {mac} PERMANENT ({} ms{since})",
         start.elapsed().as_millis()
     );
     Ok(())

@@ -2,10 +2,12 @@
 //!
 //! `calico-lab plugin` runs a legacy Docker plugin daemon that stands in for Calico v2.6's
 //! libnetwork plugin (NetworkDriver `calico`, IpamDriver `calico-ipam`) plus the host-side
-//! part of Felix. See tests/lab/README.md.
+//! part of Felix (for its own endpoints, and for those Calico's real plugin writes to the same
+//! etcd directory: `felix.rs`). See tests/lab/README.md.
 
 mod docker;
 mod etcd;
+mod felix;
 mod host;
 mod ipam;
 mod log;
@@ -95,6 +97,11 @@ fn main() {
                 if p.host_enabled() {
                     host::ensure_gateway_sink().await.map_err(|e| format!("setting up the 169.254.1.1 route: {e}"))?;
                     p.resync().await;
+                    // The main instance (endpoints in etcd) is also Felix for other plugins'
+                    // endpoints there (Calico's real plugin, network calico-lab-real).
+                    if let Some(etcd) = p.etcd() {
+                        felix::spawn(p.clone(), etcd);
+                    }
                 }
                 server::serve(p, &socket_dir, &name, &ipam_name, pidfile.as_deref()).await
             }

@@ -5,8 +5,9 @@
 //! * capability scope `local` (Calico says `global`, which Docker 20.10 refuses without a
 //!   cluster store);
 //! * no IPv6 gateway in the Join answer;
-//! * endpoints go to etcd at Calico's keys when `--etcd-endpoint` is given (the lab's setup
-//!   does), else to `datastore.json`; pools need no pre-configuration (no IPAM in etcd);
+//! * endpoints (and, like Calico, each network's profile) go to etcd at Calico's keys when
+//!   `--etcd-endpoint` is given (the lab's setup does), else to `datastore.json`; pools need no
+//!   pre-configuration (no IPAM in etcd; tests/lab/README.md compares it with the real plugin);
 //! * generic network options `calico-lab.*` are accepted (`calico-lab.omit-mac=true` is the
 //!   seed fault mode); any other option is refused like Calico does;
 //! * DeleteEndpoint/Leave of an unknown endpoint succeed (logged), so teardown never wedges.
@@ -210,6 +211,16 @@ impl Plugin {
         self.cfg.host
     }
 
+    /// The etcd this instance keeps its endpoints in (the main instance), if any.
+    pub fn etcd(&self) -> Option<crate::etcd::Etcd> {
+        self.store.etcd().cloned()
+    }
+
+    /// Whether this plugin created the endpoint (the etcd directory holds others' too).
+    pub fn owns(&self, endpoint_id: &str) -> bool {
+        self.inner.lock().unwrap().ds.contains_key(endpoint_id)
+    }
+
     /// Felix resync on start: re-program the host side of stored endpoints whose host
     /// link still exists.
     pub async fn resync(self: &Arc<Self>) {
@@ -230,6 +241,7 @@ impl Plugin {
     fn update<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T, PluginError>) -> Result<T, PluginError> {
         let mut g = self.inner.lock().unwrap();
         let out = f(&mut g)?;
+        g.st.endpoints = Some(g.ds.keys().cloned().collect());
         self.store.save(&g.ds, &g.st).map_err(PluginError::failed)?;
         Ok(out)
     }
@@ -426,6 +438,12 @@ impl Plugin {
             }),
             None => String::new(),
         };
+        // Like Calico (libcalico-go's Profiles().Create): the network's profile, once.
+        if let (false, Some(etcd)) = (profile.is_empty(), self.store.etcd()) {
+            if let Err(e) = etcd.ensure_profile(&profile) {
+                log!("CreateEndpoint: profile {profile}: {e} (endpoint created anyway)");
+            }
+        }
         let ep = Endpoint {
             endpoint_id: req.endpoint_id.clone(),
             network_id: req.network_id.clone(),
@@ -438,8 +456,10 @@ impl Plugin {
         self.update(|i| {
             let omit = i.st.networks.get(&req.network_id).map(|n| n.omit_mac).unwrap_or(false);
             i.ds.insert(req.endpoint_id.clone(), ep);
-            Ok(if user_mac || omit {
-                // user MAC: empty string tells Docker to keep the user's MAC.
+            Ok(if user_mac {
+                // user MAC: an empty string tells Docker to keep the user's MAC (Calico's answer)
+                json!({"Interface": {"MacAddress": ""}})
+            } else if omit {
                 // omit-MAC fault mode: no MAC at all, Docker leaves a random one.
                 json!({"Interface": {}})
             } else {
@@ -655,7 +675,7 @@ mod tests {
         .unwrap();
         assert_eq!(r, json!({"Interface": {}}));
         let r = call(p, Kind::Network, "NetworkDriver.CreateEndpoint", json!({"NetworkID": "n1", "EndpointID": "e3", "Interface": {"Address": "10.65.0.2/32", "MacAddress": "02:42:AC:11:00:02"}})).await.unwrap();
-        assert_eq!(r, json!({"Interface": {}}));
+        assert_eq!(r, json!({"Interface": {"MacAddress": ""}}));
         let j = call(
             p,
             Kind::Network,

@@ -64,6 +64,11 @@ pub struct LabState {
     /// Keyed by pool id (the CIDR, or Calico's fixed `CalicoPoolIPv4`).
     #[serde(default)]
     pub pools: BTreeMap<String, Pool>,
+    /// The endpoint ids this plugin created (etcd's directory also holds other plugins'
+    /// endpoints, e.g. Calico's real one). `None` in a state file from before this field:
+    /// every endpoint found in etcd is then taken as ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<std::collections::BTreeSet<String>>,
 }
 
 pub struct Store {
@@ -81,6 +86,11 @@ impl Store {
     /// Endpoints in etcd; `state.json` still in `dir`.
     pub fn with_etcd(dir: impl Into<PathBuf>, etcd: Etcd) -> Store {
         Store { dir: dir.into(), etcd: Some(etcd), synced: Mutex::new(Datastore::new()) }
+    }
+
+    /// The etcd the endpoints live in, if any.
+    pub fn etcd(&self) -> Option<&Etcd> {
+        self.etcd.as_ref()
     }
 
     /// Where the endpoints live, for logs.
@@ -104,6 +114,10 @@ impl Store {
         let st = load_json(&self.state_path())?;
         let Some(etcd) = &self.etcd else { return Ok((load_json(&self.datastore_path())?, st)) };
         let mut ds = etcd.load()?;
+        // Only our own: the others' keys are neither ours to keep nor to delete.
+        if let Some(own) = &st.endpoints {
+            ds.retain(|id, _| own.contains(id));
+        }
         *self.synced.lock().unwrap() = ds.clone();
         // A lab set up before the datastore moved to etcd: carry its endpoints over once.
         let old_file = self.datastore_path();

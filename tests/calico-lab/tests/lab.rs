@@ -11,174 +11,26 @@
 //!   calico-medic daemon running on the host does not repair them while they are checked.
 //!
 //! Every lab test creates its own containers (removed by a guard, also on panic), so the
-//! tests are independent and run concurrently.
+//! tests are independent and run concurrently. Calico's real plugin beside the stand-in:
+//! `real.rs`; shared helpers: `common/mod.rs`.
 
+mod common;
+
+use common::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const DOCKER: &str = "/usr/bin/docker";
 const NET_SOCK: &str = "/run/docker/plugins/calico.sock";
 const IPAM_SOCK: &str = "/run/docker/plugins/calico-ipam.sock";
-const FIXED_MAC: &str = "ee:ee:ee:ee:ee:ee";
 /// The self-test instance of the plugin (driver `calico-selftest`, same code as `calico`):
 /// tests that break containers use it so that a calico-medic daemon running on the host
 /// (which selects containers by driver `calico`) neither repairs them nor sees them.
 const ST_NET: &str = "calico-selftest";
 const ST_NOMAC: &str = "calico-selftest-nomac";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-fn labctl_path() -> PathBuf {
-    repo().join("tests/lab/labctl")
-}
-
-// ------------------------------------------------------------------ lab availability
-
-/// `Some(())` when the lab is usable; otherwise prints why and returns `None` (skip), or
-/// panics when `CI` is set.
-fn lab() -> Option<()> {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not root".into());
-        }
-        if !Path::new("/var/run/docker.sock").exists() && !Path::new("/usr/sbin/dockerd").exists() {
-            return Err("no Docker engine (no /var/run/docker.sock, no dockerd)".into());
-        }
-        // setup.sh is idempotent and fast when the lab is up; it never builds here: the
-        // binary cargo built for this test run is the plugin.
-        let out = Command::new(repo().join("tests/lab/setup.sh"))
-            .arg("--selftest")
-            .env("CALICO_LAB_BIN", env!("CARGO_BIN_EXE_calico-lab"))
-            .output()
-            .map_err(|e| format!("running setup.sh: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("tests/lab/setup.sh failed: {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        Ok(())
-    });
-    match ready {
-        Ok(()) => Some(()),
-        Err(why) if std::env::var_os("CI").is_some() => {
-            panic!("calico lab unavailable and CI is set: {why} (run tests/lab/setup.sh as root)")
-        }
-        Err(why) => {
-            eprintln!("SKIP: calico lab unavailable: {why} (run as root after tests/lab/setup.sh)");
-            None
-        }
-    }
-}
-
-// ------------------------------------------------------------------ process helpers
-
-fn run(cmd: &str, args: &[&str]) -> Output {
-    Command::new(cmd).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("running {cmd}: {e}"))
-}
-
-/// Run and require success; returns trimmed stdout.
-fn ok(cmd: &str, args: &[&str]) -> String {
-    let out = run(cmd, args);
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn labctl(args: &[&str]) -> Output {
-    run(labctl_path().to_str().unwrap(), args)
-}
-
-fn labctl_ok(args: &[&str]) -> String {
-    ok(labctl_path().to_str().unwrap(), args)
-}
-
-/// `ip …` inside the container's network namespace.
-fn ns(pid: &str, args: &[&str]) -> Output {
-    let mut a = vec!["-t", pid, "-n", "ip"];
-    a.extend_from_slice(args);
-    run("nsenter", &a)
-}
-
-fn ns_ok(pid: &str, args: &[&str]) -> String {
-    let mut a = vec!["-t", pid, "-n", "ip"];
-    a.extend_from_slice(args);
-    ok("nsenter", &a)
-}
-
-fn inspect(name: &str) -> Value {
-    let v: Value = serde_json::from_str(&ok(DOCKER, &["inspect", name])).unwrap();
-    v[0].clone()
-}
-
-/// A lab container, removed on drop.
-struct Task {
-    name: String,
-}
-
-impl Task {
-    fn start(args: &[&str]) -> Task {
-        let mut a = vec!["task"];
-        a.extend_from_slice(args);
-        let name = labctl_ok(&a);
-        assert!(!name.contains('\n'), "labctl task printed more than a name: {name:?}");
-        Task { name }
-    }
-    fn plain(args: &[&str]) -> Task {
-        let mut a = vec!["run-plain"];
-        a.extend_from_slice(args);
-        Task { name: labctl_ok(&a) }
-    }
-    fn pid(&self) -> String {
-        labctl_ok(&["pid", &self.name])
-    }
-    fn ip(&self) -> String {
-        labctl_ok(&["ip", &self.name])
-    }
-    fn mac(&self) -> String {
-        labctl_ok(&["mac", &self.name])
-    }
-    fn reachable(&self) -> bool {
-        labctl(&["ping", &self.name]).status.success()
-    }
-    fn endpoint(&self) -> Value {
-        serde_json::from_str(&labctl_ok(&["endpoint", &self.name])).unwrap()
-    }
-    fn brk(&self, kind: &str) {
-        labctl_ok(&["break", &self.name, kind]);
-    }
-    fn routes(&self) -> Vec<String> {
-        ns_ok(&self.pid(), &["-4", "route", "show"])
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect()
-    }
-}
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        let _ =
-            Command::new(DOCKER).args(["rm", "-f", &self.name]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-    }
-}
-
-fn read_sysctl(path: &str) -> String {
-    std::fs::read_to_string(format!("/proc/sys/{path}"))
-        .unwrap_or_else(|e| panic!("/proc/sys/{path}: {e}"))
-        .trim()
-        .to_string()
-}
 
 // ------------------------------------------------------------------ plugin socket client
 
@@ -434,6 +286,18 @@ fn lab_normal_task_is_calico_shaped_and_reachable() {
         serde_json::json!({"state": "active", "name": host_if, "active_instance_id": "", "mac": FIXED_MAC,
                            "profile_ids": ["calico-lab"], "ipv4_nets": [format!("{ip}/32")], "ipv6_nets": []})
     );
+    // byte for byte: libcalico-go's field order, as Calico's real plugin writes it
+    let key = format!("/calico/v1/host/{}/workload/libnetwork/libnetwork/endpoint/{endpoint_id}", calico_hostname());
+    assert_eq!(
+        etcd_value(&key).unwrap(),
+        format!(
+            r#"{{"state":"active","name":"{host_if}","active_instance_id":"","mac":"{FIXED_MAC}","profile_ids":["calico-lab"],"ipv4_nets":["{ip}/32"],"ipv6_nets":[]}}"#
+        )
+    );
+    // and the network's profile, as Calico's CreateEndpoint creates it (once)
+    assert_eq!(etcd_value("/calico/v1/policy/profile/calico-lab/tags").as_deref(), Some(r#"["calico-lab"]"#));
+    assert_eq!(etcd_value("/calico/v1/policy/profile/calico-lab/labels").as_deref(), Some("{}"));
+    assert!(etcd_value("/calico/v1/policy/profile/calico-lab/rules").unwrap().contains(r#""src_tag":"calico-lab""#));
     // Felix's host side
     for (k, want) in [
         ("conf/{}/proxy_arp", "1"),
@@ -690,11 +554,12 @@ fn lab_break_rejects_unknown_kind_and_container() {
 #[test]
 fn lab_setup_is_idempotent() {
     let Some(()) = lab() else { return };
-    let net_ids = || ok(DOCKER, &["network", "inspect", "-f", "{{.Id}}", "calico-lab", "calico-lab-nomac"]);
+    let net_ids = || ok(DOCKER, &["network", "inspect", "-f", "{{.Id}}", "calico-lab", "calico-lab-nomac", REAL_NET]);
     let pids = || {
         (
             std::fs::read_to_string("/run/calico-lab/plugin.pid").unwrap(),
             std::fs::read_to_string("/run/calico-lab/selftest/plugin.pid").unwrap(),
+            std::fs::read_to_string("/run/calico-lab/real/plugin.pid").unwrap(),
         )
     };
     let before = (net_ids(), pids());
@@ -705,12 +570,22 @@ fn lab_setup_is_idempotent() {
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "second setup.sh failed: {log}");
-    for want in ["already running", "calico-lab exists", "calico-lab-nomac exists", "present"] {
+    for want in [
+        "already running",
+        "calico-lab exists",
+        "calico-lab-nomac exists",
+        "present",
+        "calico-real already running",
+        "calico-lab-real exists",
+        "Calico IP pool 10.68.0.0/16 present",
+    ] {
         assert!(log.contains(want), "second run should report {want:?}: {log}");
     }
     let after = (net_ids(), pids());
     assert_eq!(before, after, "networks and plugin must be the same after a second setup.sh");
     // and the lab still works
     let t = Task::start(&[]);
+    assert!(t.reachable());
+    let t = Task::start(&["--network", REAL_NET]);
     assert!(t.reachable());
 }
