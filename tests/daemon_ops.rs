@@ -53,6 +53,16 @@ fn docker_restart_loses_no_container() {
     assert!(healed.is_some(), "restarted tasks repaired; log:\n{}", daemon.log_text());
     assert!(all_reachable(&after, Duration::from_secs(5)).is_some(), "new tasks repaired");
     assert!(daemon.child.try_wait().unwrap().is_none(), "the daemon never exited");
+    // The pre-start path repairs the new tasks from the kernel alone, possibly before
+    // the event stream's reconnect backoff (up to ~10 s) has run out: wait for it.
+    let counted = Instant::now();
+    let reconnected = || {
+        daemon.metric("calico_medic_docker_reconnects_total").unwrap_or(0.0) >= 1.0
+            && daemon.metric("calico_medic_docker_up") == Some(1.0)
+    };
+    while !reconnected() && counted.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let reconnects = daemon.metric("calico_medic_docker_reconnects_total").unwrap_or(0.0);
     assert!(reconnects >= 1.0, "reconnect counted: {reconnects}");
     assert_eq!(daemon.metric("calico_medic_docker_up"), Some(1.0));
