@@ -5,7 +5,7 @@
 #   sudo tests/prometheus/e2e.sh          # needs root, the lab (tests/lab/setup.sh is run here,
 #                                          # it is idempotent) and a built binary:
 #                                          #   cargo build -p calico-medic
-# Environment: CALICO_MEDIC_BIN (default target/debug/calico-medic), KEEP_TMP=1 keeps the temp dir.
+# Environment: CALICO_MEDIC_BIN (default $CARGO_TARGET_DIR, else target, /debug/calico-medic), KEEP_TMP=1 keeps the temp dir.
 #
 # What it does (≈ 25 s on a quiet lab):
 #   0. `calico-medic run --dry-run`: a --nomac task is reported (endpoint_fault, skipped repair,
@@ -53,7 +53,9 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 export PATH="/usr/bin:$PATH" # Debian's docker client first (matches the 20.10 daemon)
 
-BIN=${CALICO_MEDIC_BIN:-$ROOT/target/debug/calico-medic}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+[[ $TARGET = /* ]] || TARGET=$ROOT/$TARGET
+BIN=${CALICO_MEDIC_BIN:-$TARGET/debug/calico-medic}
 LABCTL=$ROOT/tests/lab/labctl
 DOCKER=/usr/bin/docker
 DASHBOARD=$ROOT/dashboards/calico-medic.json

@@ -3,7 +3,7 @@
 # Not part of the default test run.
 #
 #   sudo tests/prometheus/scale.sh [N]     # N lab tasks (default 100), started 50 at a time
-# Environment: CALICO_MEDIC_BIN (default target/debug/calico-medic), SCRAPES (default 15),
+# Environment: CALICO_MEDIC_BIN (default $CARGO_TARGET_DIR, else target, /debug/calico-medic), SCRAPES (default 15),
 #              NOMAC_EVERY (every k-th task is born broken with --nomac, default 5).
 #
 # Starts `calico-medic run` on a free loopback port, measures GET /metrics (curl time_total and
@@ -13,7 +13,9 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 export PATH="/usr/bin:$PATH"
-BIN=${CALICO_MEDIC_BIN:-$ROOT/target/debug/calico-medic}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+[[ $TARGET = /* ]] || TARGET=$ROOT/$TARGET
+BIN=${CALICO_MEDIC_BIN:-$TARGET/debug/calico-medic}
 LABCTL=$ROOT/tests/lab/labctl
 N=${1:-100}
 SCRAPES=${SCRAPES:-15}
