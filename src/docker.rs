@@ -2,6 +2,8 @@
 //! pinned by `DOCKER_API_VERSION`), turn `docker inspect` into a Workload, list
 //! containers for resync, stream events.
 
+mod list;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerInspectResponse, EventMessage};
-use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptions};
+use bollard::query_parameters::{EventsOptionsBuilder, ListNetworksOptions};
 use bollard::{ClientVersion, Docker};
 use futures::Stream;
 use tracing::{debug, info};
@@ -260,7 +262,11 @@ impl DockerClient {
         let mut map = self.network_drivers.lock().unwrap();
         map.clear();
         for n in nets {
+            // By id, and by name: a created container's listing names its networks only.
             if let (Some(id), Some(driver)) = (n.id, n.driver) {
+                if let Some(name) = n.name {
+                    map.insert(name, driver.clone());
+                }
                 map.insert(id, driver);
             }
         }
@@ -307,54 +313,6 @@ impl DockerClient {
         } else {
             Err(MedicError::Stale(workload.container_name.clone()))
         }
-    }
-
-    /// IDs of running containers (resync candidates).
-    pub async fn running_container_ids(&self) -> Result<Vec<String>, MedicError> {
-        Ok(self.running_containers().await?.into_iter().map(|(id, _)| id).collect())
-    }
-
-    /// Running containers, each with whether the listing shows it on a calico network
-    /// (so it can be counted as "not yet checked" before its first pass).
-    pub async fn running_containers(&self) -> Result<Vec<(String, bool)>, MedicError> {
-        let mut filters = HashMap::new();
-        filters.insert("status", vec!["running"]);
-        let opts = ListContainersOptionsBuilder::default().filters(&filters).build();
-        let list =
-            async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
-        let list = self.within(|| "listing containers".into(), list).await?;
-        let mut out = Vec::with_capacity(list.len());
-        for c in list {
-            let Some(id) = c.id else { continue };
-            let mut calico = false;
-            for net in c.network_settings.iter().flat_map(|n| n.networks.iter().flatten()).map(|(_, s)| s) {
-                if let Some(nid) = &net.network_id {
-                    calico |= self.is_calico_network(nid).await.unwrap_or(false);
-                }
-            }
-            out.push((id, calico));
-        }
-        Ok(out)
-    }
-
-    /// Endpoint ids Docker holds on calico networks, over every container in any
-    /// state (a stopped one holds none): what Calico's datastore should hold for this
-    /// engine, so a datastore endpoint missing here has no container.
-    pub async fn calico_endpoint_ids(&self) -> Result<std::collections::HashSet<String>, MedicError> {
-        let opts = ListContainersOptionsBuilder::default().all(true).build();
-        let list =
-            async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
-        let list = self.within(|| "listing containers".into(), list).await?;
-        let mut out = std::collections::HashSet::new();
-        for c in list {
-            for net in c.network_settings.iter().flat_map(|n| n.networks.iter().flatten()).map(|(_, s)| s) {
-                let (Some(nid), Some(eid)) = (&net.network_id, &net.endpoint_id) else { continue };
-                if !eid.is_empty() && self.is_calico_network(nid).await? {
-                    out.insert(eid.clone());
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// Container and network events since `since` (Docker's `secs.nanos` form).

@@ -212,3 +212,43 @@ fn felix_up_follows_its_liveness_endpoint_once_it_answered() {
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(!quiet.metrics().contains("calico_medic_felix_up"), "no series without a Felix health endpoint");
 }
+
+#[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
+fn a_docker_run_hanging_on_a_hung_plugin_is_a_container_stuck_creating() {
+    require_lab();
+    let _serial = serial();
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    let text = "calico_drivers = [\"calico\", \"calico-selftest\"]\n[probe]\ninterval = \"1s\"\n[calico]\nstuck_creating_after = \"2s\"\n";
+    std::fs::write(cfg.path(), text).unwrap();
+    let d = Daemon::start(&["--config", cfg.path().to_str().unwrap()]);
+    let stuck = || d.metric("calico_medic_containers_stuck_creating").unwrap_or(-1.0);
+    let wait = |want: f64| {
+        let t0 = std::time::Instant::now();
+        while stuck() != want && t0.elapsed() < std::time::Duration::from_secs(15) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        (stuck(), t0.elapsed())
+    };
+    assert_eq!(wait(0.0).0, 0.0, "none before");
+    let name = format!("stuck-{}", std::process::id());
+    let hung = Hung::selftest_plugin();
+    let args = ["run", "-d", "--name", name.as_str(), "--network", "calico-selftest-nomac", "--label", "calico-lab=1"];
+    let mut child = Command::new("/usr/bin/docker")
+        .args(args)
+        .args(["calico-lab/busybox:latest", "sleep", "100000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (seen, after) = wait(1.0);
+    let log = d.log_text();
+    drop(hung);
+    let _ = child.wait();
+    let (cleared, _) = wait(0.0);
+    let _ = docker(&["rm", "-f", &name]);
+    eprintln!("stuck creating: gauge {seen} after {after:?} (bound 2 s), {cleared} once the plugin answers");
+    assert_eq!(seen, 1.0, "counted; log:\n{log}");
+    assert!(log.contains("container_stuck_creating") && log.contains(&name), "{log}");
+    assert_eq!(cleared, 0.0, "cleared once its start went through");
+}

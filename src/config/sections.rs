@@ -35,6 +35,10 @@ pub struct CalicoConfig {
     pub watch_timeout: Duration,
     /// Felix's liveness URL (`FELIX_HEALTHENABLED`, port 9099); empty = not asked.
     pub felix_liveness_url: String,
+    /// A container on a calico network still `created` this long after Docker created
+    /// it is stuck in its start (network setup: a hung plugin).
+    #[serde(deserialize_with = "de_duration")]
+    pub stuck_creating_after: Duration,
 }
 
 impl Default for CalicoConfig {
@@ -49,6 +53,7 @@ impl Default for CalicoConfig {
             full_read_interval: Duration::from_secs(300),
             watch_timeout: Duration::from_secs(60),
             felix_liveness_url: "http://127.0.0.1:9099/liveness".into(),
+            stuck_creating_after: Duration::from_secs(60),
         }
     }
 }

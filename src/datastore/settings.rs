@@ -125,6 +125,7 @@ pub fn validate(c: &CalicoConfig) -> Result<(), String> {
     let s = Duration::from_secs;
     within("calico.full_read_interval", c.full_read_interval, s(1), s(86_400))?;
     within("calico.watch_timeout", c.watch_timeout, s(1), s(3_600))?;
+    within("calico.stuck_creating_after", c.stuck_creating_after, s(1), s(86_400))?;
     for url in &c.etcd_endpoints {
         normalise_endpoint(url).map_err(|e| format!("calico.etcd_endpoints: {e}"))?;
     }

@@ -205,6 +205,11 @@ impl Metrics {
         self.start.outcome(outcome);
     }
 
+    /// Containers on a calico network stuck in `created`.
+    pub fn stuck_creating(&self, n: usize) {
+        self.node.stuck_creating(n);
+    }
+
     /// Felix's liveness endpoint answered (true) or not (false).
     pub fn felix(&self, up: bool) {
         self.node.felix(&self.registry, up);

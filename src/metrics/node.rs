@@ -5,6 +5,7 @@ use prometheus::{HistogramVec, IntGauge, IntGaugeVec};
 use super::registry::{gauge_vec, histogram_vec, Registry};
 
 pub struct NodeMetrics {
+    stuck_creating: IntGauge,
     plugin_up: IntGaugeVec,
     plugin_latency: HistogramVec,
     /// Registered once Felix's liveness endpoint has answered (health on).
@@ -26,7 +27,12 @@ impl NodeMetrics {
             vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
             &["plugin"],
         );
-        NodeMetrics { plugin_up, plugin_latency, felix_up: std::sync::OnceLock::new() }
+        let stuck_creating = super::registry::int_gauge(
+            r,
+            "containers_stuck_creating",
+            "Containers on a calico network still created longer than [calico] stuck_creating_after (a docker run hanging in network setup).",
+        );
+        NodeMetrics { stuck_creating, plugin_up, plugin_latency, felix_up: std::sync::OnceLock::new() }
     }
 
     /// Felix's liveness: `Some(true)` answered 2xx, `Some(false)` did not; the series
@@ -46,6 +52,10 @@ impl NodeMetrics {
         if let Some(g) = gauge {
             g.set(i64::from(up));
         }
+    }
+
+    pub fn stuck_creating(&self, n: usize) {
+        self.stuck_creating.set(n as i64);
     }
 
     /// One answer of a plugin (`None`: it answered not at all, or wrongly).

@@ -14,6 +14,7 @@ use crate::plugin::{activate, plugin_names, Answer};
 pub async fn watch_plugins(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) {
     let mut last: HashMap<String, bool> = HashMap::new();
     let mut felix_seen: Option<bool> = None;
+    let mut stuck: std::collections::HashSet<String> = std::collections::HashSet::new();
     // One crypto provider for the process (ring), as for the other HTTP clients.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder().no_proxy().build().ok();
@@ -49,6 +50,7 @@ pub async fn watch_plugins(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) 
                 _ => {}
             }
         }
+        stuck_creating(&ctx, &medic, &mut stuck).await;
         if let Some(client) = &client {
             felix(&ctx, client, &medic.config.calico.felix_liveness_url, deadline, &mut felix_seen).await;
         }
@@ -81,4 +83,21 @@ async fn felix(
         (Some(false), true) => info!(url, "Felix's liveness endpoint answers again"),
         _ => {}
     }
+}
+
+/// Containers on a calico network still `created` past `[calico] stuck_creating_after`:
+/// their `docker run` hangs in network setup. Warned once per container.
+async fn stuck_creating(ctx: &SourceCtx, medic: &crate::medic::Medic, warned: &mut std::collections::HashSet<String>) {
+    let Ok(created) = medic.docker.created_on_calico().await else { return };
+    let after = medic.config.calico.stuck_creating_after.as_secs_f64();
+    let now = crate::report::unix_now();
+    let stuck: Vec<&(String, String, i64)> = created.iter().filter(|(_, _, at)| now - *at as f64 >= after).collect();
+    ctx.metrics.stuck_creating(stuck.len());
+    for (id, name, at) in &stuck {
+        if warned.insert(id.clone()) {
+            let waited = now - *at as f64;
+            warn!(container = %crate::workload::Escaped(name), container_id = id.as_str(), waited_s = waited, reason = "container_stuck_creating", "container on a calico network still not started: its docker run hangs in network setup (the plugin?)");
+        }
+    }
+    warned.retain(|id| stuck.iter().any(|(s, _, _)| s == id));
 }

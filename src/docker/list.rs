@@ -1,0 +1,89 @@
+//! Docker's container lists: the running ones (resync), the created ones stuck on a
+//! calico network, and the endpoint ids held on calico networks (orphans).
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::ListContainersOptionsBuilder;
+
+use super::DockerClient;
+use crate::error::MedicError;
+
+impl DockerClient {
+    /// IDs of running containers (resync candidates).
+    pub async fn running_container_ids(&self) -> Result<Vec<String>, MedicError> {
+        Ok(self.running_containers().await?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Running containers, each with whether the listing shows it on a calico network
+    /// (so it can be counted as "not yet checked" before its first pass).
+    pub async fn running_containers(&self) -> Result<Vec<(String, bool)>, MedicError> {
+        let mut filters = HashMap::new();
+        filters.insert("status", vec!["running"]);
+        let opts = ListContainersOptionsBuilder::default().filters(&filters).build();
+        let list =
+            async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
+        let list = self.within(|| "listing containers".into(), list).await?;
+        let mut out = Vec::with_capacity(list.len());
+        for c in list {
+            let calico = self.on_calico(&c).await;
+            let Some(id) = c.id else { continue };
+            out.push((id, calico));
+        }
+        Ok(out)
+    }
+
+    /// Whether a listed container is on a calico network (by id, else by name: a
+    /// created container's listing names its networks only).
+    async fn on_calico(&self, c: &bollard::models::ContainerSummary) -> bool {
+        for (name, s) in c.network_settings.iter().flat_map(|n| n.networks.iter().flatten()) {
+            let net = s.network_id.as_deref().filter(|i| !i.is_empty()).unwrap_or(name);
+            if self.is_calico_network(net).await.unwrap_or(false) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Containers created but not started whose networks include a calico one: (id,
+    /// name, Docker's creation time in unix seconds). A start that hangs in network
+    /// setup (a hung plugin) leaves its container so.
+    pub async fn created_on_calico(&self) -> Result<Vec<(String, String, i64)>, MedicError> {
+        let mut filters = HashMap::new();
+        filters.insert("status", vec!["created"]);
+        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let list =
+            async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
+        let list = self.within(|| "listing containers".into(), list).await?;
+        let mut out = Vec::new();
+        for c in list {
+            if !self.on_calico(&c).await {
+                continue;
+            }
+            let name = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string());
+            if let (Some(id), Some(created)) = (c.id, c.created) {
+                out.push((id, name.unwrap_or_default(), created));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Endpoint ids Docker holds on calico networks, over every container in any
+    /// state (a stopped one holds none): what Calico's datastore should hold for this
+    /// engine, so a datastore endpoint missing here has no container.
+    pub async fn calico_endpoint_ids(&self) -> Result<std::collections::HashSet<String>, MedicError> {
+        let opts = ListContainersOptionsBuilder::default().all(true).build();
+        let list =
+            async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
+        let list = self.within(|| "listing containers".into(), list).await?;
+        let mut out = std::collections::HashSet::new();
+        for c in list {
+            for net in c.network_settings.iter().flat_map(|n| n.networks.iter().flatten()).map(|(_, s)| s) {
+                let (Some(nid), Some(eid)) = (&net.network_id, &net.endpoint_id) else { continue };
+                if !eid.is_empty() && self.is_calico_network(nid).await? {
+                    out.insert(eid.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
