@@ -42,10 +42,15 @@ fn read_head(s: &mut UnixStream) -> Option<String> {
 fn api_path(head: &str) -> String {
     let target = head.split(' ').nth(1).unwrap_or_default();
     let path = target.split('?').next().unwrap_or_default();
-    match path.strip_prefix("/v1.") {
+    let path = match path.strip_prefix("/v1.") {
         Some(rest) => rest.split_once('/').map(|(_, p)| format!("/{p}")).unwrap_or_default(),
         None => path.to_string(),
+    };
+    // The stuck-creating count lists created containers: not a resync.
+    if path == "/containers/json" && target.contains("created") {
+        return "/containers/json (created)".into();
     }
+    path
 }
 
 fn respond(s: &mut UnixStream, status: &str, body: &str) {
