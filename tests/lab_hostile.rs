@@ -21,17 +21,6 @@ use calico_medic::netns::{NsIdentity, TargetNetns};
 use calico_medic::workload::{MacAddr, CALICO_MAC};
 use common::*;
 
-/// Resident set of a process, in KiB (`VmRSS`).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Samples a process's RSS every 20 ms until dropped; keeps the maximum.
 struct RssSampler {
     stop: Arc<AtomicBool>,

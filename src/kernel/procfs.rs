@@ -36,12 +36,6 @@ pub fn kernel_hostname() -> io::Result<String> {
     sysctl("kernel/hostname")
 }
 
-/// `net.ipv4.conf.<interface>.proxy_arp` of the calling thread's namespace is on.
-pub fn proxy_arp(interface: &str) -> io::Result<bool> {
-    valid_interface(interface)?;
-    sysctl(&format!("net/ipv4/conf/{interface}/proxy_arp")).map(|v| v == "1")
-}
-
 fn valid_interface(interface: &str) -> io::Result<()> {
     if interface.is_empty() || interface.contains('/') || interface == "." || interface == ".." {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("not an interface name: {interface:?}")));
@@ -107,7 +101,7 @@ mod tests {
     fn proc_values_read() {
         assert!(!kernel_hostname().unwrap().is_empty());
         if Path::new("/proc/sys/net/ipv4/conf/lo/proxy_arp").exists() {
-            assert!(!proxy_arp("lo").unwrap(), "lo answers no ARP for others");
+            assert_eq!(interface_settings("lo").proxy_arp, Some(false), "lo answers no ARP for others");
         }
         assert!(cgroup_of(std::process::id()).unwrap().contains(':'));
     }
@@ -115,7 +109,8 @@ mod tests {
     #[test]
     fn names_cannot_leave_proc_sys() {
         for bad in ["", "..", ".", "a/b"] {
-            assert_eq!(proxy_arp(bad).unwrap_err().kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+            assert_eq!(valid_interface(bad).unwrap_err().kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+            assert_eq!(interface_settings(bad), InterfaceSettings::default(), "{bad:?}: nothing read");
         }
         assert_eq!(sysctl("kernel/../../etc/passwd").unwrap_err().kind(), io::ErrorKind::InvalidInput);
         assert_eq!(sysctl("/kernel/hostname").unwrap_err().kind(), io::ErrorKind::InvalidInput);

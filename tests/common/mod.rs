@@ -316,6 +316,13 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// Resident set of a process in KiB (`VmRSS`); 0 once it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap_or_default();
+    line.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// (sockets, network-namespace fds) held open by a process.
 pub fn fd_census(pid: u32) -> (usize, usize) {
     let mut sockets = 0;
