@@ -37,10 +37,11 @@ pub enum FaultKind {
     DatastoreMacMismatch,
     DatastoreIpMismatch,
     DuplicateIp,
+    ProfileMissing,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 23] = [
+    pub const ALL: [FaultKind; 24] = [
         FaultKind::LinkMissing,
         FaultKind::LinkDown,
         FaultKind::MacMismatch,
@@ -64,6 +65,7 @@ impl FaultKind {
         FaultKind::DatastoreMacMismatch,
         FaultKind::DatastoreIpMismatch,
         FaultKind::DuplicateIp,
+        FaultKind::ProfileMissing,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +93,7 @@ impl FaultKind {
             FaultKind::DatastoreMacMismatch => "datastore_mac_mismatch",
             FaultKind::DatastoreIpMismatch => "datastore_ip_mismatch",
             FaultKind::DuplicateIp => "duplicate_ip",
+            FaultKind::ProfileMissing => "profile_missing",
         }
     }
 
@@ -103,6 +106,7 @@ impl FaultKind {
                 | FaultKind::DatastoreMacMismatch
                 | FaultKind::DatastoreIpMismatch
                 | FaultKind::DuplicateIp
+                | FaultKind::ProfileMissing
         )
     }
 

@@ -329,12 +329,7 @@ impl Medic {
         };
         // Reported, never repaired: Calico owns the datastore.
         if let Some(ds) = &self.datastore {
-            let key = format!("{}/{}", ds.dir, endpoint.endpoint_id);
-            host_faults.extend(endpoint_findings(&lookup, &key, endpoint.ip, &evidence.sources()));
-            let others = ds
-                .with_endpoints(|e| crate::datastore::findings::others_holding(e, &endpoint.endpoint_id, endpoint.ip))
-                .unwrap_or_default();
-            host_faults.extend(crate::datastore::findings::duplicate_ip(&ds.dir, endpoint.ip, &others));
+            host_faults.extend(datastore_faults(ds, &lookup, endpoint, &evidence.sources()));
         }
         match endpoint_pass(session, &expected, &host_faults, mode, &who).await {
             Ok(pass) => {
@@ -345,6 +340,26 @@ impl Medic {
             Err(e) => report.failed(e),
         }
     }
+}
+
+/// The datastore's findings for one endpoint: its record, another record holding its
+/// IPv4, its profiles.
+fn datastore_faults(
+    ds: &Datastore,
+    lookup: &Lookup,
+    endpoint: &Endpoint,
+    macs: &[(crate::workload::MacSource, Option<crate::workload::MacAddr>)],
+) -> Vec<Fault> {
+    let key = format!("{}/{}", ds.dir, endpoint.endpoint_id);
+    let mut out = endpoint_findings(lookup, &key, endpoint.ip, macs);
+    let others = ds
+        .with_endpoints(|e| crate::datastore::findings::others_holding(e, &endpoint.endpoint_id, endpoint.ip))
+        .unwrap_or_default();
+    out.extend(crate::datastore::findings::duplicate_ip(&ds.dir, endpoint.ip, &others));
+    if let Lookup::Found(rec) = lookup {
+        out.extend(crate::datastore::profiles::findings(&rec.profile_ids, |id| ds.profile_state(id)));
+    }
+    out
 }
 
 /// What one pass over one endpoint's container side found and did.

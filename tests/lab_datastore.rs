@@ -140,8 +140,23 @@ impl Etcd {
         }
     }
 
+    /// Writes `key`; an endpoint record brings its profiles along from the lab's etcd (the
+    /// plugin wrote them there), as a cluster's datastore has them.
     fn put(&self, key: &str, value: &str) {
         etcd_put(&self.url(), key, value, self.curl_tls());
+        let ids = serde_json::from_str::<Value>(value).ok().and_then(|v| v["profile_ids"].as_array().cloned());
+        for id in ids.unwrap_or_default().iter().filter_map(Value::as_str) {
+            for leaf in ["rules", "tags", "labels"] {
+                let pkey = format!("/calico/v1/policy/profile/{id}/{leaf}");
+                let (_, body) = curl(&format!("{LAB_ETCD}/v2/keys{pkey}"), &[], None);
+                if let Some(v) = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|b| b["node"]["value"].as_str().map(str::to_string))
+                {
+                    etcd_put(&self.url(), &pkey, &v, self.curl_tls());
+                }
+            }
+        }
     }
 
     fn delete(&self, key: &str) {
@@ -195,6 +210,13 @@ fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> Dur
     panic!("{what}: not within {within:?}");
 }
 
+/// The host's neighbour entry for `ip` on `dev`: its MAC, or "" when none.
+fn neigh_mac(ip: &str, dev: &str) -> String {
+    let out = Command::new("ip").args(["neigh", "show", ip, "dev", dev]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace().skip_while(|w| *w != "lladdr").nth(1).unwrap_or("").to_string()
+}
+
 fn fault_series(container: &str, fault: &str) -> String {
     format!("calico_medic_endpoint_fault{{container_id=\"{container}\",fault=\"{fault}\"}}")
 }
@@ -216,7 +238,9 @@ fn datastore_mac_is_the_expected_mac() {
     let cfg = config(dir.path(), LAB_ETCD, &host_of(&key), None, "");
     let cfg = cfg.to_str().unwrap();
 
-    // Felix is behind (no host ARP entry) and cali0 lost its MAC.
+    // Felix is behind (no host ARP entry) and cali0 lost its MAC. (Real Felix is stopped
+    // meanwhile: its route refresh would put the entry back on its own.)
+    let real_felix = on_real_plugin().then(RealFelixStopped::new);
     let ip = labctl_ok(&["ip", &task.name]);
     let host_if: String = stored["name"].as_str().unwrap().to_string();
     assert!(Command::new("ip").args(["neigh", "del", &ip, "dev", &host_if]).status().unwrap().success());
@@ -234,12 +258,21 @@ fn datastore_mac_is_the_expected_mac() {
     assert_eq!(task.mac(), user_mac);
     assert!(task.wait_reachable(Duration::from_secs(3)).is_some(), "repaired task unreachable");
     // Felix catches up.
-    let felix = ["neigh", "replace", &ip, "lladdr", user_mac, "dev", &host_if, "nud", "permanent"];
-    assert!(Command::new("ip").args(felix).status().unwrap().success());
+    if let Some(stopped) = real_felix {
+        drop(stopped);
+        wait_for("real Felix puts the entry back", Duration::from_secs(5), || neigh_mac(&ip, &host_if) == user_mac);
+    } else {
+        let felix = ["neigh", "replace", &ip, "lladdr", user_mac, "dev", &host_if, "nud", "permanent"];
+        assert!(Command::new("ip").args(felix).status().unwrap().success());
+    }
 
     // The datastore now says another MAC: reported against the host's and Docker's, and it wins.
+    // (Real Felix follows the record at once: then the host's entry agrees with it.)
     let other = "02:aa:bb:00:14:02";
     etcd_put(LAB_ETCD, &key, &value.replace(user_mac, other), None);
+    if on_real_plugin() {
+        wait_for("real Felix follows the record", Duration::from_secs(5), || neigh_mac(&ip, &host_if) == other);
+    }
     let (code, reports, _) = medic_json(&["check", "--config", cfg, "--container", &task.name]);
     let r = report_of(&reports, &task.name);
     assert_eq!(code, 1, "{r}");
@@ -255,9 +288,13 @@ fn datastore_mac_is_the_expected_mac() {
         "{r}"
     );
     let detail = r["fault_details"].to_string();
-    let want = format!("datastore mac {other}, but host_neighbour={user_mac}, docker_inspect={user_mac}");
+    let host_neighbour = if on_real_plugin() { String::new() } else { format!("host_neighbour={user_mac}, ") };
+    let want = format!("datastore mac {other}, but {host_neighbour}docker_inspect={user_mac}");
     assert!(detail.contains(&want), "{detail}");
     etcd_put(LAB_ETCD, &key, &value, None);
+    if on_real_plugin() {
+        wait_for("real Felix follows the record back", Duration::from_secs(5), || neigh_mac(&ip, &host_if) == user_mac);
+    }
     let (code, reports, _) = medic_json(&["check", "--config", cfg, "--container", &task.name]);
     assert_eq!(code, 0, "the datastore agrees again: {reports}");
 
@@ -303,12 +340,15 @@ fn watch_reports_missing_endpoints_and_orphans() {
     assert_eq!(daemon.metric(&missing), None, "healthy before: {}", daemon.metrics());
 
     etcd_delete(LAB_ETCD, &key, None);
-    let took = wait_for("datastore_endpoint_missing after the key's deletion", Duration::from_secs(1), || {
+    // Real Felix deprograms an endpoint whose key goes (route, ARP entry): the pass then
+    // includes a probe that fails by its deadline.
+    let within = Duration::from_secs(if on_real_plugin() { 3 } else { 1 });
+    let took = wait_for("datastore_endpoint_missing after the key's deletion", within, || {
         daemon.metric(&missing) == Some(1.0)
     });
     eprintln!("key deleted → datastore_endpoint_missing in the metrics: {took:?}");
     etcd_put(LAB_ETCD, &key, &value, None);
-    wait_for("the fault clears when the key is back", Duration::from_secs(1), || daemon.metric(&missing).is_none());
+    wait_for("the fault clears when the key is back", within, || daemon.metric(&missing).is_none());
 
     // An endpoint key with no container (a crash leaked it).
     let before = daemon.metric("calico_medic_datastore_orphans").unwrap();
@@ -400,7 +440,8 @@ fn breaks_are_repaired_to_the_datastore_record() {
     let (key, value) = lab_key(&id);
     let ip = labctl_ok(&["ip", &task.name]);
     let want = format!(
-        r#"{{"state":"active","name":"cali{}","active_instance_id":"","mac":"ee:ee:ee:ee:ee:ee","profile_ids":["{}"],"ipv4_nets":["{ip}/32"],"ipv6_nets":[]}}"#,
+        r#"{{"state":"active","name":"{}{}","active_instance_id":"","mac":"ee:ee:ee:ee:ee:ee","profile_ids":["{}"],"ipv4_nets":["{ip}/32"],"ipv6_nets":[]}}"#,
+        lab_host_prefix(),
         &id[..11],
         lab_net()
     );

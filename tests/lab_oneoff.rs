@@ -157,6 +157,18 @@ fn check_all_lists_calico_tasks_only() {
     assert!(!names.contains(&plain.name.as_str()));
 }
 
+/// A TCP listener on an ephemeral port inside the network namespace of process `pid` (the
+/// socket stays in that namespace; the thread that made it is gone).
+fn listener_in_netns(pid: &str) -> std::net::TcpListener {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns into the task");
+        std::net::TcpListener::bind("0.0.0.0:0").unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
 /// The host's primary IPv4 address (a route lookup; sends nothing).
 fn host_address() -> String {
     let out = std::process::Command::new("ip").args(["-4", "-o", "route", "get", "192.0.2.1"]).output().unwrap();
@@ -168,9 +180,14 @@ fn host_address() -> String {
 #[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
 fn configured_probes_run_from_inside_the_task() {
     require_lab();
-    let host = host_address();
+    // The target: a port on the host; on the real plugin a port in another task of the network,
+    // since real Felix drops workload → host traffic (Felix's DefaultEndpointToHostAction DROP).
+    let peer_task = on_real_plugin().then(|| Task::start(&["--app", "probes-peer"]));
+    let (host, listener) = match &peer_task {
+        Some(t) => (labctl_ok(&["ip", &t.name]), listener_in_netns(&t.pid())),
+        None => (host_address(), std::net::TcpListener::bind("0.0.0.0:0").unwrap()),
+    };
     assert!(!host.is_empty(), "host has an IPv4 source address");
-    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let open = listener.local_addr().unwrap().port();
     let closed = free_port();
     let dir = tempfile::tempdir().unwrap();

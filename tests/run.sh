@@ -102,6 +102,9 @@ cargo test -p calico-medic --test lab_hook -- --include-ignored --nocapture --te
 step "end-to-end: the host's Calico (Felix's per-interface settings, static ARP entry, MTU)"
 cargo test -p calico-medic --test lab_node -- --include-ignored --nocapture
 
+step "end-to-end: Calico's real Felix 2.6.8 (its host side of real-plugin tasks reported healthy and reachable; its work undone by hand reported at once and cleared when Felix puts it back; a deleted profile cuts tasks off each other, is reported and written back only by opt-in; Felix stopped and started)"
+cargo test -p calico-medic --test lab_felix -- --include-ignored --nocapture --test-threads 1
+
 step "end-to-end: a hostile tenant (a million routes in its namespace: bounded agent memory, other tasks still repaired)"
 cargo test -p calico-medic --test lab_hostile -- --include-ignored --nocapture
 

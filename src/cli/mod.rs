@@ -226,6 +226,8 @@ impl ConfigArg {
             if let Err(e) = ds.full_read().await {
                 eprintln!("calico-medic: {e}; checking from the host's view only");
                 ds.set_up(false);
+            } else if let Err(e) = ds.refresh_profiles().await {
+                eprintln!("calico-medic: {e}; profiles not checked");
             }
         }
         Ok(medic.with_datastore(datastore))

@@ -39,6 +39,9 @@ pub struct CalicoConfig {
     /// it is stuck in its start (network setup: a hung plugin).
     #[serde(deserialize_with = "de_duration")]
     pub stuck_creating_after: Duration,
+    /// Write a network's missing profile back as the libnetwork plugin writes it (each
+    /// key only where absent): the only write calico-medic ever makes to the datastore.
+    pub recreate_missing_profiles: bool,
 }
 
 impl Default for CalicoConfig {
@@ -54,6 +57,7 @@ impl Default for CalicoConfig {
             watch_timeout: Duration::from_secs(60),
             felix_liveness_url: "http://127.0.0.1:9099/liveness".into(),
             stuck_creating_after: Duration::from_secs(60),
+            recreate_missing_profiles: false,
         }
     }
 }

@@ -58,6 +58,7 @@ pub enum Watched {
 /// etcd's error body (`{"errorCode":401,"message":"The event in requested index is outdated and cleared",…}`).
 pub const INDEX_CLEARED: u64 = 401;
 const KEY_NOT_FOUND: u64 = 100;
+const NODE_EXISTS: u64 = 105;
 
 #[derive(Deserialize, Default)]
 struct Answer {
@@ -279,16 +280,44 @@ impl EtcdClient {
         Err(tried.into_error())
     }
 
+    /// Writes `value` at `key` only where no key is (`prevExist=false`): true when this
+    /// request wrote it, false when a key was there (it is never overwritten).
+    pub async fn create(&self, key: &str, value: &str) -> Result<bool, MedicError> {
+        let path = format!("/v2/keys{key}?prevExist=false");
+        let (status, _, answer) = self.send(reqwest::Method::PUT, &path, Some(form_value(value))).await?;
+        match (status, answer.error_code) {
+            (StatusCode::CREATED | StatusCode::OK, None) => Ok(true),
+            (_, Some(NODE_EXISTS)) => Ok(false),
+            (status, code) => Err(MedicError::Datastore(format!(
+                "creating {key} on {}: {status} {}",
+                self.current(),
+                describe_code(code, answer.message.as_deref())
+            ))),
+        }
+    }
+
+    async fn request(&self, path: &str) -> Result<(StatusCode, Option<u64>, Answer), MedicError> {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
     /// Asks the endpoints in turn (the last one that answered first) until one
     /// answers with a status below 500. Returns the status, `X-Etcd-Index` and the body.
-    async fn request(&self, path: &str) -> Result<(StatusCode, Option<u64>, Answer), MedicError> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        form: Option<String>,
+    ) -> Result<(StatusCode, Option<u64>, Answer), MedicError> {
         let timeout = self.call_timeout;
         let first = self.preferred.load(Ordering::Relaxed);
         let mut tried = Tried::default();
         for n in 0..self.endpoints.len() {
             let i = (first + n) % self.endpoints.len();
             let base = &self.endpoints[i];
-            let mut req = self.http.get(format!("{base}{path}")).timeout(timeout);
+            let mut req = self.http.request(method.clone(), format!("{base}{path}")).timeout(timeout);
+            if let Some(body) = &form {
+                req = req.header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body.clone());
+            }
             if let Some((user, pass)) = &self.auth {
                 req = req.basic_auth(user, Some(pass));
             }
@@ -332,6 +361,18 @@ impl EtcdClient {
         let key = path.split('?').next().unwrap_or(path);
         MedicError::DatastoreTooLarge { context: format!("{base}: {doing} {key}"), cap: self.max_answer_bytes }
     }
+}
+
+/// `value=<v>` as a form body (`application/x-www-form-urlencoded`).
+fn form_value(v: &str) -> String {
+    let mut out = String::from("value=");
+    for b in v.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// Why a body was not read whole.

@@ -128,6 +128,7 @@ mod tests {
             state: "active".into(),
             mac: mac.map(|m| m.parse().unwrap()),
             ipv4: vec![(ip.parse().unwrap(), 32)],
+            profile_ids: vec![],
         }
     }
 
@@ -174,6 +175,7 @@ mod tests {
             state: "active".into(),
             mac: None,
             ipv4: vec![(Ipv4Addr::from(ip), 32)],
+            profile_ids: vec![],
         };
         let ds: BTreeMap<String, EndpointRecord> = [("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 1]), ("c", [10, 0, 0, 2])]
             .map(|(id, ip)| (id.to_string(), rec(id, ip)))

@@ -14,6 +14,7 @@ pub mod endpoint;
 pub mod etcd;
 pub mod findings;
 pub mod follow;
+pub mod profiles;
 pub mod settings;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,8 @@ pub struct EndpointRecord {
     pub mac: Option<MacAddr>,
     /// `ipv4_nets`: address and prefix length.
     pub ipv4: Vec<(Ipv4Addr, u8)>,
+    /// `profile_ids`: the libnetwork plugin's is the network's name.
+    pub profile_ids: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +61,8 @@ struct RawEndpoint {
     mac: Option<String>,
     #[serde(default)]
     ipv4_nets: Vec<String>,
+    #[serde(default)]
+    profile_ids: Vec<String>,
 }
 
 impl EndpointRecord {
@@ -80,7 +85,14 @@ impl EndpointRecord {
                 .ok_or_else(|| format!("endpoint {endpoint_id}: ipv4_nets: {net:?} has a bad prefix length"))?;
             ipv4.push((ip, len));
         }
-        Ok(EndpointRecord { endpoint_id: endpoint_id.to_string(), name: raw.name, state: raw.state, mac, ipv4 })
+        Ok(EndpointRecord {
+            endpoint_id: endpoint_id.to_string(),
+            name: raw.name,
+            state: raw.state,
+            mac,
+            ipv4,
+            profile_ids: raw.profile_ids,
+        })
     }
 }
 
@@ -105,6 +117,8 @@ pub struct Datastore {
     pub client: EtcdClient,
     pub dir: String,
     view: RwLock<View>,
+    /// The profiles this host's endpoints name, as last read (`profiles`).
+    profiles: RwLock<BTreeMap<String, profiles::ProfileState>>,
 }
 
 /// What one full read found and cost.
@@ -121,7 +135,8 @@ impl Datastore {
     pub fn new(settings: Settings) -> Result<Arc<Datastore>, MedicError> {
         let client = EtcdClient::new(&settings)?;
         let dir = endpoint_dir(&settings.hostname);
-        Ok(Arc::new(Datastore { settings, client, dir, view: RwLock::new(View::default()) }))
+        let (view, profiles) = (RwLock::new(View::default()), RwLock::new(BTreeMap::new()));
+        Ok(Arc::new(Datastore { settings, client, dir, view, profiles }))
     }
 
     /// A copy of the current view.
@@ -270,6 +285,7 @@ mod tests {
         assert_eq!(r.ipv4, vec![(Ipv4Addr::new(10, 65, 0, 7), 32)]);
         assert_eq!(r.name, "cali0123456789a");
         assert_eq!(r.state, "active");
+        assert_eq!(r.profile_ids, vec!["calico-lab".to_string()]);
         assert!(EndpointRecord::parse("x", r#"{"mac":"nope"}"#).unwrap_err().contains("mac"));
         assert!(EndpointRecord::parse("x", r#"{"ipv4_nets":["10.0.0.1/33"]}"#).is_err());
         assert!(EndpointRecord::parse("x", "not json").is_err());

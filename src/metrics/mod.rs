@@ -215,6 +215,16 @@ impl Metrics {
         self.node.felix(&self.registry, up);
     }
 
+    /// The profiles this host's endpoints name (true: missing).
+    pub fn profiles(&self, states: &[(String, bool)]) {
+        self.node.profiles(states);
+    }
+
+    /// Keys of a missing profile written back.
+    pub fn profile_recreated(&self, id: &str, keys: usize) {
+        self.node.profile_recreated(id, keys);
+    }
+
     /// A Docker plugin's answer to Plugin.Activate (`None`: it did not answer, or wrongly).
     pub fn plugin(&self, name: &str, answered_in: Option<f64>) {
         self.node.plugin(name, answered_in);

@@ -1,8 +1,8 @@
 //! The host's Calico, beside its tasks: whether the Docker plugins answer.
 
-use prometheus::{HistogramVec, IntGauge, IntGaugeVec};
+use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
 
-use super::registry::{gauge_vec, histogram_vec, Registry};
+use super::registry::{counter_vec, gauge_vec, histogram_vec, Registry};
 
 pub struct NodeMetrics {
     stuck_creating: IntGauge,
@@ -10,6 +10,8 @@ pub struct NodeMetrics {
     plugin_latency: HistogramVec,
     /// Registered once Felix's liveness endpoint has answered (health on).
     felix_up: std::sync::OnceLock<IntGauge>,
+    profile_missing: IntGaugeVec,
+    profiles_recreated: IntCounterVec,
 }
 
 impl NodeMetrics {
@@ -32,7 +34,32 @@ impl NodeMetrics {
             "containers_stuck_creating",
             "Containers on a calico network still created longer than [calico] stuck_creating_after (a docker run hanging in network setup).",
         );
-        NodeMetrics { stuck_creating, plugin_up, plugin_latency, felix_up: std::sync::OnceLock::new() }
+        let profile_missing = gauge_vec(
+            r,
+            "profile_missing",
+            "1 while the Calico profile that this host's endpoints name is missing or unreadable in the datastore (Felix then drops their traffic), 0 while it is there.",
+            &["profile"],
+        );
+        let profiles_recreated = counter_vec(
+            r,
+            "profiles_recreated_total",
+            "Keys of a missing profile written back ([calico] recreate_missing_profiles), only where absent.",
+            &["profile"],
+        );
+        let felix_up = std::sync::OnceLock::new();
+        NodeMetrics { stuck_creating, plugin_up, plugin_latency, felix_up, profile_missing, profiles_recreated }
+    }
+
+    /// Every profile this host's endpoints name (true: missing); others are dropped.
+    pub fn profiles(&self, states: &[(String, bool)]) {
+        self.profile_missing.reset();
+        for (id, missing) in states {
+            self.profile_missing.with_label_values(&[id.as_str()]).set(i64::from(*missing));
+        }
+    }
+
+    pub fn profile_recreated(&self, id: &str, keys: usize) {
+        self.profiles_recreated.with_label_values(&[id]).inc_by(keys as u64);
     }
 
     /// Felix's liveness: `Some(true)` answered 2xx, `Some(false)` did not; the series

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, Notify};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{Notice, SourceCtx};
 use crate::datastore::findings::describe_orphan;
 use crate::datastore::follow::{follow, Change, ReadReason};
+use crate::datastore::profiles::ProfileState;
 use crate::datastore::{orphans, Datastore};
 
 /// An endpoint must lack a container for this long before it is an orphan: Docker
@@ -28,6 +29,7 @@ pub async fn follow_datastore(ctx: SourceCtx, ds: Arc<Datastore>, shutdown: watc
     let recount = Arc::new(Notify::new());
     let follower = tokio::spawn(follow(ds.clone(), tx, shutdown.clone()));
     let counter = tokio::spawn(count_orphans(ctx.clone(), ds.clone(), recount.clone(), shutdown.clone()));
+    let profiles = tokio::spawn(watch_profiles(ctx.clone(), ds.clone(), shutdown.clone()));
     while let Some(change) = rx.recv().await {
         let notice = match change {
             Change::Up(up) => {
@@ -48,6 +50,58 @@ pub async fn follow_datastore(ctx: SourceCtx, ds: Arc<Datastore>, shutdown: watc
     }
     let _ = follower.await;
     counter.abort();
+    profiles.abort();
+}
+
+/// Every `[probe] interval`: reads the profiles this host's endpoints name. A change
+/// is logged and re-checks the endpoints of that profile (their `profile_missing`);
+/// with `[calico] recreate_missing_profiles` a missing one is written back where absent.
+async fn watch_profiles(ctx: SourceCtx, ds: Arc<Datastore>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let config = ctx.current.medic().config.clone();
+        match ds.refresh_profiles().await {
+            Ok(changed) => {
+                for (id, state) in &changed {
+                    profile_changed(&ctx, &ds, id, state, config.calico.recreate_missing_profiles).await;
+                }
+                ctx.metrics.profiles(&ds.profile_states());
+            }
+            Err(e) => debug!(error = %e, "datastore: profiles not read"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.probe.interval) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn profile_changed(ctx: &SourceCtx, ds: &Datastore, id: &str, state: &ProfileState, recreate: bool) {
+    match state {
+        ProfileState::Present => info!(profile = id, "datastore: profile present"),
+        ProfileState::Missing(why) => {
+            warn!(
+                profile = id,
+                reason = "profile_missing",
+                detail = why.as_str(),
+                "datastore: profile missing: Felix drops the traffic of its endpoints"
+            );
+            if recreate {
+                match ds.recreate_profile(id).await {
+                    Ok(keys) => {
+                        ctx.metrics.profile_recreated(id, keys.len());
+                        warn!(profile = id, keys = %keys.join(","), "datastore: wrote the missing profile back as the libnetwork plugin writes it");
+                    }
+                    Err(e) => warn!(profile = id, error = %e, "datastore: writing the missing profile back failed"),
+                }
+            }
+        }
+    }
+    let endpoints = ds
+        .with_endpoints(|e| {
+            e.values().filter(|r| r.profile_ids.iter().any(|p| p == id)).map(|r| r.endpoint_id.clone()).collect()
+        })
+        .unwrap_or_default();
+    ctx.send(Notice::DatastoreChanged { endpoints });
 }
 
 /// Re-counts orphans whenever the datastore changes (and once more after the grace

@@ -17,11 +17,38 @@ pub fn on_real_plugin() -> bool {
     lab_net() == "calico-lab-real"
 }
 
+/// The host veths' prefix of the suites' tasks: `calr` on the real plugin (the lab runs the real
+/// stack as its own Calico node, docs/testing.md), else Calico's `cali`.
+pub fn lab_host_prefix() -> &'static str {
+    if on_real_plugin() {
+        "calr"
+    } else {
+        "cali"
+    }
+}
+
+/// Calico's real Felix stopped until this is dropped (`labctl felix stop` / `start`).
+pub struct RealFelixStopped;
+
+impl RealFelixStopped {
+    pub fn new() -> RealFelixStopped {
+        labctl_ok(&["felix", "stop"]);
+        RealFelixStopped
+    }
+}
+
+impl Drop for RealFelixStopped {
+    fn drop(&mut self) {
+        let _ = super::labctl(&["felix", "start"]);
+    }
+}
+
 /// What a calico-medic config for the lab must say before its sections: on the real plugin,
-/// its driver names (20.10's `calico-real`, engine 2's `calico-real26`) in `calico_drivers`.
+/// its driver names (20.10's `calico-real`, engine 2's `calico-real26`) in `calico_drivers`
+/// and its host interface prefix (`calr`: the lab's real Felix polices only those).
 pub fn lab_config_prefix() -> &'static str {
     if on_real_plugin() {
-        "calico_drivers = [\"calico\", \"calico-real\", \"calico-real26\"]\n"
+        "calico_drivers = [\"calico\", \"calico-real\", \"calico-real26\"]\nhost_interface_prefix = \"calr\"\n"
     } else {
         ""
     }

@@ -281,7 +281,7 @@ else
     real_bin=$("$(dirname "${BASH_SOURCE[0]}")/calico-real/build.sh") || die "tests/lab/calico-real/build.sh failed"
 fi
 ensure_real_plugin "$REAL_DIR" "$real_bin" "$REAL_DRIVER" "$REAL_DRIVER-ipam" "unix://$SOCK" "$ETCD_URL" \
-    "$(cat "$LAB_DIR/calico-hostname")"
+    "$(real_node_name)"
 ensure_network "$REAL_NET" "$REAL_DRIVER" "$REAL_POOL"
 
 printf 'engine26: %-10s %-50s %6d ms\n' total "engine 2 ready: DOCKER_HOST=unix://$SOCK" $(($(now_ms) - T0)) >&2

@@ -82,15 +82,22 @@ real_plugin_pid() {
     echo "$p"
 }
 
+# The real stack (Calico's plugin and real Felix) runs as its own Calico node with its own host
+# interface prefix, so that real Felix programs and polices only the real plugin's endpoints
+# (Felix owns every interface that starts with its prefix: it would delete the stand-in's routes).
+REAL_IFPREFIX=calr
+real_node_name() { echo "$(cat /run/calico-lab/calico-hostname)-real"; }
+
 # ensure_real_plugin <dir> <binary> <driver> <ipam driver> <docker host> <etcd url> <calico node name>
 # Runs Calico's plugin (pidfile and log in <dir>) serving /run/docker/plugins/<driver>.sock and
-# <ipam driver>.sock; restarts it when its binary or its environment differ.
+# <ipam driver>.sock, host veths named $REAL_IFPREFIX<id> (patch 04); restarts it when its binary
+# or its environment differ.
 ensure_real_plugin() {
     local dir=$1 bin=$2 name=$3 ipam=$4 dhost=$5 etcd=$6 node=$7 pid exe i
     local sock=/run/docker/plugins/$name.sock isock=/run/docker/plugins/$ipam.sock
     local envs=("ETCD_ENDPOINTS=$etcd" "HOSTNAME=$node" "DOCKER_HOST=$dhost" CALICO_LIBNETWORK_SCOPE=local
         CALICO_LIBNETWORK_IPV6_GATEWAY=false "CALICO_LIBNETWORK_PLUGIN_NAME=$name"
-        "CALICO_LIBNETWORK_IPAM_PLUGIN_NAME=$ipam")
+        "CALICO_LIBNETWORK_IPAM_PLUGIN_NAME=$ipam" "CALICO_LIBNETWORK_HOST_IFPREFIX=$REAL_IFPREFIX")
     [[ -n ${CALICO_LIBNETWORK_VETH_MTU:-} ]] && envs+=("CALICO_LIBNETWORK_VETH_MTU=$CALICO_LIBNETWORK_VETH_MTU")
     mkdir -p "$dir"
     rp_ok() { plugin_activate "$sock" && plugin_activate "$isock"; }
@@ -135,4 +142,89 @@ stop_real_plugin() {
         say "stopped Calico's plugin $2 (pid $pid)"
     fi
     rm -f "/run/docker/plugins/$2.sock" "/run/docker/plugins/$3.sock" "$1/plugin.pid"
+}
+
+# ---------------------------------------------------------------- Calico's real Felix 2.6.8
+# (tests/lab/calico-real/build-felix.sh) for the real plugin's endpoints: node $(real_node_name),
+# interface prefix $REAL_IFPREFIX, IPv4 only, health on 127.0.0.1:9099. Pidfile and log in <dir>.
+FELIX_HEALTH=http://127.0.0.1:9099
+
+felix_envs() { # <etcd url> <node>: Felix's environment in the lab
+    printf '%s\n' "FELIX_ETCDENDPOINTS=$1" "FELIX_FELIXHOSTNAME=$2" "FELIX_INTERFACEPREFIX=$REAL_IFPREFIX" \
+        FELIX_HEALTHENABLED=true FELIX_HEALTHHOST=127.0.0.1 FELIX_IPINIPENABLED=false \
+        FELIX_USAGEREPORTINGENABLED=false FELIX_IPV6SUPPORT=false FELIX_LOGFILEPATH=none \
+        FELIX_LOGSEVERITYSCREEN=info FELIX_LOGSEVERITYSYS=none FELIX_ROUTEREFRESHINTERVAL=5 \
+        FELIX_IPTABLESREFRESHINTERVAL=10
+}
+
+real_felix_pid() { # <dir>
+    local p
+    p=$(cat "$1/felix.pid" 2>/dev/null) || return 1
+    [[ $p =~ ^[0-9]+$ ]] && alive "$p" || return 1
+    [[ $(readlink "/proc/$p/exe" 2>/dev/null) == */calico-felix-* ]] || return 1
+    echo "$p"
+}
+
+felix_live() { [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$FELIX_HEALTH/liveness") == 204 ]]; }
+
+# ensure_real_felix <dir> <binary> <etcd url> <node>: runs it (restarts it when its binary or its
+# environment differ) and waits until it answers 204 on /liveness
+ensure_real_felix() {
+    local dir=$1 bin=$2 pid exe i e env
+    local -a envs
+    mapfile -t envs < <(felix_envs "$3" "$4")
+    mkdir -p "$dir"
+    if pid=$(real_felix_pid "$dir"); then
+        exe=$(readlink "/proc/$pid/exe" || true)
+        env=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null || true)
+        local same=1
+        for e in "${envs[@]}"; do grep -qxF -- "$e" <<<"$env" || same=0; done
+        if [[ $exe == "$(readlink -f "$bin")" ]] && ((same)); then
+            felix_live || die "Felix (pid $pid) is alive but $FELIX_HEALTH/liveness does not answer 204"
+            step_done felix "Felix already running (pid $pid)"
+            return 0
+        fi
+        say "Felix ($pid) runs ${exe:-?} with other settings; restarting it"
+        stop_real_felix "$dir"
+    fi
+    (close_inherited_fds; exec setsid env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "${envs[@]}" "$bin" \
+        >>"$dir/felix.log" 2>&1 </dev/null) &
+    pid=$!
+    echo "$pid" >"$dir/felix.pid"
+    for i in $(seq 1 200); do      # up to 20 s
+        felix_live && break
+        alive "$pid" || die "Felix exited; see $dir/felix.log"
+        sleep 0.1
+    done
+    felix_live || die "Felix does not answer on $FELIX_HEALTH/liveness; see $dir/felix.log"
+    step_done felix "Felix started (pid $pid, log $dir/felix.log)"
+}
+
+# stop_real_felix <dir>: stops it; what it programmed stays (see felix_cleanup)
+stop_real_felix() {
+    local pid i
+    pid=$(real_felix_pid "$1") || return 0
+    kill "$pid"
+    for i in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
+    alive "$pid" && kill -9 "$pid"
+    rm -f "$1/felix.pid"
+    say "stopped Felix (pid $pid)"
+}
+
+# felix_cleanup: removes what Felix programmed in the host's firewall: the jumps from the built-in
+# chains to cali-*, the cali-* chains, the cali* ipsets (routes and neighbours go with the veths)
+felix_cleanup() {
+    local t rule c n=0
+    for t in raw mangle filter nat; do
+        iptables -t "$t" -S 2>/dev/null | grep -q '^-N cali-' || continue
+        while read -r rule; do
+            eval "iptables -t $t ${rule/#-A/-D}" && n=$((n + 1))
+        done < <(iptables -t "$t" -S | grep -E '^-A [A-Z]+ .*-j cali-')
+        for c in $(iptables -t "$t" -S | awk '/^-N cali-/{print $2}'); do iptables -t "$t" -F "$c"; done
+        for c in $(iptables -t "$t" -S | awk '/^-N cali-/{print $2}'); do iptables -t "$t" -X "$c"; done
+    done
+    if command -v ipset >/dev/null; then
+        for c in $(ipset list -n 2>/dev/null | grep '^cali'); do ipset destroy "$c" 2>/dev/null || true; done
+    fi
+    say "removed Felix's iptables chains and ipsets ($n jumps)"
 }

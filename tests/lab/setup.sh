@@ -14,6 +14,7 @@
 #   CALICO_LAB_BIN      plugin binary (default: <target dir>/debug/calico-lab, built with cargo)
 #   CALICO_REAL_BIN     Calico's plugin binary (default: built by tests/lab/calico-real/build.sh,
 #                       cached by input hash in ~/.cache/calico-real)
+#   CALICO_FELIX_BIN    Calico's Felix 2.6.8 (default: built by tests/lab/calico-real/build-felix.sh)
 #   CARGO_TARGET_DIR    cargo target dir (default: <repo>/target)
 #   DOCKERD_FLAGS       extra flags for dockerd when this script starts it
 #   (the lab's etcd: Debian's etcd-server 3.4 on http://127.0.0.1:2379 with --enable-v2, data in
@@ -79,6 +80,16 @@ if [[ -z ${CALICO_REAL_BIN:-} ]]; then
     command -v go >/dev/null 2>&1 || need_pkgs+=(golang-go)
     command -v patch >/dev/null 2>&1 || need_pkgs+=(patch)
     command -v xz >/dev/null 2>&1 || need_pkgs+=(xz-utils)
+fi
+# Calico's real Felix: what it runs (iptables-save/-restore, ipset, conntrack, net-tools' arp) and
+# what tests/lab/calico-real/build-felix.sh needs besides Go (protoc)
+command -v iptables-restore >/dev/null 2>&1 || need_pkgs+=(iptables)
+command -v ipset >/dev/null 2>&1 || need_pkgs+=(ipset)
+command -v conntrack >/dev/null 2>&1 || need_pkgs+=(conntrack)
+command -v arp >/dev/null 2>&1 || need_pkgs+=(net-tools)
+if [[ -z ${CALICO_FELIX_BIN:-} ]]; then
+    command -v go >/dev/null 2>&1 || need_pkgs+=(golang-go)
+    command -v protoc >/dev/null 2>&1 || need_pkgs+=(protobuf-compiler)
 fi
 if ((${#need_pkgs[@]})); then
     export DEBIAN_FRONTEND=noninteractive
@@ -207,6 +218,14 @@ else
     REAL_BIN=$("$HERE/calico-real/build.sh") || die "building Calico's libnetwork-plugin (tests/lab/calico-real/build.sh) failed"
     step_done real-build "$REAL_BIN"
 fi
+if [[ -n ${CALICO_FELIX_BIN:-} ]]; then
+    [[ -x $CALICO_FELIX_BIN ]] || die "CALICO_FELIX_BIN=$CALICO_FELIX_BIN is missing"
+    FELIX_BIN=$CALICO_FELIX_BIN
+    step_done felix-build "using $FELIX_BIN"
+else
+    FELIX_BIN=$("$HERE/calico-real/build-felix.sh") || die "building Calico's Felix (tests/lab/calico-real/build-felix.sh) failed"
+    step_done felix-build "$FELIX_BIN"
+fi
 
 # ---------------------------------------------------------------- plugin(s)
 # veth_mtu_of <pid>: the CALICO_LIBNETWORK_VETH_MTU a running plugin was started with
@@ -297,9 +316,20 @@ else
         die "writing the Calico IP pool $REAL_POOL_KEY to $ETCD_URL failed"
     step_done pool "wrote Calico IP pool $REAL_POOL_KEY"
 fi
+REAL_NODE=$(real_node_name)
+echo "$REAL_NODE" >"$LAB_DIR/real-hostname"
 ensure_real_plugin "$LAB_DIR/real" "$REAL_BIN" calico-real calico-real-ipam unix:///var/run/docker.sock \
-    "$ETCD_URL" "$CALICO_HOSTNAME"
+    "$ETCD_URL" "$REAL_NODE"
 ensure_network "$REAL_NET" calico-real "$REAL_POOL"
+
+# Calico's real Felix for the real plugin's endpoints (its node, its interface prefix): Felix waits
+# for /calico/v1/Ready=true, which calicoctl/calico-node write on a real cluster.
+if [[ $(curl -sf --max-time 2 "$ETCD_URL/v2/keys/calico/v1/Ready" | jq -r '.node.value // empty') != true ]]; then
+    curl -sf --max-time 2 -X PUT -d value=true "$ETCD_URL/v2/keys/calico/v1/Ready" >/dev/null ||
+        die "writing /calico/v1/Ready=true to $ETCD_URL failed"
+fi
+ensure_real_felix "$LAB_DIR/felix" "$FELIX_BIN" "$ETCD_URL" "$REAL_NODE"
+echo "$FELIX_BIN" >"$LAB_DIR/felix/binary"
 
 if ((SELFTEST)); then
     # The lab's own tests break containers on purpose. They use a second instance of the same

@@ -90,6 +90,8 @@ if ((!keep_plugin)); then
     stop_plugin "$LAB_DIR/selftest" calico-selftest calico-selftest-ipam
     stop_plugin "$LAB_DIR" calico calico-ipam
     stop_real_plugin "$LAB_DIR/real" calico-real calico-real-ipam
+    stop_real_felix "$LAB_DIR/felix"
+    felix_cleanup
     if [[ -e /sys/class/net/labgw0 ]]; then ip link del labgw0 && say "removed link labgw0 (169.254.1.1 sink)"; fi
     # The plugin's endpoints in the lab's etcd go with it (the etcd process and its data stay).
     if curl -sf --max-time 2 -X DELETE "http://127.0.0.1:2379/v2/keys/calico/v1/host/$(cat "$LAB_DIR/calico-hostname" 2>/dev/null || hostname)/workload/libnetwork?recursive=true" >/dev/null 2>&1; then
@@ -97,9 +99,11 @@ if ((!keep_plugin)); then
     fi
     # Calico's real plugin: its pool, its IPAM blocks in the pool (and this host's affinities for
     # them), the lab networks' profiles (the stand-in writes those too)
-    host=$(cat "$LAB_DIR/calico-hostname" 2>/dev/null || hostname)
+    host=$(cat "$LAB_DIR/real-hostname" 2>/dev/null || echo "$(hostname)-real")
     prefix=${REAL_POOL%%.0.0/16}.
     del() { curl -sf --max-time 2 -X DELETE "$ETCD_KEYS$1" >/dev/null 2>&1; }
+    del "/calico/v1/host/$host?recursive=true" && say "removed the real node $host from the lab's etcd"
+    del "/calico/felix/v1/host/$host?recursive=true" && say "removed real Felix's status reports from the lab's etcd"
     del "/calico/v1/ipam/v4/pool/${REAL_POOL/\//-}" && say "removed the Calico IP pool $REAL_POOL from the lab's etcd"
     for dir in /calico/ipam/v2/assignment/ipv4/block "/calico/ipam/v2/host/$host/ipv4/block"; do
         for key in $(curl -sf --max-time 2 "$ETCD_KEYS$dir" | jq -r '.node.nodes[]?.key' 2>/dev/null); do

@@ -1,6 +1,6 @@
 //! Calico's real libnetwork plugin in the lab (v1.1.3, tests/lab/calico-real/, network
-//! `calico-lab-real`): its tasks, the records it writes, and the stand-in's Felix programming
-//! them. Needs root and Docker, like the lab tests of lab.rs (skipped, or failing under `CI`,
+//! `calico-lab-real`): its tasks, the records it writes, and Calico's real Felix 2.6.8
+//! programming them (setup.sh runs both as their own Calico node, host veths `calr*`). Needs root and Docker, like the lab tests of lab.rs (skipped, or failing under `CI`,
 //! without them). Nothing here breaks a task: the real plugin's driver is `calico-real`, which
 //! a calico-medic daemon with default settings does not select anyway.
 
@@ -12,10 +12,10 @@ use std::path::Path;
 use std::time::Duration;
 
 /// A task of Calico's real plugin: shaped like the stand-in's (cali0, MAC, /32, routes, inspect),
-/// its record byte for byte the stand-in's format, the stand-in's Felix programs its host side
-/// from that record, and the host reaches it. What else Calico writes is there: the network's
-/// profile and a host-affine /26 IPAM block. Deleting its key leaves the host side alone (the
-/// stand-in removes nothing that is not its own); `docker rm` deletes the key and the veth, the
+/// its record byte for byte the stand-in's format, real Felix programs its host side from that
+/// record, and the host reaches it. What else Calico writes is there: the network's profile and
+/// a host-affine /26 IPAM block. Deleting its key makes Felix deprogram it (route and ARP entry),
+/// and putting it back program it again; `docker rm` deletes the key and the veth, the
 /// block keeps its affinity (the allocation freed) and the profile stays.
 #[test]
 fn lab_real_plugin_task_is_calico_shaped_programmed_and_reachable() {
@@ -33,9 +33,11 @@ fn lab_real_plugin_task_is_calico_shaped_programmed_and_reachable() {
     );
     assert_eq!(n["IPv6Gateway"], "", "no IPv6 gateway (CALICO_LIBNETWORK_IPV6_GATEWAY=false)");
     let id = n["EndpointID"].as_str().unwrap().to_string();
-    let host = calico_hostname();
+    // The real stack is its own Calico node with host veths calr* (setup.sh; docs/testing.md).
+    let host = std::fs::read_to_string("/run/calico-lab/real-hostname").expect("setup.sh's real node name");
+    let host = host.trim();
     let key = format!("/calico/v1/host/{host}/workload/libnetwork/libnetwork/endpoint/{id}");
-    let host_if = format!("cali{}", &id[..11]);
+    let host_if = format!("calr{}", &id[..11]);
     let record = etcd_value(&key).expect("the real plugin's endpoint key");
     assert_eq!(
         record,
@@ -73,11 +75,14 @@ fn lab_real_plugin_task_is_calico_shaped_programmed_and_reachable() {
     assert_eq!(etcd_value(&affinity_key).as_deref(), Some("{}"));
     assert!(etcd_value(&format!("/calico/ipam/v2/handle/{id}")).is_none(), "no IPAM handle keys");
 
-    // the record deleted by hand: the stand-in's Felix removes nothing
+    // the record deleted by hand: real Felix drops the endpoint's policy chain at once (its
+    // route only after a 10 s grace for new interfaces), and programs it again when it is back
     ok("curl", &["-sf", "-X", "DELETE", &format!("{ETCD}{key}")]);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_felix_programmed(&host_if, &ip, FIXED_MAC);
+    let chain = || run("iptables", &["-S", &format!("cali-tw-{host_if}")]).status.success();
+    assert!(wait(Duration::from_secs(3), || !chain()), "Felix removes a deleted endpoint's chain");
     ok("curl", &["-sf", "-X", "PUT", "--data-urlencode", &format!("value={record}"), &format!("{ETCD}{key}")]);
+    assert!(wait(Duration::from_secs(3), chain), "and programs it again when it is back");
+    assert_felix_programmed(&host_if, &ip, FIXED_MAC);
 
     drop(t);
     assert!(etcd_value(&key).is_none(), "docker rm deletes the endpoint key");
@@ -90,7 +95,7 @@ fn lab_real_plugin_task_is_calico_shaped_programmed_and_reachable() {
 }
 
 /// `--mac-address` on Calico's real plugin: kept on cali0 and in `docker inspect`, stored lower
-/// case in the record, programmed by the stand-in's Felix; the task is reachable.
+/// case in the record, programmed by real Felix; the task is reachable.
 #[test]
 fn lab_real_plugin_keeps_a_user_mac() {
     let Some(()) = lab() else { return };
@@ -101,4 +106,16 @@ fn lab_real_plugin_keeps_a_user_mac() {
     assert_eq!(n["MacAddress"], "02:ab:cd:00:11:23");
     assert_felix_programmed(t.endpoint()["name"].as_str().unwrap(), &t.ip(), "02:ab:cd:00:11:23");
     assert!(t.reachable());
+}
+
+/// Polls `cond` every 50 ms for up to `within`.
+fn wait(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < within {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
 }
