@@ -12,6 +12,7 @@ pub mod error;
 pub mod hook;
 pub mod http;
 pub mod kernel;
+pub mod local_ips;
 pub mod marathon;
 pub mod medic;
 pub mod metrics;

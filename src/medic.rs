@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn, Instrument};
 
 use crate::config::Config;
-use crate::datastore::{endpoint_findings, Datastore, Lookup};
+use crate::datastore::{Datastore, Lookup};
 use crate::diagnose::{diagnose_container, diagnose_host, Fault, FaultKind};
 use crate::docker::DockerClient;
 use crate::error::MedicError;
@@ -20,7 +20,7 @@ use crate::observe::{observe_container, observe_host, ContainerSide};
 use crate::policy::Policy;
 use crate::probe;
 use crate::repair::{apply, plan, ActionOutcome, ActionResult};
-use crate::report::{EndpointReport, ProbeResult};
+use crate::report::{EndpointPass, EndpointReport, ProbeResult};
 use crate::workload::{Endpoint, EndpointFacts, Escaped, Expected, Identity, MacEvidence, Workload};
 
 /// What a pass may do (defined beside `Policy`, which limits it).
@@ -72,6 +72,8 @@ pub struct Medic {
     /// Calico's datastore, when configured: first MAC source after `expected_mac`,
     /// and the reference for the `datastore_*` findings.
     datastore: Option<Arc<Datastore>>,
+    /// Addresses two containers of this host hold (Docker's view; `refresh_local_ips`).
+    local_ips: Arc<crate::local_ips::LocalIps>,
 }
 
 impl Medic {
@@ -81,7 +83,20 @@ impl Medic {
         let host = Netlink::host()?.with_timeout(config.call_deadline());
         let marathon =
             MarathonClient::from_config(&config.marathon, config.limits.marathon_answer_bytes)?.map(Arc::new);
-        Ok(Medic { docker, config, marathon, host_ns, host, datastore: None })
+        let local_ips = Arc::default();
+        Ok(Medic { docker, config, marathon, host_ns, host, datastore: None, local_ips })
+    }
+
+    /// Lists the addresses running calico containers hold (Docker's view) and keeps
+    /// the ones two containers share; true when that changed.
+    pub async fn refresh_local_ips(&self) -> Result<bool, MedicError> {
+        let held = self.docker.calico_addresses().await?;
+        Ok(self.local_ips.set(crate::local_ips::shared(&held)))
+    }
+
+    /// Addresses two or more running containers of this host hold.
+    pub fn shared_ips(&self) -> usize {
+        self.local_ips.count()
     }
 
     pub fn with_datastore(mut self, datastore: Option<Arc<Datastore>>) -> Medic {
@@ -329,7 +344,10 @@ impl Medic {
         };
         // Reported, never repaired: Calico owns the datastore.
         if let Some(ds) = &self.datastore {
-            host_faults.extend(datastore_faults(ds, &lookup, endpoint, &evidence.sources()));
+            host_faults.extend(crate::datastore::findings::endpoint_faults(ds, &lookup, endpoint, &evidence.sources()));
+        }
+        if !host_faults.iter().any(|f| f.kind == FaultKind::DuplicateIp) {
+            host_faults.extend(self.local_ips.findings(endpoint.ip, &workload.container_id));
         }
         match endpoint_pass(session, &expected, &host_faults, mode, &who).await {
             Ok(pass) => {
@@ -339,54 +357,6 @@ impl Medic {
             }
             Err(e) => report.failed(e),
         }
-    }
-}
-
-/// The datastore's findings for one endpoint: its record, another record holding its
-/// IPv4, its profiles.
-fn datastore_faults(
-    ds: &Datastore,
-    lookup: &Lookup,
-    endpoint: &Endpoint,
-    macs: &[(crate::workload::MacSource, Option<crate::workload::MacAddr>)],
-) -> Vec<Fault> {
-    let key = format!("{}/{}", ds.dir, endpoint.endpoint_id);
-    let mut out = endpoint_findings(lookup, &key, endpoint.ip, macs);
-    let others = ds
-        .with_endpoints(|e| crate::datastore::findings::others_holding(e, &endpoint.endpoint_id, endpoint.ip))
-        .unwrap_or_default();
-    out.extend(crate::datastore::findings::duplicate_ip(&ds.dir, endpoint.ip, &others));
-    if let Lookup::Found(rec) = lookup {
-        out.extend(crate::datastore::profiles::findings(&rec.profile_ids, |id| ds.profile_state(id)));
-    }
-    out
-}
-
-/// What one pass over one endpoint's container side found and did.
-pub struct EndpointPass {
-    pub before: ContainerSide,
-    pub faults: Vec<Fault>,
-    pub actions: Vec<ActionResult>,
-    pub after: Option<ContainerSide>,
-    pub remaining: Vec<Fault>,
-    /// Time spent applying and re-checking (excluded from check duration).
-    pub repair_seconds: f64,
-}
-
-impl EndpointPass {
-    fn fill(self, report: &mut EndpointReport) {
-        if let Some(link) = &self.before.link {
-            report.interface = link.name.clone();
-            report.observed_mac = link.mac;
-        }
-        if let Some(after) = &self.after {
-            report.observed_mac = after.link.as_ref().and_then(|l| l.mac);
-        }
-        report.set_faults(&self.faults);
-        report.agent_error = self.actions.iter().find(|a| a.agent_error).and_then(|a| a.error.clone());
-        report.actions = self.actions;
-        report.remaining_faults = self.remaining.iter().map(|f| f.kind).collect();
-        report.healthy = self.remaining.is_empty();
     }
 }
 
@@ -497,13 +467,4 @@ pub async fn endpoint_pass_from(
         (None, faults.clone())
     };
     Ok(EndpointPass { before, faults, actions, after, remaining, repair_seconds: started.elapsed().as_secs_f64() })
-}
-
-impl EndpointReport {
-    fn failed(mut self, e: MedicError) -> EndpointReport {
-        self.error = Some(e.to_string());
-        self.error_code = Some(e.code());
-        self.healthy = false;
-        self
-    }
 }

@@ -198,6 +198,43 @@ pub fn unix_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
 
+/// What one pass over one endpoint's container side found and did.
+pub struct EndpointPass {
+    pub before: crate::observe::ContainerSide,
+    pub faults: Vec<Fault>,
+    pub actions: Vec<ActionResult>,
+    pub after: Option<crate::observe::ContainerSide>,
+    pub remaining: Vec<Fault>,
+    /// Time spent applying and re-checking (excluded from check duration).
+    pub repair_seconds: f64,
+}
+
+impl EndpointPass {
+    pub fn fill(self, report: &mut EndpointReport) {
+        if let Some(link) = &self.before.link {
+            report.interface = link.name.clone();
+            report.observed_mac = link.mac;
+        }
+        if let Some(after) = &self.after {
+            report.observed_mac = after.link.as_ref().and_then(|l| l.mac);
+        }
+        report.set_faults(&self.faults);
+        report.agent_error = self.actions.iter().find(|a| a.agent_error).and_then(|a| a.error.clone());
+        report.actions = self.actions;
+        report.remaining_faults = self.remaining.iter().map(|f| f.kind).collect();
+        report.healthy = self.remaining.is_empty();
+    }
+}
+
+impl EndpointReport {
+    pub fn failed(mut self, e: crate::error::MedicError) -> EndpointReport {
+        self.error = Some(e.to_string());
+        self.error_code = Some(e.code());
+        self.healthy = false;
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -252,3 +252,82 @@ fn a_docker_run_hanging_on_a_hung_plugin_is_a_container_stuck_creating() {
     assert!(log.contains("container_stuck_creating") && log.contains(&name), "{log}");
     assert_eq!(cleared, 0.0, "cleared once its start went through");
 }
+
+/// A network of the self-test plugin instance over the stand-in's own subnet (its own
+/// IPAM, so it hands out addresses the stand-in already gave): removed on drop.
+struct OverlappingNet(&'static str);
+
+impl OverlappingNet {
+    fn create() -> OverlappingNet {
+        let name = "calico-node-dup";
+        let _ = docker(&["network", "rm", name]);
+        docker_ok(&[
+            "network",
+            "create",
+            "--driver",
+            "calico-selftest",
+            "--ipam-driver",
+            "calico-selftest-ipam",
+            "--subnet",
+            "10.65.0.0/17",
+            name,
+        ]);
+        OverlappingNet(name)
+    }
+}
+
+impl Drop for OverlappingNet {
+    fn drop(&mut self) {
+        let _ = docker(&["network", "rm", self.0]);
+    }
+}
+
+#[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
+fn two_containers_of_this_host_holding_one_address_are_each_a_duplicate_ip_without_a_datastore() {
+    require_lab();
+    let _serial = serial();
+    let a = Task::start(&["--network", "calico-lab", "--app", "node-dup-a"]);
+    let ip = labctl_ok(&["ip", &a.name]);
+    let net = OverlappingNet::create();
+    let b_name = format!("mesos-node-dup-{}", std::process::id());
+    let run = ["run", "-d", "--name", &b_name, "--network", net.0, "--ip", &ip, "--label", "calico-lab=1"];
+    docker_ok(&[&run[..], &["calico-lab/busybox:latest", "sleep", "100000"]].concat());
+    let b = Task { name: b_name.clone() };
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    // no datastore: Docker's view alone
+    let text = "calico_drivers = [\"calico\", \"calico-selftest\"]\n[probe]\ninterval = \"1s\"\n[calico]\ncalicoctl_config = \"\"\n";
+    std::fs::write(cfg.path(), text).unwrap();
+    for t in [&a, &b] {
+        let faults = faults_with(t, &["--config", cfg.path().to_str().unwrap()]);
+        assert_eq!(faults.0, 1, "{}: {faults:?}", t.name);
+        assert!(faults.1.contains(&"duplicate_ip".to_string()), "{}: {faults:?}", t.name);
+    }
+    let d = Daemon::start(&["--config", cfg.path().to_str().unwrap()]);
+    let id_of = |t: &Task| docker_ok(&["inspect", "-f", "{{.Id}}", &t.name]);
+    let series =
+        |t: &Task| format!("calico_medic_endpoint_fault{{container_id=\"{}\",fault=\"duplicate_ip\"}}", id_of(t));
+    let (sa, sb) = (series(&a), series(&b));
+    let wait = |s: &str, want: Option<f64>| {
+        let t0 = std::time::Instant::now();
+        while d.metric(s) != want && t0.elapsed() < std::time::Duration::from_secs(2) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        (d.metric(s), t0.elapsed())
+    };
+    let (seen_a, after) = wait(&sa, Some(1.0));
+    assert_eq!(
+        (seen_a, wait(&sb, Some(1.0)).0),
+        (Some(1.0), Some(1.0)),
+        "both, within 2 probe intervals: {}",
+        d.metrics()
+    );
+    eprintln!("duplicate_ip in the daemon's metrics after {after:?}");
+    let _ = docker(&["rm", "-f", &b_name]);
+    std::mem::forget(b);
+    let (cleared, after) = wait(&sa, None);
+    eprintln!("duplicate_ip cleared {after:?} after the second holder went");
+    assert_eq!(cleared, None, "cleared once one holder is left: {}", d.metrics());
+    let (_, faults) = faults_with(&a, &["--config", cfg.path().to_str().unwrap()]);
+    assert!(!faults.contains(&"duplicate_ip".to_string()), "{faults:?}");
+}

@@ -123,7 +123,7 @@ impl Lab {
         sh_ok(&format!("ip netns exec {} ping -c1 -W1 {} >/dev/null 2>&1", self.host, self.ip))
     }
 
-    async fn pass(&self, mode: Mode) -> calico_medic::medic::EndpointPass {
+    async fn pass(&self, mode: Mode) -> calico_medic::report::EndpointPass {
         let host = NsIdentity::current_thread().unwrap();
         let ns = TargetNetns::open(Path::new(&format!("/run/netns/{}", self.ctr)), host).expect("open netns");
         let session = Netlink::in_netns(&ns).expect("netlink in netns");

@@ -222,6 +222,9 @@ impl ConfigArg {
         let config = load_config(self.config.as_deref(), docker_host)?;
         let datastore = crate::daemon::configured_datastore(&config)?;
         let medic = build_medic(config).await?;
+        if let Err(e) = medic.refresh_local_ips().await {
+            eprintln!("calico-medic: {e}; duplicate addresses not looked for");
+        }
         if let Some(ds) = &datastore {
             if let Err(e) = ds.full_read().await {
                 eprintln!("calico-medic: {e}; checking from the host's view only");

@@ -116,6 +116,24 @@ pub fn describe_orphan(dir: &str, id: &str, endpoints: &BTreeMap<String, Endpoin
     )
 }
 
+/// The datastore's findings for one endpoint: its record, another record holding its
+/// IPv4, its profiles.
+pub fn endpoint_faults(
+    ds: &super::Datastore,
+    lookup: &Lookup,
+    endpoint: &crate::workload::Endpoint,
+    macs: &[(crate::workload::MacSource, Option<crate::workload::MacAddr>)],
+) -> Vec<Fault> {
+    let key = format!("{}/{}", ds.dir, endpoint.endpoint_id);
+    let mut out = endpoint_findings(lookup, &key, endpoint.ip, macs);
+    let others = ds.with_endpoints(|e| others_holding(e, &endpoint.endpoint_id, endpoint.ip)).unwrap_or_default();
+    out.extend(duplicate_ip(&ds.dir, endpoint.ip, &others));
+    if let Lookup::Found(rec) = lookup {
+        out.extend(super::profiles::findings(&rec.profile_ids, |id| ds.profile_state(id)));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

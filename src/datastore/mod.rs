@@ -30,6 +30,7 @@ use crate::workload::MacAddr;
 pub use endpoint::normalise_endpoint;
 pub use etcd::EtcdClient;
 pub use findings::{endpoint_findings, orphans, Lookup};
+pub use profiles::ProfileState;
 pub use settings::Settings;
 
 /// The etcd directory of this host's libnetwork endpoints.
@@ -118,7 +119,7 @@ pub struct Datastore {
     pub dir: String,
     view: RwLock<View>,
     /// The profiles this host's endpoints name, as last read (`profiles`).
-    profiles: RwLock<BTreeMap<String, profiles::ProfileState>>,
+    profiles: RwLock<BTreeMap<String, ProfileState>>,
 }
 
 /// What one full read found and cost.

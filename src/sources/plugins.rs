@@ -1,7 +1,8 @@
 //! The host's Calico as a source: every `probe.interval` each calico network driver
 //! and its IPAM twin is asked `Plugin.Activate` on the socket Docker uses, and Felix its
 //! liveness endpoint, under the call deadline; the answers go to `plugin_up` and
-//! `felix_up`, and a change is logged.
+//! `felix_up`, and a change is logged. The same tick lists the containers stuck in
+//! `created` and the addresses two running calico containers share (`duplicate_ip`).
 
 use std::collections::HashMap;
 
@@ -51,6 +52,11 @@ pub async fn watch_plugins(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) 
             }
         }
         stuck_creating(&ctx, &medic, &mut stuck).await;
+        match medic.refresh_local_ips().await {
+            Ok(true) => warn_shared_ips(&medic),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "addresses of calico containers not listed"),
+        }
         if let Some(client) = &client {
             felix(&ctx, client, &medic.config.calico.felix_liveness_url, deadline, &mut felix_seen).await;
         }
@@ -59,6 +65,15 @@ pub async fn watch_plugins(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) 
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// The host's picture of shared addresses changed: a warning while any is shared (the
+/// endpoints' `duplicate_ip` follows on their next pass).
+fn warn_shared_ips(medic: &crate::medic::Medic) {
+    match medic.shared_ips() {
+        0 => info!("no address is held by two calico containers of this host any more"),
+        n => warn!(addresses = n, reason = "duplicate_ip", "an address is held by two calico containers of this host"),
     }
 }
 
