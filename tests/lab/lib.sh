@@ -187,6 +187,10 @@ ensure_real_felix() {
         say "Felix ($pid) runs ${exe:-?} with other settings; restarting it"
         stop_real_felix "$dir"
     fi
+    # Felix sets net.ipv4.conf.default.rp_filter=1 when it starts (strict reverse-path filtering
+    # for every interface created after it: Docker's bridges too, which breaks the lab's
+    # bridge + calico tasks). The host's own value is kept and put back once Felix is up.
+    [[ -e $dir/default-rp_filter ]] || cat /proc/sys/net/ipv4/conf/default/rp_filter >"$dir/default-rp_filter"
     (close_inherited_fds; exec setsid env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "${envs[@]}" "$bin" \
         >>"$dir/felix.log" 2>&1 </dev/null) &
     pid=$!
@@ -197,7 +201,15 @@ ensure_real_felix() {
         sleep 0.1
     done
     felix_live || die "Felix does not answer on $FELIX_HEALTH/liveness; see $dir/felix.log"
+    restore_default_rp_filter "$dir"
     step_done felix "Felix started (pid $pid, log $dir/felix.log)"
+}
+
+# restore_default_rp_filter <dir>: the host's net.ipv4.conf.default.rp_filter from before Felix
+restore_default_rp_filter() {
+    local v
+    v=$(cat "$1/default-rp_filter" 2>/dev/null) || return 0
+    [[ $v =~ ^[0-2]$ ]] && echo "$v" >/proc/sys/net/ipv4/conf/default/rp_filter
 }
 
 # stop_real_felix <dir>: stops it; what it programmed stays (see felix_cleanup)

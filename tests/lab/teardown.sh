@@ -92,6 +92,7 @@ if ((!keep_plugin)); then
     stop_real_plugin "$LAB_DIR/real" calico-real calico-real-ipam
     stop_real_felix "$LAB_DIR/felix"
     felix_cleanup
+    restore_default_rp_filter "$LAB_DIR/felix" && rm -f "$LAB_DIR/felix/default-rp_filter"
     if [[ -e /sys/class/net/labgw0 ]]; then ip link del labgw0 && say "removed link labgw0 (169.254.1.1 sink)"; fi
     # The plugin's endpoints in the lab's etcd go with it (the etcd process and its data stay).
     if curl -sf --max-time 2 -X DELETE "http://127.0.0.1:2379/v2/keys/calico/v1/host/$(cat "$LAB_DIR/calico-hostname" 2>/dev/null || hostname)/workload/libnetwork?recursive=true" >/dev/null 2>&1; then
