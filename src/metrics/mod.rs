@@ -20,6 +20,7 @@ mod agent;
 mod datastore;
 mod endpoint;
 mod escalation;
+mod ipam;
 mod labels;
 mod node;
 mod registry;
@@ -33,6 +34,7 @@ use agent::AgentMetrics;
 use datastore::DatastoreMetrics;
 use endpoint::EndpointMetrics;
 use escalation::EscalationMetrics;
+pub use ipam::IpamMetrics;
 use registry::{gauge_vec, Registry};
 use start::StartMetrics;
 
@@ -45,6 +47,8 @@ pub struct Metrics {
     node: node::NodeMetrics,
     /// Registered only when a datastore is configured (no `datastore_up 0` without one).
     datastore: OnceLock<DatastoreMetrics>,
+    /// Registered only by the cluster IPAM job (`calico-medic ipam run`).
+    ipam: OnceLock<IpamMetrics>,
 }
 
 impl Metrics {
@@ -59,12 +63,17 @@ impl Metrics {
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("unique metric");
         let start = StartMetrics::register(&r);
         let node = node::NodeMetrics::register(&r);
-        Metrics { registry: r, endpoint, agent, escalation, start, node, datastore: OnceLock::new() }
+        Metrics { registry: r, endpoint, agent, escalation, start, node, datastore: OnceLock::new(), ipam: OnceLock::new() }
     }
 
     /// Registers the datastore series (once; `read_reasons` pre-creates the counters).
     pub fn enable_datastore(&self, read_reasons: &[ReadReason]) {
         self.datastore.get_or_init(|| DatastoreMetrics::register(&self.registry, read_reasons));
+    }
+
+    /// Registers the cluster IPAM job's series (once) and returns them.
+    pub fn enable_ipam(&self) -> &IpamMetrics {
+        self.ipam.get_or_init(|| IpamMetrics::register(&self.registry))
     }
 
     pub fn datastore_up(&self, up: bool) {
