@@ -32,7 +32,7 @@ const TIERS: &[(&str, &[&str])] = &[
             "diagnose", "repair", "probe", "report",
         ],
     ),
-    ("middle", &["marathon", "datastore", "metrics", "medic"]),
+    ("middle", &["marathon", "datastore", "ipam", "metrics", "medic"]),
     ("upper", &["agent", "prestart", "hook", "sources", "http", "daemon", "cli"]),
 ];
 

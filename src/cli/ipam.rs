@@ -1,17 +1,17 @@
 //! `calico-medic ipam check|release|run`: Calico's IPAM across the cluster (one
 //! process for the whole cluster, not one per host).
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::{load_config, ConfigArg, Status};
-use crate::config::{parse_duration, Config};
-use crate::datastore::{EtcdClient, Settings};
+use super::ipam_job::connect;
+use super::{ConfigArg, Status};
+use crate::config::parse_duration;
 use crate::error::MedicError;
 use crate::ipam::release::common_candidates;
-use crate::ipam::{analyse, store, Report};
+use crate::ipam::{store, Report};
 
 #[derive(Debug, Subcommand)]
 pub enum IpamCmd {
@@ -83,44 +83,6 @@ impl IpamCmd {
     }
 }
 
-/// The config and a client for the datastore it names (an error without one).
-pub(crate) fn connect(path: Option<&Path>) -> Result<(Config, EtcdClient), MedicError> {
-    let config = load_config(path, None)?;
-    let settings = Settings::resolve(&config)?.ok_or_else(|| {
-        MedicError::Config(
-            "ipam: no datastore configured ([calico] etcd_endpoints, or calicoctl's config with etcdv2)".into(),
-        )
-    })?;
-    Ok((config, EtcdClient::new(&settings)?))
-}
-
-pub(crate) fn unix_now() -> f64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-/// One check now: read, analyse.
-pub(crate) async fn check_once(client: &EtcdClient) -> Result<Report, MedicError> {
-    let snapshot = store::read(client).await?;
-    Ok(analyse(&snapshot, unix_now()))
-}
-
-pub(crate) fn write_report(path: &Path, report: &Report) -> Result<(), MedicError> {
-    let text = serde_json::to_string_pretty(report).expect("reports serialize");
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text + "\n")
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| MedicError::ConfigIo { context: format!("ipam: writing the report {}", path.display()), source: e })
-}
-
-fn read_report(path: &Path) -> Result<Report, MedicError> {
-    let text = std::fs::read_to_string(path).map_err(|e| MedicError::ConfigIo {
-        context: format!("ipam release: reading {}", path.display()),
-        source: e,
-    })?;
-    serde_json::from_str(&text)
-        .map_err(|e| MedicError::Config(format!("ipam release: {} is not a report of ipam check: {e}", path.display())))
-}
-
 /// The report as text: one line per pool, then one per finding.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
@@ -155,9 +117,9 @@ pub fn render(r: &Report) -> String {
 impl CheckArgs {
     async fn exec(self) -> Result<Status, MedicError> {
         let (_, client) = connect(self.config.config.as_deref())?;
-        let report = check_once(&client).await?;
+        let report = store::check(&client).await?;
         if let Some(path) = &self.output {
-            write_report(path, &report)?;
+            store::save_report(path, &report)?;
         }
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report).expect("reports serialize"));
@@ -171,8 +133,9 @@ impl CheckArgs {
 impl ReleaseArgs {
     async fn exec(self) -> Result<Status, MedicError> {
         let (config, client) = connect(self.config.config.as_deref())?;
-        let reports = self.reports.iter().map(|p| read_report(p)).collect::<Result<Vec<_>, _>>()?;
-        let candidates = common_candidates(&reports, self.min_gap).map_err(|e| MedicError::Config(format!("ipam release: {e}")))?;
+        let reports = self.reports.iter().map(|p| store::load_report(p)).collect::<Result<Vec<_>, _>>()?;
+        let candidates =
+            common_candidates(&reports, self.min_gap).map_err(|e| MedicError::Config(format!("ipam release: {e}")))?;
         let limit = self.limit.unwrap_or(config.ipam.release_limit);
         let out = store::release(&client, &candidates, limit, !self.yes).await?;
         if self.json {

@@ -15,10 +15,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::ipam::{check_once, connect, write_report};
-use super::Status;
-use crate::config::IpamConfig;
-use crate::datastore::EtcdClient;
+use super::{load_config, Status};
+use crate::config::{Config, IpamConfig};
+use crate::datastore::{EtcdClient, Settings};
 use crate::error::MedicError;
 use crate::http::{Health, HttpState};
 use crate::ipam::release::common_candidates;
@@ -40,7 +39,11 @@ pub async fn run(config_path: Option<&Path>, listen: Option<SocketAddr>) -> Resu
     health.follower_beat();
     let listener = crate::http::bind(listen).await?;
     let (stop, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(crate::http::serve(listener, HttpState { metrics: metrics.clone(), health: health.clone() }, stop_rx));
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        HttpState { metrics: metrics.clone(), health: health.clone() },
+        stop_rx,
+    ));
     if let Err(e) = std::fs::create_dir_all(&ipam.report_dir) {
         warn!(dir = %ipam.report_dir.display(), error = %e, "ipam: the report directory cannot be created; reports are kept in memory only");
     }
@@ -68,9 +71,20 @@ pub async fn run(config_path: Option<&Path>, listen: Option<SocketAddr>) -> Resu
     Ok(Status::Healthy)
 }
 
+/// The config and a client for the datastore it names (an error without one).
+pub(crate) fn connect(path: Option<&Path>) -> Result<(Config, EtcdClient), MedicError> {
+    let config = load_config(path, None)?;
+    let settings = Settings::resolve(&config)?.ok_or_else(|| {
+        MedicError::Config(
+            "ipam: no datastore configured ([calico] etcd_endpoints, or calicoctl's config with etcdv2)".into(),
+        )
+    })?;
+    Ok((config, EtcdClient::new(&settings)?))
+}
+
 /// One check (and, when configured, one release).
 async fn round(client: &EtcdClient, ipam: &IpamConfig, m: &IpamMetrics, reports: &mut VecDeque<Report>) {
-    let report = match check_once(client).await {
+    let report = match store::check(client).await {
         Ok(r) => r,
         Err(e) => {
             m.check_failed();
@@ -93,7 +107,7 @@ async fn round(client: &EtcdClient, ipam: &IpamConfig, m: &IpamMetrics, reports:
         "ipam: checked"
     );
     let file = ipam.report_dir.join(format!("ipam-{:.0}.json", report.taken_at * 1000.0));
-    if let Err(e) = write_report(&file, &report) {
+    if let Err(e) = store::save_report(&file, &report) {
         warn!(error = %e, "ipam: report not written");
     }
     reports.push_back(report);
@@ -129,7 +143,9 @@ fn prune(dir: &Path, keep: usize) {
     let mut files: Vec<_> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ipam-") && n.ends_with(".json")))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ipam-") && n.ends_with(".json"))
+        })
         .collect();
     files.sort();
     for old in files.iter().take(files.len().saturating_sub(keep)) {

@@ -221,7 +221,8 @@ pub(crate) mod tests {
     #[test]
     fn release_nulls_appends_and_collects_attributes() {
         let mut v: Value = serde_json::from_str(&block_json("10.0.0.0/26", "h", &[0, 1, 2])).unwrap();
-        v["attributes"] = serde_json::json!([{"handle_id": "k8s-pod", "secondary": null}, {"handle_id": null, "secondary": null}]);
+        v["attributes"] =
+            serde_json::json!([{"handle_id": "k8s-pod", "secondary": null}, {"handle_id": null, "secondary": null}]);
         v["allocations"][1] = Value::from(1);
         v["allocations"][2] = Value::from(1);
         v["futureField"] = Value::from("kept");

@@ -185,7 +185,8 @@ fn in_use_findings(
     ips.sort();
     let tunnel_holders = s.tunnels.iter().map(|(h, ip)| (*ip, h.as_str()));
     let tunnel_ips: Vec<(Ipv4Addr, &str)> = tunnel_holders.collect();
-    for ip in ips.into_iter().copied().chain(tunnel_ips.iter().map(|(ip, _)| *ip).filter(|ip| !by_ip.contains_key(ip))) {
+    for ip in ips.into_iter().copied().chain(tunnel_ips.iter().map(|(ip, _)| *ip).filter(|ip| !by_ip.contains_key(ip)))
+    {
         let as_net = Cidr { addr: ip, len: 32 };
         // Only addresses Calico's IPAM manages: inside a pool or an existing block.
         let managed = s.pool_of(&as_net).is_some() || s.blocks.iter().any(|b| b.cidr.contains(ip));
@@ -194,10 +195,10 @@ fn in_use_findings(
             .map(|v| v.iter().map(|h| Holder2 { host: h.host.clone(), endpoint: h.endpoint.clone() }).collect())
             .unwrap_or_default();
         holders.extend(
-            tunnel_ips.iter().filter(|(t, _)| *t == ip).map(|(_, h)| Holder2 {
-                host: h.to_string(),
-                endpoint: "tunnel".into(),
-            }),
+            tunnel_ips
+                .iter()
+                .filter(|(t, _)| *t == ip)
+                .map(|(_, h)| Holder2 { host: h.to_string(), endpoint: "tunnel".into() }),
         );
         let label = || {
             let block = s.blocks.iter().find(|b| b.cidr.contains(ip)).map(|b| b.cidr).unwrap_or(as_net);
@@ -244,7 +245,10 @@ mod tests {
     pub(crate) fn snapshot() -> Snapshot {
         let mut v: serde_json::Value =
             serde_json::from_str(&block_json("10.68.0.0/26", "a", &[0, 1, 2, 3, 4, 5, 6, 7, 8])).unwrap();
-        v["attributes"].as_array_mut().unwrap().push(serde_json::json!({"handle_id": "k8s-pod-network.x", "secondary": null}));
+        v["attributes"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"handle_id": "k8s-pod-network.x", "secondary": null}));
         v["allocations"][7] = 1.into();
         v["unallocated"].as_array_mut().unwrap().push(8.into());
         let mut s = Snapshot { index: 42, ..Default::default() };
@@ -270,14 +274,24 @@ mod tests {
         let leaks: Vec<String> = r.leak_candidates.iter().map(|c| c.ip.to_string()).collect();
         assert_eq!(leaks, vec!["10.68.0.5", "10.68.0.6"], "no running task's, tunnel, handled or broken one");
         assert_eq!(r.leak_candidates[0].host.as_deref(), Some("a"));
-        assert_eq!(r.unallocated_in_use, vec![Unallocated { ip: "10.68.0.70".parse().unwrap(), host: "b".into(), endpoint: "libnetwork/libnetwork/e70".into() }]);
+        assert_eq!(
+            r.unallocated_in_use,
+            vec![Unallocated {
+                ip: "10.68.0.70".parse().unwrap(),
+                host: "b".into(),
+                endpoint: "libnetwork/libnetwork/e70".into()
+            }]
+        );
         assert_eq!(r.shared.len(), 1);
         assert_eq!((r.shared[0].ip.to_string(), r.shared[0].hosts), ("10.68.0.1".to_string(), 2));
         assert_eq!(r.inconsistent_blocks.len(), 1);
         assert_eq!(r.handled, vec![Handled { ip: "10.68.0.7".parse().unwrap(), handle: "k8s-pod-network.x".into() }]);
         let p = &r.pools[0];
         assert_eq!((p.pool.as_str(), p.size, p.blocks), ("10.68.0.0/16", 65536, 1));
-        assert_eq!((p.allocated, p.in_use, p.leak_candidate, p.unallocated_in_use, p.double, p.handled), (9, 6, 2, 1, 2, 1));
+        assert_eq!(
+            (p.allocated, p.in_use, p.leak_candidate, p.unallocated_in_use, p.double, p.handled),
+            (9, 6, 2, 1, 2, 1)
+        );
         assert_eq!(r.etcd_index, 42);
         assert!(r.has_findings());
     }
@@ -285,7 +299,10 @@ mod tests {
     #[test]
     fn a_clean_cluster_has_no_findings() {
         let mut s = Snapshot::default();
-        s.add_blocks(&[leaf("/calico/ipam/v2/assignment/ipv4/block/10.9.0.0-26", &block_json("10.9.0.0/26", "a", &[0]))]);
+        s.add_blocks(&[leaf(
+            "/calico/ipam/v2/assignment/ipv4/block/10.9.0.0-26",
+            &block_json("10.9.0.0/26", "a", &[0]),
+        )]);
         s.add_hosts(&[ep("a", "e0", "10.9.0.0")]);
         let r = analyse(&s, 1.0);
         assert!(!r.has_findings(), "{r:?}");

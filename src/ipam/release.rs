@@ -94,7 +94,10 @@ pub fn plan(candidates: &[Candidate], live: &Snapshot, limit: usize) -> Plan {
     if !live.unreadable.is_empty() {
         out.kept = candidates
             .iter()
-            .map(|c| Kept { ip: c.ip, why: format!("{} key(s) unreadable: nothing is released", live.unreadable.len()) })
+            .map(|c| Kept {
+                ip: c.ip,
+                why: format!("{} key(s) unreadable: nothing is released", live.unreadable.len()),
+            })
             .collect();
         return out;
     }
@@ -168,7 +171,10 @@ mod tests {
         assert_eq!(p.blocks[0].prev_index, 9);
         assert_eq!(p.blocks[0].ips, vec![Ipv4Addr::new(10, 9, 0, 1)]);
         assert_eq!(p.blocks[0].value["allocations"][1], serde_json::Value::Null);
-        assert_eq!(p.kept, vec![Kept { ip: Ipv4Addr::new(10, 9, 0, 3), why: "no longer allocated (released by someone else)".into() }]);
+        assert_eq!(
+            p.kept,
+            vec![Kept { ip: Ipv4Addr::new(10, 9, 0, 3), why: "no longer allocated (released by someone else)".into() }]
+        );
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! failover and answer ceiling (`[limits] datastore_answer_bytes`).
 
 use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::SystemTime;
 
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::check::Candidate;
+use super::check::{analyse, Candidate, Report};
 use super::release::{plan, Kept};
 use super::{Cidr, Snapshot, BLOCK_DIR, HOST_DIR, POOL_DIR};
 use crate::datastore::etcd::Swapped;
@@ -30,6 +32,33 @@ pub async fn read(client: &EtcdClient) -> Result<Snapshot, MedicError> {
     s.add_blocks(&blocks);
     s.add_hosts(&hosts);
     Ok(s)
+}
+
+/// One check now: read, analyse (stamped with the time of the read).
+pub async fn check(client: &EtcdClient) -> Result<Report, MedicError> {
+    let taken_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let snapshot = read(client).await?;
+    Ok(analyse(&snapshot, taken_at))
+}
+
+/// Writes a report (JSON) atomically.
+pub fn save_report(path: &Path, report: &Report) -> Result<(), MedicError> {
+    let text = serde_json::to_string_pretty(report).expect("reports serialize");
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text + "\n").and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| MedicError::ConfigIo {
+        context: format!("ipam: writing the report {}", path.display()),
+        source: e,
+    })
+}
+
+/// Reads a report `save_report` (or `ipam check --json`) wrote.
+pub fn load_report(path: &Path) -> Result<Report, MedicError> {
+    let text = std::fs::read_to_string(path).map_err(|e| MedicError::ConfigIo {
+        context: format!("ipam: reading the report {}", path.display()),
+        source: e,
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| MedicError::Config(format!("ipam: {} is not a report of ipam check: {e}", path.display())))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

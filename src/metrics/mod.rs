@@ -63,7 +63,16 @@ impl Metrics {
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("unique metric");
         let start = StartMetrics::register(&r);
         let node = node::NodeMetrics::register(&r);
-        Metrics { registry: r, endpoint, agent, escalation, start, node, datastore: OnceLock::new(), ipam: OnceLock::new() }
+        Metrics {
+            registry: r,
+            endpoint,
+            agent,
+            escalation,
+            start,
+            node,
+            datastore: OnceLock::new(),
+            ipam: OnceLock::new(),
+        }
     }
 
     /// Registers the datastore series (once; `read_reasons` pre-creates the counters).
