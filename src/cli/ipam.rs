@@ -57,6 +57,9 @@ pub struct ReleaseArgs {
     /// Release at most this many addresses (default: `[ipam] release_limit`).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Only candidates in this pool (or any network, a.b.c.d/n).
+    #[arg(long, value_name = "CIDR")]
+    pub pool: Option<crate::ipam::Cidr>,
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
@@ -136,6 +139,10 @@ impl ReleaseArgs {
         let reports = self.reports.iter().map(|p| store::load_report(p)).collect::<Result<Vec<_>, _>>()?;
         let candidates =
             common_candidates(&reports, self.min_gap).map_err(|e| MedicError::Config(format!("ipam release: {e}")))?;
+        let mut candidates = candidates;
+        if let Some(pool) = self.pool {
+            candidates.retain(|c| c.block.within(&pool));
+        }
         let limit = self.limit.unwrap_or(config.ipam.release_limit);
         let out = store::release(&client, &candidates, limit, !self.yes).await?;
         if self.json {
