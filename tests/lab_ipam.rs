@@ -298,8 +298,8 @@ fn release_and_restart(
 ) {
     let (a, b) = (dir.join("a.json"), dir.join("b.json"));
     let base = ["release", "--from-report", a.to_str().unwrap(), "--from-report", b.to_str().unwrap(), "--pool", POOL];
-    let (code, out, err) = ipam(config, &[&base[..], &["--min-gap", "5s"]].concat());
-    assert_eq!(code, 2, "reports 2 s apart are refused with --min-gap 5s: {out}{err}");
+    let (code, out, err) = ipam(config, &[&base[..], &["--min-gap", "60s"]].concat());
+    assert_eq!(code, 2, "reports seconds apart are refused with --min-gap 60s: {out}{err}");
     assert!(err.contains("--min-gap"), "{err}");
     let before = block(LAB_ETCD, BLOCK_KEY);
     let (code, out, err) = ipam(config, &[&base[..], &["--min-gap", "1s", "--json"]].concat());
