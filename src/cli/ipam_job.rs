@@ -33,7 +33,7 @@ pub async fn run(config_path: Option<&Path>, listen: Option<SocketAddr>) -> Resu
     let listen = listen.unwrap_or(ipam.listen);
     let install = |kind| signal(kind).map_err(|e| MedicError::netns_io("installing signal handlers", e));
     let (mut term, mut int) = (install(SignalKind::terminate())?, install(SignalKind::interrupt())?);
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::ipam_job());
     let health = Arc::new(Health::default());
     health.set_pass_timeout(config.call_deadline() * 10);
     health.follower_beat();

@@ -80,6 +80,21 @@ impl Metrics {
         self.datastore.get_or_init(|| DatastoreMetrics::register(&self.registry, read_reasons));
     }
 
+    /// The cluster IPAM job's metrics: build information, the process and the
+    /// `ipam_*` series only (the agent's series would read as a host without Docker).
+    pub fn ipam_job() -> Metrics {
+        let mut m = Metrics::new();
+        let r = Registry::new();
+        let build_info = gauge_vec(&r, "build_info", "Build information.", &["version"]);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("unique metric");
+        // The agent's groups stay in the struct (its intent methods need them), unexported.
+        m.registry = r;
+        m.enable_ipam();
+        m
+    }
+
     /// Registers the cluster IPAM job's series (once) and returns them.
     pub fn enable_ipam(&self) -> &IpamMetrics {
         self.ipam.get_or_init(|| IpamMetrics::register(&self.registry))
@@ -254,6 +269,21 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ipam_job_exports_only_its_own_series() {
+        let m = Metrics::ipam_job();
+        m.enable_ipam().set_pools(&[("10.68.0.0/16".into(), 65536, [9, 6, 2, 1, 0])], 1.0);
+        m.docker_connected(false);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains("calico_medic_ipam_addresses{pool=\"10.68.0.0/16\",state=\"leak_candidate\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("calico_medic_ipam_pool_addresses{pool=\"10.68.0.0/16\"} 65536"), "{text}");
+        assert!(text.contains("calico_medic_build_info"), "{text}");
+        assert!(!text.contains("docker_up") && !text.contains("calico_medic_endpoint_"), "{text}");
+    }
 
     #[test]
     fn tenant_labels_are_capped_on_a_character_boundary() {
