@@ -91,7 +91,7 @@ fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
-/// One `ipam check` as a child process: (wall seconds, peak RSS KiB, exit code, stdout bytes).
+/// One `ipam check` as a child process: (wall seconds, peak RSS KiB, exit code, leak candidates).
 fn run_check(bin: &str, config: &std::path::Path) -> (f64, i64, i32, usize) {
     let t0 = Instant::now();
     let child = Command::new(bin)
@@ -105,7 +105,9 @@ fn run_check(bin: &str, config: &std::path::Path) -> (f64, i64, i32, usize) {
     let wall = t0.elapsed().as_secs_f64();
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
-    (wall, u.ru_maxrss, out.status.code().unwrap_or(-1), out.stdout.len())
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    let leaks = report["leak_candidates"].as_array().map(Vec::len).unwrap_or(0);
+    (wall, u.ru_maxrss, out.status.code().unwrap_or(-1), leaks)
 }
 
 fn main() {
@@ -120,6 +122,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let kv = cluster(hosts, endpoints);
     let load = rt.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let t0 = Instant::now();
         while http.get(format!("{url}/v2/keys/")).send().await.is_err() {
@@ -166,8 +169,8 @@ fn main() {
     let mut walls = Vec::new();
     let mut peak = 0;
     for i in 0..rounds.max(1) {
-        let (wall, rss, code, bytes) = run_check(bin, &config);
-        println!("round {i}: ipam check {wall:.3} s, exit {code}, report {bytes} bytes");
+        let (wall, rss, code, leaks) = run_check(bin, &config);
+        println!("round {i}: ipam check {wall:.3} s, exit {code}, {leaks} leak candidates (want {})", 2 * hosts);
         walls.push(wall);
         peak = peak.max(rss);
     }

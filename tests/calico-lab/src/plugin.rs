@@ -7,7 +7,8 @@
 //! * no IPv6 gateway in the Join answer;
 //! * endpoints (and, like Calico, each network's profile) go to etcd at Calico's keys when
 //!   `--etcd-endpoint` is given (the lab's setup does), else to `datastore.json`; pools need no
-//!   pre-configuration (no IPAM in etcd; tests/lab/README.md compares it with the real plugin);
+//!   pre-configuration; with etcd, addresses are allocated there as libcalico-go does
+//!   (`calico_ipam.rs`), else round robin in `state.json` (tests/lab/README.md compares them);
 //! * generic network options `calico-lab.*` are accepted (`calico-lab.omit-mac=true` is the
 //!   seed fault mode); any other option is refused like Calico does;
 //! * DeleteEndpoint/Leave of an unknown endpoint succeed (logged), so teardown never wedges.
