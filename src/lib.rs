@@ -11,6 +11,7 @@ pub mod docker;
 pub mod error;
 pub mod hook;
 pub mod http;
+pub mod ipam;
 pub mod kernel;
 pub mod local_ips;
 pub mod marathon;

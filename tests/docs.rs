@@ -137,6 +137,7 @@ fn operations_md_documents_every_key_of_unit_config_toml() {
 fn metrics_md_lists_every_family_with_its_labels() {
     let metrics = Metrics::new();
     metrics.enable_datastore(&[]);
+    metrics.enable_ipam(); // the cluster IPAM job's series
     metrics.felix(true); // registered on Felix's first answer
     let registered: BTreeSet<String> =
         metrics.families().into_iter().map(|(name, labels)| family_line(&name, labels)).collect();

@@ -80,6 +80,9 @@ cargo test -p calico-medic --test wedge -- --include-ignored
 step "end-to-end: Calico's datastore in etcd (datastore MAC, watch, orphans, outage and recovery, index cleared, TLS)"
 cargo test -p calico-medic --test lab_datastore -- --include-ignored
 
+step "end-to-end: Calico's IPAM across the cluster (leaks found and released with proof, a block changed just before the compare-and-swap, doubles never released; the ipam job as its Marathon app)"
+timed "lab_ipam marathon_ipam" cargo test -p calico-medic --test lab_ipam --test marathon_ipam -- --include-ignored --nocapture
+
 # Calico's real libnetwork plugin (v1.1.3, tests/lab/calico-real/, network calico-lab-real): the
 # one-off, daemon and datastore suites again on its tasks and records (faults injected after start).
 step "end-to-end on Calico's real libnetwork plugin (20.10): one-off, daemon, datastore on calico-lab-real"

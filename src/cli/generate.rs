@@ -128,7 +128,7 @@ mod tests {
         let mut full = Cli::command();
         let mut doc = documented_command();
         let names: Vec<_> = doc.get_subcommands().map(|s| s.get_name().to_string()).collect();
-        assert_eq!(names, ["run", "check", "repair", "escalations"]);
+        assert_eq!(names, ["run", "check", "repair", "escalations", "ipam"]);
         assert_eq!(doc.render_long_help().to_string(), full.render_long_help().to_string());
         assert_eq!(doc.render_usage().to_string(), full.render_usage().to_string());
         assert!(full.get_subcommands().any(|s| s.get_name() == "generate" && s.is_hide_set()));
@@ -147,7 +147,8 @@ mod tests {
                 "calico-medic-run.1",
                 "calico-medic-check.1",
                 "calico-medic-repair.1",
-                "calico-medic-escalations.1"
+                "calico-medic-escalations.1",
+                "calico-medic-ipam.1"
             ]
         );
         let page = fs::read_to_string(dir.path().join("calico-medic-check.1")).unwrap();

@@ -3,6 +3,8 @@
 mod check;
 mod escalations;
 mod generate;
+mod ipam;
+mod ipam_job;
 mod repair;
 mod run;
 
@@ -21,6 +23,7 @@ use crate::report::{render_table, EndpointReport};
 pub use check::{CheckCmd, Filter};
 pub use escalations::EscalationsCmd;
 pub use generate::{documented_command, GenerateCmd};
+pub use ipam::IpamCmd;
 pub use repair::RepairCmd;
 pub use run::RunCmd;
 
@@ -79,6 +82,9 @@ pub enum Command {
     /// Exit status: 0 shown (or reset), 2 the state file cannot be read (the daemon then asks for no kill for
     /// an hour) or bad config.
     Escalations(EscalationsCmd),
+    /// Calico's IPAM across the cluster: leaked and doubly used addresses, and the release of leaks with proof.
+    #[command(subcommand)]
+    Ipam(IpamCmd),
     /// Write the man pages or shell completions (for packaging).
     #[command(hide = true)]
     Generate(GenerateCmd),
@@ -120,6 +126,7 @@ impl Cli {
                 Command::Check(cmd) => cmd.exec(self.docker_host.as_deref()).await,
                 Command::Repair(cmd) => cmd.exec(self.docker_host.as_deref()).await,
                 Command::Escalations(cmd) => cmd.exec(),
+                Command::Ipam(cmd) => cmd.exec().await,
                 Command::Generate(_) | Command::Hook(_) => unreachable!("handled before the runtime starts"),
             }
         });
@@ -175,8 +182,9 @@ pub(crate) fn fail(reason: &str) -> ExitCode {
 
 /// The sections that other modules own, each checked by its owner whenever the
 /// config is loaded (daemon start, SIGHUP reload, `check`, `repair`), in this order.
-pub const SECTIONS: [SectionCheck; 3] = [
+pub const SECTIONS: [SectionCheck; 4] = [
     crate::datastore::settings::check_section,
+    crate::ipam::settings::check_section,
     crate::prestart::settings::check_section,
     crate::marathon::settings::check_section,
 ];

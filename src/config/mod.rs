@@ -17,7 +17,9 @@ use crate::error::MedicError;
 use crate::workload::MacAddr;
 pub use parse::{count, parse_duration, within};
 use parse::{de_duration, de_opt_mac, one_line, with_line};
-pub use sections::{BackoffConfig, CalicoConfig, LimitsConfig, MarathonConfig, PrestartConfig, ProbeConfig};
+pub use sections::{
+    BackoffConfig, CalicoConfig, IpamConfig, LimitsConfig, MarathonConfig, PrestartConfig, ProbeConfig,
+};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/calico-medic/config.toml";
 
@@ -62,6 +64,8 @@ pub struct Config {
     pub marathon: MarathonConfig,
     pub prestart: PrestartConfig,
     pub limits: LimitsConfig,
+    /// The cluster IPAM job (`calico-medic ipam`); see `crate::ipam`.
+    pub ipam: IpamConfig,
 }
 
 impl Default for Config {
@@ -87,6 +91,7 @@ impl Default for Config {
             marathon: MarathonConfig::default(),
             prestart: PrestartConfig::default(),
             limits: LimitsConfig::default(),
+            ipam: IpamConfig::default(),
         }
     }
 }
@@ -280,12 +285,14 @@ mod tests {
         assert_eq!(parsed.docker_host.take().as_deref(), Some("unix:///var/run/docker.sock"));
         assert_eq!(parsed, Config::default());
         // Every key the parser accepts (it lists them for an unknown key) is in the example.
-        for header in ["", "[backoff]\n", "[probe]\n", "[calico]\n", "[marathon]\n", "[prestart]\n", "[limits]\n"] {
+        for header in
+            ["", "[backoff]\n", "[probe]\n", "[calico]\n", "[marathon]\n", "[prestart]\n", "[limits]\n", "[ipam]\n"]
+        {
             let err = Config::from_toml(&format!("{header}zz_unknown = 1\n"), "t").unwrap_err().to_string();
             let known = err.rsplit_once("zz_unknown`").map(|(_, rest)| rest).unwrap_or_default();
             let keys: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
             assert!(!keys.is_empty(), "no key list in: {err}");
-            let sections = ["backoff", "probe", "calico", "marathon", "prestart", "limits"];
+            let sections = ["backoff", "probe", "calico", "marathon", "prestart", "limits", "ipam"];
             for key in keys.into_iter().filter(|k| !sections.contains(k)) {
                 assert!(
                     uncommented.lines().any(|l| l.starts_with(&format!("{key} = "))),

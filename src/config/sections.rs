@@ -260,3 +260,38 @@ impl Default for ProbeConfig {
         }
     }
 }
+
+/// `[ipam]`: the cluster job `calico-medic ipam run` (one instance per cluster, e.g.
+/// `unit/marathon-ipam.json`); checked by `ipam::settings`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IpamConfig {
+    /// How often the job checks the cluster's IPAM.
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// Release leaks (candidates in every report of the last `min_gap` and more); off:
+    /// report only.
+    pub release: bool,
+    /// The first and last report a release relies on are at least this far apart.
+    #[serde(deserialize_with = "de_duration")]
+    pub min_gap: Duration,
+    /// Addresses released per run at most.
+    pub release_limit: usize,
+    /// Where the job keeps its reports (one JSON file per check, the newest few kept).
+    pub report_dir: std::path::PathBuf,
+    /// The job's own metrics port (`/metrics`, `/healthz`).
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for IpamConfig {
+    fn default() -> Self {
+        IpamConfig {
+            interval: Duration::from_secs(300),
+            release: false,
+            min_gap: Duration::from_secs(900),
+            release_limit: 20,
+            report_dir: "/var/lib/calico-medic/ipam".into(),
+            listen: "0.0.0.0:9638".parse().unwrap(),
+        }
+    }
+}

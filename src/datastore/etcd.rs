@@ -15,6 +15,9 @@ use serde::Deserialize;
 use super::Settings;
 use crate::error::MedicError;
 
+mod keys;
+pub use keys::{Leaf, Swapped};
+
 /// One key of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -58,7 +61,8 @@ pub enum Watched {
 /// etcd's error body (`{"errorCode":401,"message":"The event in requested index is outdated and cleared",…}`).
 pub const INDEX_CLEARED: u64 = 401;
 const KEY_NOT_FOUND: u64 = 100;
-const NODE_EXISTS: u64 = 105;
+pub(super) const NODE_EXISTS: u64 = 105;
+pub(super) const COMPARE_FAILED: u64 = 101;
 
 #[derive(Deserialize, Default)]
 struct Answer {
@@ -174,7 +178,7 @@ impl EtcdClient {
     /// Every leaf under `dir` (recursive). A missing directory is empty, not an error.
     pub async fn get_dir(&self, dir: &str) -> Result<DirRead, MedicError> {
         let path = format!("/v2/keys{dir}?recursive=true&quorum=false");
-        let (status, header_index, answer) = self.request(&path).await?;
+        let (status, header_index, answer) = self.request(reqwest::Method::GET, &path, None).await?;
         let index = header_index.or(answer.index).unwrap_or(0);
         match (status, answer.error_code) {
             (StatusCode::OK, None) => {
@@ -195,7 +199,7 @@ impl EtcdClient {
 
     /// A plain read of `dir` itself (not recursive, not waiting): etcd answers or not.
     pub async fn alive(&self, dir: &str) -> Result<(), MedicError> {
-        self.request(&format!("/v2/keys{dir}?quorum=false")).await.map(|_| ())
+        self.request(reqwest::Method::GET, &format!("/v2/keys{dir}?quorum=false"), None).await.map(|_| ())
     }
 
     /// Waits up to `timeout` for the first change under `dir` at or after `wait_index`.
@@ -280,29 +284,10 @@ impl EtcdClient {
         Err(tried.into_error())
     }
 
-    /// Writes `value` at `key` only where no key is (`prevExist=false`): true when this
-    /// request wrote it, false when a key was there (it is never overwritten).
-    pub async fn create(&self, key: &str, value: &str) -> Result<bool, MedicError> {
-        let path = format!("/v2/keys{key}?prevExist=false");
-        let (status, _, answer) = self.send(reqwest::Method::PUT, &path, Some(form_value(value))).await?;
-        match (status, answer.error_code) {
-            (StatusCode::CREATED | StatusCode::OK, None) => Ok(true),
-            (_, Some(NODE_EXISTS)) => Ok(false),
-            (status, code) => Err(MedicError::Datastore(format!(
-                "creating {key} on {}: {status} {}",
-                self.current(),
-                describe_code(code, answer.message.as_deref())
-            ))),
-        }
-    }
-
-    async fn request(&self, path: &str) -> Result<(StatusCode, Option<u64>, Answer), MedicError> {
-        self.send(reqwest::Method::GET, path, None).await
-    }
-
     /// Asks the endpoints in turn (the last one that answered first) until one
     /// answers with a status below 500. Returns the status, `X-Etcd-Index` and the body.
-    async fn send(
+    /// `form`: a form-encoded body (writes).
+    async fn request(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -361,18 +346,6 @@ impl EtcdClient {
         let key = path.split('?').next().unwrap_or(path);
         MedicError::DatastoreTooLarge { context: format!("{base}: {doing} {key}"), cap: self.max_answer_bytes }
     }
-}
-
-/// `value=<v>` as a form body (`application/x-www-form-urlencoded`).
-fn form_value(v: &str) -> String {
-    let mut out = String::from("value=");
-    for b in v.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 /// Why a body was not read whole.

@@ -20,6 +20,7 @@ mod agent;
 mod datastore;
 mod endpoint;
 mod escalation;
+mod ipam;
 mod labels;
 mod node;
 mod registry;
@@ -33,6 +34,7 @@ use agent::AgentMetrics;
 use datastore::DatastoreMetrics;
 use endpoint::EndpointMetrics;
 use escalation::EscalationMetrics;
+pub use ipam::IpamMetrics;
 use registry::{gauge_vec, Registry};
 use start::StartMetrics;
 
@@ -45,6 +47,8 @@ pub struct Metrics {
     node: node::NodeMetrics,
     /// Registered only when a datastore is configured (no `datastore_up 0` without one).
     datastore: OnceLock<DatastoreMetrics>,
+    /// Registered only by the cluster IPAM job (`calico-medic ipam run`).
+    ipam: OnceLock<IpamMetrics>,
 }
 
 impl Metrics {
@@ -59,12 +63,41 @@ impl Metrics {
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("unique metric");
         let start = StartMetrics::register(&r);
         let node = node::NodeMetrics::register(&r);
-        Metrics { registry: r, endpoint, agent, escalation, start, node, datastore: OnceLock::new() }
+        Metrics {
+            registry: r,
+            endpoint,
+            agent,
+            escalation,
+            start,
+            node,
+            datastore: OnceLock::new(),
+            ipam: OnceLock::new(),
+        }
     }
 
     /// Registers the datastore series (once; `read_reasons` pre-creates the counters).
     pub fn enable_datastore(&self, read_reasons: &[ReadReason]) {
         self.datastore.get_or_init(|| DatastoreMetrics::register(&self.registry, read_reasons));
+    }
+
+    /// The cluster IPAM job's metrics: build information, the process and the
+    /// `ipam_*` series only (the agent's series would read as a host without Docker).
+    pub fn ipam_job() -> Metrics {
+        let mut m = Metrics::new();
+        let r = Registry::new();
+        let build_info = gauge_vec(&r, "build_info", "Build information.", &["version"]);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("unique metric");
+        // The agent's groups stay in the struct (its intent methods need them), unexported.
+        m.registry = r;
+        m.enable_ipam();
+        m
+    }
+
+    /// Registers the cluster IPAM job's series (once) and returns them.
+    pub fn enable_ipam(&self) -> &IpamMetrics {
+        self.ipam.get_or_init(|| IpamMetrics::register(&self.registry))
     }
 
     pub fn datastore_up(&self, up: bool) {
@@ -246,6 +279,21 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ipam_job_exports_only_its_own_series() {
+        let m = Metrics::ipam_job();
+        m.enable_ipam().set_pools(&[("10.68.0.0/16".into(), 65536, [9, 6, 2, 1, 0])], 1.0);
+        m.docker_connected(false);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains("calico_medic_ipam_addresses{pool=\"10.68.0.0/16\",state=\"leak_candidate\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("calico_medic_ipam_pool_addresses{pool=\"10.68.0.0/16\"} 65536"), "{text}");
+        assert!(text.contains("calico_medic_build_info"), "{text}");
+        assert!(!text.contains("docker_up") && !text.contains("calico_medic_endpoint_"), "{text}");
+    }
 
     #[test]
     fn tenant_labels_are_capped_on_a_character_boundary() {

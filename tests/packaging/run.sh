@@ -49,7 +49,7 @@ UNIT=/lib/systemd/system/calico-medic.service
 BIN=/usr/bin/calico-medic
 CONF=/etc/calico-medic/config.toml
 DOC=/usr/share/doc/calico-medic
-MAN_PAGES=(calico-medic.1.gz calico-medic-check.1.gz calico-medic-escalations.1.gz calico-medic-repair.1.gz calico-medic-run.1.gz)
+MAN_PAGES=(calico-medic.1.gz calico-medic-check.1.gz calico-medic-escalations.1.gz calico-medic-ipam.1.gz calico-medic-repair.1.gz calico-medic-run.1.gz)
 # docs/*.md, shipped beside the README (…/doc/calico-medic/docs/ in the packages, docs/ in the tarball).
 DOCS=(architecture.md figures.md how-it-works.md metrics.md operations.md testing.md)
 BASH_COMPLETION=/usr/share/bash-completion/completions/calico-medic

@@ -70,6 +70,7 @@ T=""
 MEDIC_PID=""
 DRY_PID=""
 PROM_PID=""
+IPAM_PID=""
 TASKS=()
 
 pass() { echo "PASS: $*"; PASS=$((PASS + 1)); }
@@ -90,6 +91,7 @@ cleanup() {
     [[ -n $MEDIC_PID ]] && kill "$MEDIC_PID" 2>/dev/null && wait "$MEDIC_PID" 2>/dev/null
     [[ -n $DRY_PID ]] && kill "$DRY_PID" 2>/dev/null && wait "$DRY_PID" 2>/dev/null
     [[ -n $PROM_PID ]] && kill "$PROM_PID" 2>/dev/null && wait "$PROM_PID" 2>/dev/null
+    [[ -n $IPAM_PID ]] && kill "$IPAM_PID" 2>/dev/null && wait "$IPAM_PID" 2>/dev/null
     ((${#TASKS[@]})) && "$LABCTL" rm "${TASKS[@]}" >/dev/null 2>&1
     if [[ -n $T ]]; then
         if [[ $FAIL -ne 0 || ${KEEP_TMP:-} == 1 ]]; then
@@ -261,6 +263,15 @@ else
 fi
 
 # ------------------------------------------------------------------ 2. Prometheus
+# The cluster IPAM job (calico-medic ipam run, one per cluster) on the lab's etcd: the dashboard's
+# IPAM row and the IPAM alerts read its series; scraped in the same job.
+IPORT=$(free_port) || fatal "no free port"
+printf '[calico]\netcd_endpoints = ["http://127.0.0.1:2379"]\ncalicoctl_config = ""\n[ipam]\ninterval = "1s"\nreport_dir = "%s"\n' \
+    "$T/ipam" >"$T/ipam.toml"
+"$BIN" ipam run --listen "127.0.0.1:$IPORT" --config "$T/ipam.toml" >"$T/ipam.log" 2>&1 &
+IPAM_PID=$!
+wait_for 30 curl -fsS --max-time 1 "http://127.0.0.1:$IPORT/readyz" || fatal "ipam job not ready on 127.0.0.1:$IPORT"
+pass "ipam job ready on 127.0.0.1:$IPORT (/readyz 200)"
 cat >"$T/prometheus.yml" <<EOF
 global:
   scrape_interval: 1s
@@ -271,7 +282,7 @@ rule_files:
 scrape_configs:
   - job_name: $JOB
     static_configs:
-      - targets: ["127.0.0.1:$MPORT"]
+      - targets: ["127.0.0.1:$MPORT", "127.0.0.1:$IPORT"]
 EOF
 prometheus --config.file="$T/prometheus.yml" --storage.tsdb.path="$T/prom-data" \
     --web.listen-address="127.0.0.1:$PPORT" --log.level=warn >"$T/prometheus.log" 2>&1 &

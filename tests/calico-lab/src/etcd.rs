@@ -21,7 +21,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-const TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Calico's endpoint JSON, fields in libcalico-go's order (`model.WorkloadEndpoint`).
 #[derive(Serialize)]
@@ -36,10 +36,10 @@ struct CalicoEndpoint<'a> {
 }
 
 /// One answer: HTTP status, etcd's `X-Etcd-Index` (when sent) and the body.
-struct Answer {
-    status: u16,
-    index: Option<u64>,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) index: Option<u64>,
+    pub(crate) body: String,
 }
 
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ pub fn calico_hostname() -> String {
 }
 
 /// Percent-encodes a form value (`application/x-www-form-urlencoded`).
-fn form_encode(s: &str) -> String {
+pub(crate) fn form_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         match b {
@@ -86,6 +86,11 @@ impl Etcd {
             return Err(format!("calico host name {hostname:?} is not usable in an etcd key"));
         }
         Ok(Etcd { authority, hostname: hostname.to_string() })
+    }
+
+    /// Calico's name for this host (its IPAM affinities and endpoint keys).
+    pub fn hostname(&self) -> &str {
+        &self.hostname
     }
 
     pub fn describe(&self) -> String {
@@ -226,7 +231,13 @@ impl Etcd {
 
     /// One HTTP/1.1 request (`Connection: close`); `timeout` bounds connecting, writing and
     /// each read.
-    fn request(&self, method: &str, path: &str, form: Option<&str>, timeout: Duration) -> Result<Answer, String> {
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        path: &str,
+        form: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Answer, String> {
         let fail = |e: std::io::Error| {
             let e = match e.kind() {
                 ErrorKind::WouldBlock | ErrorKind::TimedOut => "timed out".to_string(),

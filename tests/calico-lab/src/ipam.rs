@@ -41,6 +41,25 @@ impl Cidr {
     }
 }
 
+impl Cidr {
+    /// Is `ip` inside this network?
+    pub fn contains_ip(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & mask(self.prefix) == self.base
+    }
+
+    /// The `n`th address of the network.
+    pub fn nth(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(self.base.wrapping_add(n))
+    }
+
+    /// The `/prefix` networks inside this one, in order (none if `prefix` is shorter).
+    pub fn subnets(&self, prefix: u8) -> impl Iterator<Item = Cidr> + '_ {
+        let count = if prefix < self.prefix || prefix > 32 { 0 } else { 1u64 << (prefix - self.prefix) };
+        let step = 1u64 << (32 - u32::from(prefix));
+        (0..count).map(move |i| Cidr { base: (u64::from(self.base) + i * step) as u32, prefix })
+    }
+}
+
 impl std::fmt::Display for Cidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", Ipv4Addr::from(self.base), self.prefix)

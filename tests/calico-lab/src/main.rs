@@ -5,6 +5,7 @@
 //! part of Felix (for its own endpoints, and for those Calico's real plugin writes to the same
 //! etcd directory: `felix.rs`). See tests/lab/README.md.
 
+mod calico_ipam;
 mod docker;
 mod etcd;
 mod felix;

@@ -7,11 +7,13 @@
 //! * no IPv6 gateway in the Join answer;
 //! * endpoints (and, like Calico, each network's profile) go to etcd at Calico's keys when
 //!   `--etcd-endpoint` is given (the lab's setup does), else to `datastore.json`; pools need no
-//!   pre-configuration (no IPAM in etcd; tests/lab/README.md compares it with the real plugin);
+//!   pre-configuration; with etcd, addresses are allocated there as libcalico-go does
+//!   (`calico_ipam.rs`), else round robin in `state.json` (tests/lab/README.md compares them);
 //! * generic network options `calico-lab.*` are accepted (`calico-lab.omit-mac=true` is the
 //!   seed fault mode); any other option is refused like Calico does;
 //! * DeleteEndpoint/Leave of an unknown endpoint succeed (logged), so teardown never wedges.
 
+use crate::calico_ipam::CalicoIpam;
 use crate::host;
 use crate::ipam::{self, Pool};
 use crate::log;
@@ -81,6 +83,10 @@ pub struct Plugin {
     cfg: Config,
     store: Store,
     inner: Mutex<Inner>,
+    /// The main instance (endpoints in etcd) allocates in etcd as libcalico-go does.
+    calico_ipam: Option<CalicoIpam>,
+    /// Pools whose stored endpoints' addresses were entered in etcd's blocks (once per process).
+    seeded: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Mark the addresses of stored endpoints that fall in `pool` as allocated.
@@ -204,7 +210,8 @@ impl Plugin {
             st.pools.len(),
             store.describe()
         );
-        Ok(Arc::new(Plugin { cfg, store, inner: Mutex::new(Inner { ds, st }) }))
+        let calico_ipam = store.etcd().map(|e| CalicoIpam::new(e.clone(), store.dir()));
+        Ok(Arc::new(Plugin { cfg, store, inner: Mutex::new(Inner { ds, st }), calico_ipam, seeded: Mutex::default() }))
     }
 
     pub fn host_enabled(&self) -> bool {
@@ -444,6 +451,10 @@ impl Plugin {
                 log!("CreateEndpoint: profile {profile}: {e} (endpoint created anyway)");
             }
         }
+        if let Some(ms) = self.calico_ipam.as_ref().map(|ci| ci.faults().endpoint_delay(addr)).filter(|ms| *ms > 0) {
+            log!("CreateEndpoint {}: endpoint write delayed {ms} ms (ipam-faults delay-endpoint)", req.endpoint_id);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let ep = Endpoint {
             endpoint_id: req.endpoint_id.clone(),
             network_id: req.network_id.clone(),
@@ -538,6 +549,9 @@ impl Plugin {
             let c = ipam::Cidr::parse(&req.pool).map_err(|_| PluginError::failed("Invalid CIDR"))?;
             (c.to_string(), c.to_string(), c.to_string())
         };
+        if let Some(ci) = &self.calico_ipam {
+            ci.ensure_pool(ipam::Cidr::parse(&cidr).map_err(PluginError::failed)?).map_err(PluginError::failed)?;
+        }
         self.update(|i| {
             if !i.st.pools.contains_key(&pool_id) {
                 let mut p = Pool::new(&cidr).map_err(PluginError::failed)?;
@@ -563,9 +577,12 @@ impl Plugin {
     }
 
     fn request_address(&self, req: RequestAddressReq) -> Res {
-        let opts = req.options.unwrap_or_default();
+        let opts = req.options.clone().unwrap_or_default();
         if opts.get("RequestAddressType").and_then(Value::as_str) == Some("com.docker.network.gateway") {
             return Err(PluginError::failed("Calico IPAM does not support specifying a gateway."));
+        }
+        if let Some(ci) = &self.calico_ipam {
+            return self.request_calico_address(ci, &req);
         }
         self.update(|i| {
             let pool = Self::pool_mut(i, &req.pool_id)?;
@@ -593,12 +610,48 @@ impl Plugin {
             .unwrap_or_default()
             .parse()
             .map_err(|_| PluginError::failed(format!("IP releasing error, ip: {:?}", req.address)))?;
+        if let Some(ci) = &self.calico_ipam {
+            ci.release(ip).map_err(PluginError::failed)?;
+            return Ok(json!({}));
+        }
         self.update(|i| {
             if let Some(p) = i.st.pools.get_mut(&req.pool_id) {
                 p.release(ip);
             }
             Ok(json!({}))
         })
+    }
+
+    /// RequestAddress through etcd (the main instance): AutoAssign, or the asked address.
+    fn request_calico_address(&self, ci: &CalicoIpam, req: &RequestAddressReq) -> Res {
+        let cidr = self.update(|i| Ok(Self::pool_mut(i, &req.pool_id)?.cidr.clone()))?;
+        let pool = ipam::Cidr::parse(&cidr).map_err(PluginError::failed)?;
+        self.seed_calico(ci, &cidr, pool);
+        let ip = if req.address.is_empty() {
+            ci.auto_assign(pool).map_err(PluginError::failed)?
+        } else {
+            let ip: Ipv4Addr =
+                req.address.parse().map_err(|_| PluginError::failed(format!("invalid address {:?}", req.address)))?;
+            if !ci.assign_ip(ip).map_err(PluginError::failed)? {
+                return Err(PluginError::failed(format!("IP assignment error: {ip} is already allocated")));
+            }
+            ip
+        };
+        Ok(json!({"Address": format!("{ip}/32"), "Data": {}}))
+    }
+
+    /// Once per pool and process: the addresses of endpoints stored before (a lab set up
+    /// with the file-based allocator) are entered in etcd's blocks.
+    fn seed_calico(&self, ci: &CalicoIpam, cidr: &str, pool: ipam::Cidr) {
+        if !self.seeded.lock().unwrap().insert(cidr.to_string()) {
+            return;
+        }
+        let ips: Vec<Ipv4Addr> = self.inner.lock().unwrap().ds.values().filter_map(|e| e.addr().parse().ok()).collect();
+        for ip in ips.into_iter().filter(|ip| pool.contains_ip(*ip)) {
+            if let Ok(true) = ci.assign_ip(ip) {
+                log!("IPAM: {ip} of a stored endpoint entered in etcd's block");
+            }
+        }
     }
 }
 

@@ -88,6 +88,11 @@ impl Store {
         Store { dir: dir.into(), etcd: Some(etcd), synced: Mutex::new(Datastore::new()) }
     }
 
+    /// The directory of `state.json` (and the IPAM fault switches).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The etcd the endpoints live in, if any.
     pub fn etcd(&self) -> Option<&Etcd> {
         self.etcd.as_ref()
