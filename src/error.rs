@@ -77,6 +77,9 @@ pub enum MedicError {
     /// Calico's datastore (etcd) could not be read or understood.
     #[error("datastore: {0}")]
     Datastore(String),
+    /// BIRD's control socket did not answer, or not as BIRD does.
+    #[error("bgp: {0}")]
+    Bird(String),
     /// etcd answered with a body that is not an etcd v2 answer.
     #[error("datastore: {context}: {source}")]
     DatastoreAnswer {
@@ -132,7 +135,7 @@ impl MedicError {
     }
 
     /// Every value `code()` can return (metrics pre-create these series at 0).
-    pub const CODES: [&'static str; 16] = [
+    pub const CODES: [&'static str; 17] = [
         "docker_unreachable",
         "docker",
         "container_not_found",
@@ -149,6 +152,7 @@ impl MedicError {
         "panic",
         "datastore",
         "namespace_too_large",
+        "bird",
     ];
 
     /// Bounded label value for metrics and JSON.
@@ -172,6 +176,7 @@ impl MedicError {
             MedicError::Timeout { .. } => "timeout",
             MedicError::Panic(..) => "panic",
             MedicError::NamespaceTooLarge { .. } => "namespace_too_large",
+            MedicError::Bird(_) => "bird",
             MedicError::Datastore(_)
             | MedicError::DatastoreAnswer { .. }
             | MedicError::DatastoreRequest { .. }

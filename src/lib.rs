@@ -2,6 +2,7 @@
 //! routes) healthy on Docker hosts, from the host, through rtnetlink.
 
 pub mod agent;
+pub mod bgp;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -94,6 +94,11 @@ impl Medic {
         Ok(self.local_ips.set(crate::local_ips::shared(&held)))
     }
 
+    /// The agent's own (host) network namespace.
+    pub fn host_ns(&self) -> NsIdentity {
+        self.host_ns
+    }
+
     /// Addresses two or more running containers of this host hold.
     pub fn shared_ips(&self) -> usize {
         self.local_ips.count()

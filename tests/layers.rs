@@ -45,7 +45,7 @@ const TIERS: &[(&str, &[&str])] = &[
             "local_ips",
         ],
     ),
-    ("middle", &["marathon", "datastore", "ipam", "metrics", "medic"]),
+    ("middle", &["marathon", "datastore", "ipam", "metrics", "medic", "bgp"]),
     ("upper", &["agent", "prestart", "hook", "sources", "http", "daemon", "cli"]),
 ];
 

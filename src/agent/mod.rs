@@ -70,6 +70,7 @@ impl Agent {
             tokio::spawn(sources::timers::periodic_resync(ctx.clone(), shutdown.clone())),
             tokio::spawn(sources::timers::probe_ticks(ctx.clone(), shutdown.clone())),
             tokio::spawn(sources::plugins::watch_plugins(ctx.clone(), shutdown.clone())),
+            tokio::spawn(sources::bgp::watch_bgp(ctx.clone(), shutdown.clone())),
         ];
         if let Some(ds) = datastore {
             tasks.push(tokio::spawn(sources::datastore::follow_datastore(ctx, ds, shutdown)));

@@ -18,7 +18,7 @@ use crate::workload::MacAddr;
 pub use parse::{count, parse_duration, within};
 use parse::{de_duration, de_opt_mac, one_line, with_line};
 pub use sections::{
-    BackoffConfig, CalicoConfig, IpamConfig, LimitsConfig, MarathonConfig, PrestartConfig, ProbeConfig,
+    BackoffConfig, BgpConfig, CalicoConfig, IpamConfig, LimitsConfig, MarathonConfig, PrestartConfig, ProbeConfig,
 };
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/calico-medic/config.toml";
@@ -66,6 +66,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The cluster IPAM job (`calico-medic ipam`); see `crate::ipam`.
     pub ipam: IpamConfig,
+    /// Across hosts: BGP, routes to remote blocks, remote probes; see `crate::bgp`.
+    pub bgp: BgpConfig,
 }
 
 impl Default for Config {
@@ -92,6 +94,7 @@ impl Default for Config {
             prestart: PrestartConfig::default(),
             limits: LimitsConfig::default(),
             ipam: IpamConfig::default(),
+            bgp: BgpConfig::default(),
         }
     }
 }
@@ -170,6 +173,7 @@ impl Config {
         count("limits.datastore_answer_bytes", self.limits.datastore_answer_bytes, kib64, gib4)?;
         count("limits.marathon_answer_bytes", self.limits.marathon_answer_bytes, kib64, gib4)?;
         count("limits.docker_record_bytes", self.limits.docker_record_bytes, kib64, gib4)?;
+        count("bgp.remote_hosts_per_round", self.bgp.remote_hosts_per_round as u64, 1, 1_000)?;
         if self.backoff.max < self.backoff.initial {
             return Err("backoff.max: must be at least backoff.initial".into());
         }

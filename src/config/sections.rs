@@ -295,3 +295,23 @@ impl Default for IpamConfig {
         }
     }
 }
+
+/// Across hosts (`crate::bgp`): BIRD's BGP sessions, routes to the other hosts'
+/// blocks, and task-to-task probes to other hosts' workloads, every `probe.interval`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BgpConfig {
+    /// BIRD's control socket (calico/node v2.6: `/var/run/calico/bird.ctl`); missing
+    /// = no BIRD on this host (said once); `""` = never asked.
+    pub bird_socket: String,
+    /// Probe other hosts' workloads from inside local tasks of the same network.
+    pub remote_probes: bool,
+    /// Remote hosts probed per round (one workload each), rotating through them.
+    pub remote_hosts_per_round: usize,
+}
+
+impl Default for BgpConfig {
+    fn default() -> Self {
+        BgpConfig { bird_socket: "/var/run/calico/bird.ctl".into(), remote_probes: true, remote_hosts_per_round: 16 }
+    }
+}

@@ -112,4 +112,16 @@ impl DockerClient {
         }
         Ok(out)
     }
+
+    /// Running containers on the network named `network` (ids).
+    pub async fn running_on_network(&self, network: &str) -> Result<Vec<String>, MedicError> {
+        let mut filters = HashMap::new();
+        filters.insert("status", vec!["running"]);
+        filters.insert("network", vec![network]);
+        let opts = ListContainersOptionsBuilder::default().filters(&filters).build();
+        let list =
+            async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
+        let list = self.within(|| "listing containers".into(), list).await?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
 }

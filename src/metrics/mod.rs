@@ -17,6 +17,7 @@ use crate::netlink::watch::ChangeKind;
 use crate::report::EndpointReport;
 
 mod agent;
+mod bgp;
 mod datastore;
 mod endpoint;
 mod escalation;
@@ -34,6 +35,7 @@ use agent::AgentMetrics;
 use datastore::DatastoreMetrics;
 use endpoint::EndpointMetrics;
 use escalation::EscalationMetrics;
+pub use bgp::BgpMetrics;
 pub use ipam::IpamMetrics;
 use registry::{gauge_vec, Registry};
 use start::StartMetrics;
@@ -49,6 +51,8 @@ pub struct Metrics {
     datastore: OnceLock<DatastoreMetrics>,
     /// Registered only by the cluster IPAM job (`calico-medic ipam run`).
     ipam: OnceLock<IpamMetrics>,
+    /// Registered once the agent looks across hosts (`sources::bgp`).
+    bgp: OnceLock<BgpMetrics>,
 }
 
 impl Metrics {
@@ -72,6 +76,7 @@ impl Metrics {
             node,
             datastore: OnceLock::new(),
             ipam: OnceLock::new(),
+            bgp: OnceLock::new(),
         }
     }
 
@@ -96,6 +101,10 @@ impl Metrics {
     }
 
     /// Registers the cluster IPAM job's series (once) and returns them.
+    pub fn enable_bgp(&self) -> &BgpMetrics {
+        self.bgp.get_or_init(|| BgpMetrics::register(&self.registry))
+    }
+
     pub fn enable_ipam(&self) -> &IpamMetrics {
         self.ipam.get_or_init(|| IpamMetrics::register(&self.registry))
     }

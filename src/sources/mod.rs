@@ -8,6 +8,7 @@
 //! - `datastore`: Calico's etcd (the follower's changes; the orphan count);
 //! - `plugins`: whether Calico's Docker plugins answer (metrics and log only).
 
+pub mod bgp;
 pub mod datastore;
 pub mod docker;
 pub mod plugins;

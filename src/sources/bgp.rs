@@ -1,0 +1,143 @@
+//! Across hosts, every `probe.interval`: BIRD's BGP peers (`bgp_peers`, and
+//! `bgp_peer_up` 0 for each peer not Established), routes to the other hosts' blocks
+//! (`remote_blocks_unrouted`, one warning per block that loses its route), and a round
+//! of task-to-task probes to other hosts' workloads (`remote_hosts`, and
+//! `remote_host_unreachable` for failing hosts). Metrics and log only: no local repair
+//! is ever attempted for a remote fault.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::SourceCtx;
+use crate::bgp::{self, HostResult, RemoteState};
+use crate::datastore::Datastore;
+use crate::medic::Medic;
+
+/// What the previous round saw, for logging changes only.
+#[derive(Default)]
+struct Seen {
+    bird: Option<bool>,
+    down_peers: BTreeSet<String>,
+    unrouted: BTreeSet<String>,
+    failing: BTreeSet<String>,
+}
+
+pub async fn watch_bgp(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) {
+    let m = ctx.metrics.enable_bgp();
+    let (mut seen, mut remote) = (Seen::default(), RemoteState::default());
+    loop {
+        let medic = ctx.current.medic();
+        bird_round(&medic, m, &mut seen).await;
+        if let Some(ds) = medic.datastore().filter(|ds| ds.is_up()).cloned() {
+            routes_round(&medic, &ds, m, &mut seen, &mut remote).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(medic.config.probe.interval) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn bird_round(medic: &Medic, m: &crate::metrics::BgpMetrics, seen: &mut Seen) {
+    let socket = &medic.config.bgp.bird_socket;
+    if socket.is_empty() {
+        return;
+    }
+    match bgp::show_protocols(socket.as_ref(), medic.config.call_deadline(), 1 << 20).await {
+        Ok(None) => {
+            if seen.bird != Some(false) {
+                info!(socket = socket.as_str(), "bgp: no BIRD here (no control socket): BGP not watched");
+            }
+            seen.bird = Some(false);
+        }
+        Ok(Some(rows)) => {
+            seen.bird = Some(true);
+            let peers = bgp::peers(&rows);
+            let rows: Vec<(String, String, bool)> =
+                peers.iter().map(|p| (p.name.clone(), p.bgp_state.clone(), p.established())).collect();
+            m.peers(&rows);
+            let down: BTreeSet<String> = peers.iter().filter(|p| !p.established()).map(|p| p.name.clone()).collect();
+            for p in peers.iter().filter(|p| !p.established() && !seen.down_peers.contains(&p.name)) {
+                warn!(peer = p.name.as_str(), address = ?p.address, state = p.bgp_state.as_str(), reason = "bgp_peer_down", "bgp: peer not established");
+            }
+            for name in seen.down_peers.difference(&down) {
+                info!(peer = name.as_str(), "bgp: peer established again");
+            }
+            seen.down_peers = down;
+        }
+        Err(e) => warn!(error = %e, "bgp: BIRD's control socket did not answer"),
+    }
+}
+
+async fn routes_round(medic: &Medic, ds: &Arc<Datastore>, m: &crate::metrics::BgpMetrics, seen: &mut Seen, remote: &mut RemoteState) {
+    let topo = match bgp::read_topology(&ds.client).await {
+        Ok(t) => t,
+        Err(e) => return warn!(error = %e, "bgp: the datastore's blocks not read"),
+    };
+    let this = ds.settings.hostname.as_str();
+    match bgp::host_routes(medic.config.call_deadline()).await {
+        Ok((routes, links)) => {
+            let found = bgp::unrouted(this, &topo, &routes, &links);
+            m.unrouted(found.len());
+            let now: BTreeSet<String> = found.iter().map(|u| format!("{} {}", u.host, u.block)).collect();
+            for u in found.iter().filter(|u| !seen.unrouted.contains(&format!("{} {}", u.host, u.block))) {
+                warn!(host = u.host.as_str(), block = %u.block, detail = u.why.as_str(), reason = "remote_block_unrouted", "bgp: another host's block has no route here");
+            }
+            for gone in seen.unrouted.difference(&now) {
+                info!(block = gone.as_str(), "bgp: another host's block is routed again");
+            }
+            seen.unrouted = now;
+        }
+        Err(e) => warn!(error = %e, "bgp: the host's routes not read"),
+    }
+    if medic.config.bgp.remote_probes {
+        probe_round(medic, ds, &topo, m, seen, remote).await;
+    }
+}
+
+async fn probe_round(
+    medic: &Medic,
+    ds: &Datastore,
+    topo: &bgp::Topology,
+    m: &crate::metrics::BgpMetrics,
+    seen: &mut Seen,
+    remote: &mut RemoteState,
+) {
+    let hosts: Vec<String> = topo.remote_hosts(&ds.settings.hostname).cloned().collect();
+    remote.retain(&hosts);
+    let (chosen, cursor) = bgp::remote::pick(&hosts, remote.cursor, medic.config.bgp.remote_hosts_per_round);
+    remote.cursor = cursor;
+    let mut rtts = Vec::new();
+    for host in chosen {
+        let Ok(endpoints) = bgp::remote_endpoints(&ds.client, &host).await else { continue };
+        if endpoints.is_empty() {
+            continue;
+        }
+        let ep = &endpoints[remote.next_endpoint(&host, endpoints.len())];
+        let (Some(network), Some((target, _))) = (ep.profile_ids.first(), ep.ipv4.first()) else { continue };
+        match bgp::probe_from_network(medic, network, *target, medic.config.probe.timeout).await {
+            Ok(Some(rtt)) => {
+                let rtt = rtt.map(|d| d.as_secs_f64());
+                rtts.extend(rtt);
+                remote.record(&host, HostResult { target: *target, rtt });
+            }
+            Ok(None) => {} // no local task on that network to probe from
+            Err(e) => tracing::debug!(host = host.as_str(), error = %e, "bgp: remote probe not run"),
+        }
+    }
+    let (reachable, _) = remote.counts();
+    let failing = remote.failing();
+    m.remote(reachable, &failing, &rtts);
+    let now: BTreeSet<String> = failing.iter().map(|h| h.to_string()).collect();
+    for h in now.difference(&seen.failing) {
+        let target = remote.last.get(h).map(|r| r.target);
+        warn!(host = h.as_str(), target = ?target, reason = "remote_host_unreachable", "bgp: another host's workload does not answer a local task");
+    }
+    for h in seen.failing.difference(&now) {
+        info!(host = h.as_str(), "bgp: another host's workload answers again");
+    }
+    seen.failing = now;
+}
