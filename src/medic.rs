@@ -159,7 +159,14 @@ impl Medic {
                 .collect();
             return Ok(ContainerOutcome { workload, reports, netns: None, policy });
         };
-        let ns = TargetNetns::open_pid(workload.pid, self.host_ns)?;
+        let ns = match TargetNetns::open_pid(workload.pid, self.host_ns) {
+            Ok(ns) => ns,
+            Err(e) => {
+                // Its init is gone: the container stopped or restarted since Docker answered.
+                self.docker.confirm_same_start(&workload).await?;
+                return Err(e);
+            }
+        };
         // The fd is open: if the container still has the same PID and start time,
         // the namespace we hold is this container's and not a reused PID's.
         self.docker.confirm_same_start(&workload).await?;

@@ -34,11 +34,9 @@ impl CheckCmd {
         for target in &targets {
             match medic.run_with_deadline(target, Mode::Check).await {
                 Ok(outcome) => reports.extend(outcome.reports),
-                // Scanning the whole host: non-calico and vanished containers are not ours.
-                Err(e)
-                    if all
-                        && (e.is_not_ours()
-                            || matches!(e, MedicError::ContainerNotFound(_) | MedicError::NotRunning(_))) => {}
+                // Scanning the whole host: non-calico containers are not ours, and one that
+                // stopped or restarted since the listing is not there to check.
+                Err(e) if all && (e.is_not_ours() || e.is_container_gone()) => {}
                 Err(e) => {
                     eprintln!("calico-medic: {e}");
                     failed = true;
