@@ -138,6 +138,7 @@ fn metrics_md_lists_every_family_with_its_labels() {
     let metrics = Metrics::new();
     metrics.enable_datastore(&[]);
     metrics.enable_ipam(); // the cluster IPAM job's series
+    metrics.enable_bgp(); // across hosts (sources::bgp)
     metrics.felix(true); // registered on Felix's first answer
     let registered: BTreeSet<String> =
         metrics.families().into_iter().map(|(name, labels)| family_line(&name, labels)).collect();

@@ -46,7 +46,9 @@ pub fn parse_protocols(text: &str) -> Result<Vec<Protocol>, String> {
     let mut code = String::new();
     for line in text.lines() {
         let (line_code, rest) = match line.as_bytes() {
-            [a, b, c, d, sep, ..] if [a, b, c, d].iter().all(|x| x.is_ascii_digit()) && (*sep == b'-' || *sep == b' ') => {
+            [a, b, c, d, sep, ..]
+                if [a, b, c, d].iter().all(|x| x.is_ascii_digit()) && (*sep == b'-' || *sep == b' ') =>
+            {
                 (line[..4].to_string(), &line[5..])
             }
             [b' ', ..] => (code.clone(), &line[1..]),
@@ -85,7 +87,10 @@ fn complete(buf: &[u8]) -> bool {
     let text = String::from_utf8_lossy(buf);
     let mut lines = text.lines();
     let Some(last) = lines.next_back() else { return false };
-    buf.ends_with(b"\n") && last.len() >= 5 && last.as_bytes()[..4].iter().all(u8::is_ascii_digit) && last.as_bytes()[4] == b' '
+    buf.ends_with(b"\n")
+        && last.len() >= 5
+        && last.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+        && last.as_bytes()[4] == b' '
 }
 
 /// Reads one reply (up to `max` bytes).
@@ -107,7 +112,11 @@ async fn read_reply(stream: &mut tokio::net::UnixStream, max: usize) -> Result<S
 
 /// `show protocols` on BIRD's control socket, under `deadline`, at most `max` bytes.
 /// `Ok(None)`: no socket there (no BIRD on this host).
-pub async fn show_protocols(socket: &Path, deadline: Duration, max: usize) -> Result<Option<Vec<Protocol>>, MedicError> {
+pub async fn show_protocols(
+    socket: &Path,
+    deadline: Duration,
+    max: usize,
+) -> Result<Option<Vec<Protocol>>, MedicError> {
     if !socket.exists() {
         return Ok(None);
     }

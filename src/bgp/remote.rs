@@ -107,7 +107,10 @@ mod tests {
         assert_eq!(s.counts(), (2, 0));
         s.retain(&["a".to_string()]);
         assert_eq!(s.counts(), (1, 0));
-        assert_eq!([s.next_endpoint("a", 3), s.next_endpoint("a", 3), s.next_endpoint("a", 3), s.next_endpoint("a", 3)], [0, 1, 2, 0]);
+        assert_eq!(
+            [s.next_endpoint("a", 3), s.next_endpoint("a", 3), s.next_endpoint("a", 3), s.next_endpoint("a", 3)],
+            [0, 1, 2, 0]
+        );
     }
 
     #[test]

@@ -84,9 +84,11 @@ impl Topology {
         t
     }
 
-    /// Every host but `this` with blocks.
+    /// Every host but `this` with blocks and a BGP address. A node with no BGP address
+    /// takes no part in BGP (calico/node without BIRD, or a node name that is not a
+    /// machine): where its blocks should be routed is not known, so they are not judged.
     pub fn remote_hosts<'a>(&'a self, this: &'a str) -> impl Iterator<Item = &'a String> + 'a {
-        self.blocks.keys().filter(move |h| h.as_str() != this)
+        self.blocks.keys().filter(move |h| h.as_str() != this && self.addresses.contains_key(*h))
     }
 }
 
@@ -151,8 +153,12 @@ mod tests {
                 node("/calico/ipam/v2/host/h2/ipv4/block/10.70.1.0-26", "{}"),
                 node("/calico/ipam/v2/host/h2/ipv4/block/10.70.1.64-26", "{}"),
                 node("/calico/ipam/v2/host/h3/ipv6/block/fd00::-122", "{}"),
+                node("/calico/ipam/v2/host/h4/ipv4/block/10.70.2.0-26", "{}"),
             ],
-            &[node("/calico/bgp/v1/host/h1/ip_addr_v4", "10.0.0.1"), node("/calico/bgp/v1/host/h2/ip_addr_v4", "10.0.0.2")],
+            &[
+                node("/calico/bgp/v1/host/h1/ip_addr_v4", "10.0.0.1"),
+                node("/calico/bgp/v1/host/h2/ip_addr_v4", "10.0.0.2"),
+            ],
             &[node("/calico/v1/ipam/v4/pool/10.70.0.0-16", pool)],
         )
     }
@@ -169,13 +175,14 @@ mod tests {
         assert_eq!(t.addresses["h2"], Ipv4Addr::new(10, 0, 0, 2));
         assert_eq!(t.ipip_pools, vec![Cidr::parse("10.70.0.0/16").unwrap()]);
         assert!(topo(false).ipip_pools.is_empty());
-        assert_eq!(t.remote_hosts("h1").collect::<Vec<_>>(), vec!["h2"]);
+        assert_eq!(t.remote_hosts("h1").collect::<Vec<_>>(), vec!["h2"], "h4 has no BGP address: not judged");
     }
 
     #[test]
     fn plain_bgp_wants_each_remote_block_via_its_host() {
         let links = HashMap::from([(2, "eth0".to_string()), (9, "tunl0".to_string())]);
-        let good = [route([10, 70, 1, 0], 26, Some([10, 0, 0, 2]), 2), route([10, 70, 1, 64], 26, Some([10, 0, 0, 2]), 2)];
+        let good =
+            [route([10, 70, 1, 0], 26, Some([10, 0, 0, 2]), 2), route([10, 70, 1, 64], 26, Some([10, 0, 0, 2]), 2)];
         assert!(unrouted("h1", &topo(false), &good, &links).is_empty());
         let missing = unrouted("h1", &topo(false), &good[..1], &links);
         assert_eq!(missing.len(), 1);
@@ -191,7 +198,8 @@ mod tests {
     #[test]
     fn ipip_wants_each_remote_block_out_of_tunl0() {
         let links = HashMap::from([(2, "eth0".to_string()), (9, "tunl0".to_string())]);
-        let tunl = [route([10, 70, 1, 0], 26, Some([10, 0, 0, 2]), 9), route([10, 70, 1, 64], 26, Some([10, 0, 0, 2]), 9)];
+        let tunl =
+            [route([10, 70, 1, 0], 26, Some([10, 0, 0, 2]), 9), route([10, 70, 1, 64], 26, Some([10, 0, 0, 2]), 9)];
         assert!(unrouted("h1", &topo(true), &tunl, &links).is_empty());
         let plain = [route([10, 70, 1, 0], 26, Some([10, 0, 0, 2]), 2), tunl[1].clone()];
         let u = unrouted("h1", &topo(true), &plain, &links);

@@ -75,8 +75,11 @@ impl CheckCmd {
                 }
             }
         }
-        // The host's plugins: only for a check of the whole host.
+        // The host's plugins, BGP and routes to other hosts: only for a check of the whole host.
         if all && self.app.is_none() && !plugins_up(&medic, self.json).await && status == Status::Healthy {
+            status = Status::Faulty;
+        }
+        if all && self.app.is_none() && !across_hosts_ok(&medic, self.json).await && status == Status::Healthy {
             status = Status::Faulty;
         }
         Ok(if failed { Status::CouldNotCheck } else { status })
@@ -106,6 +109,56 @@ async fn plugins_up(medic: &crate::medic::Medic, json: bool) -> bool {
         }
     }
     all_up
+}
+
+/// Host lines about other hosts (stderr with `--json`): BIRD's BGP peers, and every
+/// other host's block without a route here. False when a peer is not Established or
+/// a block is unrouted. BIRD absent: said, not a fault.
+async fn across_hosts_ok(medic: &crate::medic::Medic, json: bool) -> bool {
+    let (mut ok, mut lines) = (true, Vec::new());
+    let deadline = medic.config.call_deadline();
+    let socket = &medic.config.bgp.bird_socket;
+    if !socket.is_empty() {
+        match crate::bgp::show_protocols(socket.as_ref(), deadline, 1 << 20).await {
+            Ok(None) => lines.push(format!("bgp: no BIRD here ({socket} missing)")),
+            Ok(Some(rows)) => {
+                let peers = crate::bgp::peers(&rows);
+                let up = peers.iter().filter(|p| p.established()).count();
+                lines.push(format!("bgp: {} peers, {up} established", peers.len()));
+                for p in peers.iter().filter(|p| !p.established()) {
+                    ok = false;
+                    let addr = p.address.map_or_else(|| "?".into(), |a| a.to_string());
+                    lines.push(format!("bgp: peer {} ({addr}) is {}, not Established", p.name, p.bgp_state));
+                }
+            }
+            Err(e) => {
+                ok = false;
+                lines.push(format!("bgp: {e}"));
+            }
+        }
+    }
+    if let Some(ds) = medic.datastore().filter(|ds| ds.is_up()) {
+        match (crate::bgp::read_topology(&ds.client).await, crate::bgp::host_routes(deadline).await) {
+            (Ok(topo), Ok((routes, links))) => {
+                let missing = crate::bgp::unrouted(&ds.settings.hostname, &topo, &routes, &links);
+                let hosts = topo.remote_hosts(&ds.settings.hostname).count();
+                lines.push(format!("remote blocks: {hosts} other hosts, {} blocks unrouted", missing.len()));
+                for u in &missing {
+                    ok = false;
+                    lines.push(format!("remote block {} of {}: UNROUTED ({})", u.block, u.host, u.why));
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => lines.push(format!("remote blocks: not checked ({e})")),
+        }
+    }
+    for line in lines {
+        if json {
+            eprintln!("calico-medic: {line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    ok
 }
 
 /// Which endpoint reports `check` shows (and computes its status over).

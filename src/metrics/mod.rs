@@ -32,10 +32,10 @@ pub use labels::{
 };
 
 use agent::AgentMetrics;
+pub use bgp::BgpMetrics;
 use datastore::DatastoreMetrics;
 use endpoint::EndpointMetrics;
 use escalation::EscalationMetrics;
-pub use bgp::BgpMetrics;
 pub use ipam::IpamMetrics;
 use registry::{gauge_vec, Registry};
 use start::StartMetrics;

@@ -72,7 +72,13 @@ async fn bird_round(medic: &Medic, m: &crate::metrics::BgpMetrics, seen: &mut Se
     }
 }
 
-async fn routes_round(medic: &Medic, ds: &Arc<Datastore>, m: &crate::metrics::BgpMetrics, seen: &mut Seen, remote: &mut RemoteState) {
+async fn routes_round(
+    medic: &Medic,
+    ds: &Arc<Datastore>,
+    m: &crate::metrics::BgpMetrics,
+    seen: &mut Seen,
+    remote: &mut RemoteState,
+) {
     let topo = match bgp::read_topology(&ds.client).await {
         Ok(t) => t,
         Err(e) => return warn!(error = %e, "bgp: the datastore's blocks not read"),
