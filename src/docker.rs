@@ -273,6 +273,14 @@ impl DockerClient {
         Ok(())
     }
 
+    /// The ids of the calico networks (Docker's list, read now).
+    pub async fn calico_network_ids(&self) -> Result<Vec<String>, MedicError> {
+        self.refresh_networks().await?;
+        let map = self.network_drivers.lock().unwrap();
+        let is_id = |k: &str| k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit());
+        Ok(map.iter().filter(|(k, d)| is_id(k) && self.calico_drivers.contains(d)).map(|(k, _)| k.clone()).collect())
+    }
+
     /// True when the network's driver is one of the configured calico drivers.
     pub async fn is_calico_network(&self, network_id: &str) -> Result<bool, MedicError> {
         let cached = self.network_drivers.lock().unwrap().get(network_id).cloned();

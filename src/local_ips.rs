@@ -52,10 +52,17 @@ pub struct LocalIps {
 }
 
 impl LocalIps {
-    /// Replaces the picture; true when it changed.
-    pub fn set(&self, now: Shared) -> bool {
+    /// Replaces the picture; returns the containers whose sharing changed (they hold
+    /// a shared address now and did not, or the other way round, or with others).
+    pub fn set(&self, now: Shared) -> Vec<String> {
         let mut cur = self.shared.write().unwrap_or_else(|p| p.into_inner());
-        let changed = *cur != now;
+        let holders = |m: &Shared| -> std::collections::BTreeSet<(Ipv4Addr, String)> {
+            m.iter().flat_map(|(ip, h)| h.iter().map(move |(id, _)| (*ip, id.clone()))).collect()
+        };
+        let (before, after) = (holders(&cur), holders(&now));
+        let mut changed: Vec<String> = before.symmetric_difference(&after).map(|(_, id)| id.clone()).collect();
+        changed.sort();
+        changed.dedup();
         *cur = now;
         changed
     }
@@ -98,12 +105,17 @@ mod tests {
     }
 
     #[test]
-    fn the_picture_says_when_it_changed() {
+    fn the_picture_names_the_containers_whose_sharing_changed() {
         let l = LocalIps::default();
-        assert!(!l.set(Shared::new()));
-        assert!(l.set(shared(&held(&[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 1])]))));
+        assert!(l.set(Shared::new()).is_empty());
+        assert_eq!(l.set(shared(&held(&[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 1])]))), vec!["a", "b"]);
         assert_eq!(l.count(), 1);
-        assert!(!l.set(shared(&held(&[("b", [10, 0, 0, 1]), ("a", [10, 0, 0, 1])]))), "same holders, other order");
-        assert!(l.set(Shared::new()));
+        assert!(
+            l.set(shared(&held(&[("b", [10, 0, 0, 1]), ("a", [10, 0, 0, 1])]))).is_empty(),
+            "same holders, other order"
+        );
+        let three = held(&[("a", [10, 0, 0, 1]), ("b", [10, 0, 0, 1]), ("c", [10, 0, 0, 1])]);
+        assert_eq!(l.set(shared(&three)), vec!["c"]);
+        assert_eq!(l.set(Shared::new()), vec!["a", "b", "c"]);
     }
 }

@@ -88,8 +88,8 @@ impl Medic {
     }
 
     /// Lists the addresses running calico containers hold (Docker's view) and keeps
-    /// the ones two containers share; true when that changed.
-    pub async fn refresh_local_ips(&self) -> Result<bool, MedicError> {
+    /// the ones two containers share; returns the containers whose sharing changed.
+    pub async fn refresh_local_ips(&self) -> Result<Vec<String>, MedicError> {
         let held = self.docker.calico_addresses().await?;
         Ok(self.local_ips.set(crate::local_ips::shared(&held)))
     }

@@ -50,6 +50,10 @@ fn api_path(head: &str) -> String {
     if path == "/containers/json" && target.contains("created") {
         return "/containers/json (created)".into();
     }
+    // The duplicate-address listing asks for calico networks' containers only: not a resync.
+    if path == "/containers/json" && target.contains("network") {
+        return "/containers/json (by network)".into();
+    }
     path
 }
 

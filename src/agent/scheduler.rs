@@ -175,6 +175,11 @@ impl Scheduler {
                 self.enqueue_all(ids, Trigger::Resync);
             }
             Notice::DatastoreChanged { endpoints } => self.recheck_endpoints(&endpoints),
+            Notice::Recheck { containers } => {
+                let known = self.ids_where(|_| true);
+                let ids = containers.into_iter().filter(|c| known.contains(c)).collect();
+                self.enqueue_all(ids, Trigger::Recheck);
+            }
             Notice::ProbeTick => {
                 let ids = self.ids_where(|st| st.endpoints.is_some());
                 self.enqueue_all(ids, Trigger::Probe);

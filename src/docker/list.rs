@@ -88,10 +88,16 @@ impl DockerClient {
     }
 
     /// Every IPv4 address a running container holds on a calico network, as Docker's
-    /// listing shows it: (container id, container name, address).
+    /// listing shows it: (container id, container name, address). Only containers on a
+    /// calico network are listed (Docker's `network` filter over the calico networks' ids).
     pub async fn calico_addresses(&self) -> Result<Vec<(String, String, std::net::Ipv4Addr)>, MedicError> {
+        let ids = self.calico_network_ids().await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut filters = HashMap::new();
         filters.insert("status", vec!["running"]);
+        filters.insert("network", ids.iter().map(String::as_str).collect());
         let opts = ListContainersOptionsBuilder::default().filters(&filters).build();
         let list =
             async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
@@ -100,13 +106,10 @@ impl DockerClient {
         for c in list {
             let name = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string());
             let Some(id) = c.id.clone() else { continue };
-            for (net, s) in c.network_settings.iter().flat_map(|n| n.networks.iter().flatten()) {
-                let nid = s.network_id.as_deref().filter(|i| !i.is_empty()).unwrap_or(net);
-                let ip = s.ip_address.as_deref().and_then(|a| a.parse().ok());
-                if let Some(ip) = ip.filter(|_| !nid.is_empty()) {
-                    if self.is_calico_network(nid).await.unwrap_or(false) {
-                        out.push((id.clone(), name.clone().unwrap_or_default(), ip));
-                    }
+            for s in c.network_settings.iter().flat_map(|n| n.networks.iter().flatten()).map(|(_, s)| s) {
+                let on_calico = s.network_id.as_ref().is_some_and(|n| ids.contains(n));
+                if let Some(ip) = s.ip_address.as_deref().and_then(|a| a.parse().ok()).filter(|_| on_calico) {
+                    out.push((id.clone(), name.clone().unwrap_or_default(), ip));
                 }
             }
         }

@@ -52,6 +52,9 @@ pub enum Notice {
     DatastoreUp(bool),
     /// These datastore endpoints (Docker endpoint ids) changed.
     DatastoreChanged { endpoints: Vec<String> },
+    /// Look at these containers again (something about them outside their namespace
+    /// changed, e.g. an address another container of this host holds too).
+    Recheck { containers: Vec<String> },
     /// Time to re-probe every checked container.
     ProbeTick,
 }

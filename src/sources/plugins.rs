@@ -53,8 +53,11 @@ pub async fn watch_plugins(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) 
         }
         stuck_creating(&ctx, &medic, &mut stuck).await;
         match medic.refresh_local_ips().await {
-            Ok(true) => warn_shared_ips(&medic),
-            Ok(false) => {}
+            Ok(changed) if !changed.is_empty() => {
+                warn_shared_ips(&medic);
+                ctx.send(super::Notice::Recheck { containers: changed });
+            }
+            Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "addresses of calico containers not listed"),
         }
         if let Some(client) = &client {
@@ -69,7 +72,7 @@ pub async fn watch_plugins(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) 
 }
 
 /// The host's picture of shared addresses changed: a warning while any is shared (the
-/// endpoints' `duplicate_ip` follows on their next pass).
+/// containers concerned are looked at again: their `duplicate_ip` comes or goes).
 fn warn_shared_ips(medic: &crate::medic::Medic) {
     match medic.shared_ips() {
         0 => info!("no address is held by two calico containers of this host any more"),
