@@ -15,7 +15,7 @@
 #   tests/lab/bgp.sh bird start         host-2's BIRD back (a frozen one is killed first)
 #   tests/lab/bgp.sh status             peers (birdc show protocols, both hosts) and routes
 #   tests/lab/bgp.sh selftest [--all]   up, then proves peers, route, cross-host ping, stop/start
-#                                       (--all: also the --kill and --freeze cases; ≈ 90 s more)
+#                                       (--all: also the --kill and --freeze cases; ≈ 70 s more)
 #
 # Never touches the machine's own routes or interfaces: only labh2, the two namespaces, routes in
 # 10.70.0.0/16 with proto bird, labh2's own sysctls and one iptables chain LAB-BGP (FORWARD accept
