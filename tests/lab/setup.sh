@@ -9,6 +9,7 @@
 #   tests/lab/setup.sh            # set up (or check) the lab
 #   tests/lab/setup.sh --selftest # also the calico-selftest driver + networks used by the lab's own tests
 #   tests/lab/setup.sh --engine26 # also engine 2, Debian 13's docker.io 26.1 (tests/lab/engine26.sh)
+#   tests/lab/setup.sh --bgp      # also the BGP bed: host-2 with real BIRD on both hosts (tests/lab/bgp.sh up)
 #
 # Environment:
 #   CALICO_LAB_BIN      plugin binary (default: <target dir>/debug/calico-lab, built with cargo)
@@ -48,12 +49,13 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 [[ $TARGET_DIR = /* ]] || TARGET_DIR=$REPO/$TARGET_DIR
 BIN=${CALICO_LAB_BIN:-$TARGET_DIR/debug/calico-lab}
 
-SELFTEST=0 ENGINE26=0
+SELFTEST=0 ENGINE26=0 BGP=0
 for a in "$@"; do
     case $a in
         --selftest) SELFTEST=1 ;;
         --engine26) ENGINE26=1 ;;
-        -h|--help) sed -n '2,21p' "$0" >&2; exit 0 ;;
+        --bgp) BGP=1 ;;
+        -h|--help) sed -n '2,22p' "$0" >&2; exit 0 ;;
         *) echo "setup: unknown argument $a" >&2; exit 2 ;;
     esac
 done
@@ -344,4 +346,7 @@ fi
 printf 'setup: %-10s %-45s %6d ms\n' total "lab ready" $(($(now_ms) - T0)) >&2
 if ((ENGINE26)); then
     "$HERE/engine26.sh" || die "engine 2 (tests/lab/engine26.sh) failed"
+fi
+if ((BGP)); then
+    "$HERE/bgp.sh" up || die "the BGP bed (tests/lab/bgp.sh up) failed"
 fi

@@ -5,7 +5,8 @@
 # stand-in's and Calico's real one) and their sockets, the 169.254.1.1 sink link, the lab's state
 # files, what the plugins wrote to the lab's etcd (this host's endpoints, the real plugin's pool,
 # IPAM blocks and affinities, the lab networks' profiles); on engine 2 (tests/lab/engine26.sh),
-# when it runs, its lab containers and networks first (while the shared plugin still answers).
+# when it runs, its lab containers and networks first (while the shared plugin still answers); the
+# BGP bed of tests/lab/bgp.sh (host-2, both BIRDs, their routes and etcd keys) when it is up.
 #
 #   tests/lab/teardown.sh [--image] [--dockerd] [--all]
 #     --image    also remove the image calico-lab/busybox:latest
@@ -48,6 +49,11 @@ if [[ -S $LAB_DIR/docker26.sock || -e $LAB_DIR/docker26/docker.pid ]]; then
     ((rm_image)) && e2_args+=(--image)
     ((stop_dockerd)) && e2_args+=(--dockerd)
     "$(dirname "$0")/engine26.sh" "${e2_args[@]}" || { keep_plugin_e2=1 rc=1; }
+fi
+
+# The BGP bed (tests/lab/bgp.sh): host-2, both BIRDs, their routes and etcd keys.
+if [[ -d $LAB_DIR/bgp || -e /run/netns/calico-lab-host2 || -e /sys/class/net/labh2 ]]; then
+    "$(dirname "$0")/bgp.sh" down || rc=1
 fi
 
 keep_plugin=$keep_plugin_e2
