@@ -258,6 +258,7 @@ mod tests {
             MedicError::Panic("x".into(), "boom".into()),
             MedicError::Datastore("x".into()),
             MedicError::NamespaceTooLarge { what: "listing routes".into(), cap: 10 },
+            MedicError::Bird("x".into()),
         ];
         let codes: Vec<&str> = all.iter().map(|e| e.code()).collect();
         assert_eq!(codes, MedicError::CODES.to_vec());

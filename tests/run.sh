@@ -151,6 +151,12 @@ step "engine 20.10, API pinned to 1.25 (DOCKER_API_VERSION): daemon"
 timed "20.10 API 1.25 lab_daemon" env DOCKER_API_VERSION=1.25 CALICO_LAB_ENGINE=20.10 cargo test -p calico-medic --test lab_daemon -- --include-ignored
 echo "=== engine matrix total: $((SECONDS - MATRIX_T0)) s"
 
+step "lab: a second host with real BIRD (tests/lab/bgp.sh: host-2 in its own namespace, BIRD 1.6.8 on both sides speaking BGP as calico/node configures it)"
+timed "bgp bed" tests/lab/bgp.sh up
+
+step "end-to-end: across hosts (BGP peers from BIRD's socket, routes to host-2's block, a task here reaching host-2's workload; host-2's BIRD stopped: peer, unrouted block and unreachable host reported, local tasks left alone; back)"
+cargo test -p calico-medic --test lab_bgp -- --include-ignored --nocapture
+
 step "end-to-end: metrics, Grafana dashboard and alert rules on a real Prometheus"
 tests/prometheus/e2e.sh
 

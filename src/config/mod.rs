@@ -289,14 +289,22 @@ mod tests {
         assert_eq!(parsed.docker_host.take().as_deref(), Some("unix:///var/run/docker.sock"));
         assert_eq!(parsed, Config::default());
         // Every key the parser accepts (it lists them for an unknown key) is in the example.
-        for header in
-            ["", "[backoff]\n", "[probe]\n", "[calico]\n", "[marathon]\n", "[prestart]\n", "[limits]\n", "[ipam]\n"]
-        {
+        for header in [
+            "",
+            "[backoff]\n",
+            "[probe]\n",
+            "[calico]\n",
+            "[marathon]\n",
+            "[prestart]\n",
+            "[limits]\n",
+            "[ipam]\n",
+            "[bgp]\n",
+        ] {
             let err = Config::from_toml(&format!("{header}zz_unknown = 1\n"), "t").unwrap_err().to_string();
             let known = err.rsplit_once("zz_unknown`").map(|(_, rest)| rest).unwrap_or_default();
             let keys: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
             assert!(!keys.is_empty(), "no key list in: {err}");
-            let sections = ["backoff", "probe", "calico", "marathon", "prestart", "limits", "ipam"];
+            let sections = ["backoff", "probe", "calico", "marathon", "prestart", "limits", "ipam", "bgp"];
             for key in keys.into_iter().filter(|k| !sections.contains(k)) {
                 assert!(
                     uncommented.lines().any(|l| l.starts_with(&format!("{key} = "))),

@@ -145,6 +145,11 @@ impl Datastore {
         self.view.read().unwrap().clone()
     }
 
+    /// A full read has succeeded at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.view.read().unwrap().loaded
+    }
+
     pub fn is_up(&self) -> bool {
         self.view.read().unwrap().up
     }

@@ -34,8 +34,11 @@ pub async fn watch_bgp(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) {
         if let Some(ds) = medic.datastore().filter(|ds| ds.is_up()).cloned() {
             routes_round(&medic, &ds, m, &mut seen, &mut remote).await;
         }
+        // Until the datastore's first read, look again soon rather than a whole interval later.
+        let waiting = medic.datastore().is_some_and(|ds| !ds.is_loaded());
+        let wait = if waiting { std::time::Duration::from_millis(250) } else { medic.config.probe.interval };
         tokio::select! {
-            _ = tokio::time::sleep(medic.config.probe.interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
     }

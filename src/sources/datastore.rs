@@ -57,6 +57,13 @@ pub async fn follow_datastore(ctx: SourceCtx, ds: Arc<Datastore>, shutdown: watc
 /// is logged and re-checks the endpoints of that profile (their `profile_missing`);
 /// with `[calico] recreate_missing_profiles` a missing one is written back where absent.
 async fn watch_profiles(ctx: SourceCtx, ds: Arc<Datastore>, mut shutdown: watch::Receiver<bool>) {
+    // The first read once this host's endpoints are known (the follower's first full read).
+    while !ds.is_loaded() {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
     loop {
         let config = ctx.current.medic().config.clone();
         match ds.refresh_profiles().await {

@@ -92,6 +92,7 @@ cleanup() {
     [[ -n $DRY_PID ]] && kill "$DRY_PID" 2>/dev/null && wait "$DRY_PID" 2>/dev/null
     [[ -n $PROM_PID ]] && kill "$PROM_PID" 2>/dev/null && wait "$PROM_PID" 2>/dev/null
     [[ -n $IPAM_PID ]] && kill "$IPAM_PID" 2>/dev/null && wait "$IPAM_PID" 2>/dev/null
+    "$ROOT/tests/lab/bgp.sh" bird start >/dev/null 2>&1
     ((${#TASKS[@]})) && "$LABCTL" rm "${TASKS[@]}" >/dev/null 2>&1
     if [[ -n $T ]]; then
         if [[ $FAIL -ne 0 || ${KEEP_TMP:-} == 1 ]]; then
@@ -185,8 +186,10 @@ start_task() { # <var> labctl-task-args...
     TASKS+=("$name")
     printf -v "$var" %s "$name"
 }
-# The agent reads the lab's etcd like a host's Calico datastore (datastore_* series and panels).
-printf 'resync_interval = "2s"\n[calico]\netcd_endpoints = ["http://127.0.0.1:2379"]\nhostname = "%s"\ncalicoctl_config = ""\n' \
+# The agent reads the lab's etcd like a host's Calico datastore (datastore_* series and panels),
+# and looks across hosts on the lab's two-host BGP bed (tests/lab/bgp.sh: BIRD here and on host-2).
+"$ROOT/tests/lab/bgp.sh" up >"$T/bgp.log" 2>&1 || fatal "tests/lab/bgp.sh up failed (see $T/bgp.log)"
+printf 'resync_interval = "2s"\n[probe]\ninterval = "2s"\n[calico]\netcd_endpoints = ["http://127.0.0.1:2379"]\nhostname = "%s"\ncalicoctl_config = ""\n[bgp]\nbird_socket = "/run/calico-lab/bgp/bird.ctl"\n' \
     "$(cat /run/calico-lab/calico-hostname)" >"$T/medic.toml"
 start_agent() { # <pid-var> <port> <log> [flags...]
     local var=$1 port=$2 log=$3; shift 3
@@ -385,6 +388,17 @@ fi
 # Let Prometheus catch up: the new counter value scraped, then a few more samples for rate().
 wait_for 10 pq_has_data "calico_medic_repairs_total{job=\"$JOB\",fault=\"mac_mismatch\",result=\"success\"} == $R1" ||
     fail "Prometheus never saw repairs_total == $R1"
+sleep 3
+
+# Across hosts, bad state for the failing-peer/host panels and alerts: host-2's BIRD stopped.
+"$ROOT/tests/lab/bgp.sh" bird stop >>"$T/bgp.log" 2>&1 || fail "tests/lab/bgp.sh bird stop failed"
+if wait_for 15 mval_is 0 calico_medic_bgp_peer_up 'peer="Mesh_10_71_255_2"' &&
+   wait_for 15 mval_is 1 calico_medic_remote_host_unreachable 'host="calico-lab-host2"' &&
+   wait_for 15 mval_is 1 calico_medic_remote_blocks_unrouted; then
+    pass "host-2's BIRD stopped: bgp_peer_up 0, remote_blocks_unrouted 1, remote_host_unreachable{host=\"calico-lab-host2\"} 1"
+else
+    fail "across hosts not reported: $(scrape | grep -E 'bgp_|remote_' | cut -c1-120 | tr '\n' ' ')"
+fi
 sleep 3
 
 # ------------------------------------------------------------------ 5a. every dashboard query
