@@ -237,6 +237,11 @@ pub fn diagnose_host(expected: &Expected, observed: &HostSide) -> Vec<Fault> {
     faults
 }
 
+/// True when none of Felix's per-interface settings is off (unreadable ones are not judged).
+pub fn felix_settings_ok(s: &InterfaceSettings) -> bool {
+    felix_settings("", s).is_empty()
+}
+
 /// Felix's per-interface settings (felix `intdataplane/endpoint_mgr.go`); a value
 /// that cannot be read is not judged.
 fn felix_settings(name: &str, s: &InterfaceSettings) -> Vec<Fault> {

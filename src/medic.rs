@@ -195,14 +195,24 @@ impl Medic {
 
     /// A probe tick for a container whose last pass found every endpoint healthy and
     /// whose namespace is watched (a break there wakes a full pass at once): only the
-    /// host → workload echo, none of the pass's Docker and netlink reads — at 500
-    /// endpoints the full pass per tick was most of the agent's idle CPU. `None` when
-    /// an echo fails or cannot run: the caller runs the full pass to find out why.
+    /// host → workload echo and the host veth's Felix settings, none of the pass's Docker
+    /// and netlink reads — at 500 endpoints the full pass per tick was most of the
+    /// agent's idle CPU. `None` when
+    /// an echo fails or cannot run, or one of Felix's settings of the host veth is off:
+    /// the caller runs the full pass to find out why.
     pub async fn probe_healthy(&self, last: &[EndpointReport]) -> Option<Vec<EndpointReport>> {
         let timeout = self.config.probe.timeout;
         let mut fresh = Vec::with_capacity(last.len());
         for r in last {
             let started = std::time::Instant::now();
+            // Felix's per-interface settings change without a netlink event: five
+            // /proc/sys reads, so a skewed one is found at this tick, not the next resync.
+            if self.config.check_host_side && !r.host_interface.is_empty() {
+                let settings = crate::kernel::procfs::interface_settings(&r.host_interface);
+                if !crate::diagnose::felix_settings_ok(&settings) {
+                    return None;
+                }
+            }
             let rtt = probe::host_icmp(r.ip, timeout).await.ok()??;
             let mut r = r.clone();
             r.actions.clear();

@@ -331,3 +331,72 @@ fn two_containers_of_this_host_holding_one_address_are_each_a_duplicate_ip_witho
     let (_, faults) = faults_with(&a, &["--config", cfg.path().to_str().unwrap()]);
     assert!(!faults.contains(&"duplicate_ip".to_string()), "{faults:?}");
 }
+
+/// The daemon sees each host-side fault of a healthy, watched task within 2 probe
+/// intervals and clears it as fast: the five Felix settings (no netlink event: read at
+/// each probe tick), the static ARP entry (a host neighbour event) and a larger `cali0`
+/// MTU (a link event in the task's namespace).
+#[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh); tests/run.sh runs it"]
+fn each_host_side_fault_is_in_the_daemons_metrics_within_two_probe_intervals() {
+    require_lab();
+    let _serial = serial();
+    let task = Task::start(&["--app", "node-daemon-faults"]);
+    let (_, reports, _) = medic_json(&["check", "--container", &task.name]);
+    let host_if = reports[0]["host_interface"].as_str().unwrap().to_string();
+    let ip = labctl_ok(&["ip", &task.name]);
+    let cid = docker_ok(&["inspect", "-f", "{{.Id}}", &task.name]);
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), "[probe]\ninterval = \"1s\"\n").unwrap();
+    let d = Daemon::start(&["--config", cfg.path().to_str().unwrap()]);
+    let fault =
+        |code: &str| d.metric(&format!("calico_medic_endpoint_fault{{container_id=\"{cid}\",fault=\"{code}\"}}"));
+    let healthy = || {
+        d.metrics()
+            .lines()
+            .any(|l| l.starts_with("calico_medic_endpoint_healthy{") && l.contains(&cid) && l.ends_with(" 1"))
+    };
+    let within = |cond: &dyn Fn() -> bool| {
+        let t0 = std::time::Instant::now();
+        while !cond() && t0.elapsed() < std::time::Duration::from_secs(2) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        cond().then(|| t0.elapsed())
+    };
+    assert!(within(&healthy).is_some() || within(&healthy).is_some(), "healthy first: {}", d.metrics());
+    let mut seen = Vec::new();
+    let cases = [
+        (format!("net/ipv4/conf/{host_if}/rp_filter"), "0", "host_rp_filter"),
+        (format!("net/ipv4/conf/{host_if}/route_localnet"), "0", "host_route_localnet_off"),
+        (format!("net/ipv4/neigh/{host_if}/proxy_delay"), "80", "host_proxy_delay"),
+        (format!("net/ipv4/conf/{host_if}/forwarding"), "0", "host_forwarding_off"),
+        (format!("net/ipv4/conf/{host_if}/proxy_arp"), "0", "host_proxy_arp_off"),
+    ];
+    for (key, skewed, code) in cases {
+        let good = read_sysctl(&key);
+        sysctl(&key, skewed);
+        let on = within(&|| fault(code) == Some(1.0));
+        sysctl(&key, &good);
+        let off = within(&|| fault(code).is_none() && healthy());
+        seen.push(format!("{code}: {on:?} / cleared {off:?}"));
+        assert!(on.is_some() && off.is_some(), "{code}: {on:?} {off:?}\n{}", d.metrics());
+    }
+    let run = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success(), "ip {args:?}");
+    run(&["neigh", "del", &ip, "dev", &host_if]);
+    let on = within(&|| fault("host_neigh_missing") == Some(1.0));
+    run(&["neigh", "replace", &ip, "lladdr", "ee:ee:ee:ee:ee:ee", "dev", &host_if, "nud", "permanent"]);
+    let off = within(&|| fault("host_neigh_missing").is_none() && healthy());
+    seen.push(format!("host_neigh_missing: {on:?} / cleared {off:?}"));
+    assert!(on.is_some() && off.is_some(), "host_neigh_missing: {on:?} {off:?}\n{}", d.metrics());
+    let args = ["-t", &task.pid(), "-n", "ip", "-o", "link", "show", "cali0"].map(str::to_string);
+    let out = Command::new("nsenter").args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let original = text.split_whitespace().skip_while(|w| *w != "mtu").nth(1).unwrap().to_string();
+    assert!(in_netns(&task.pid(), &["link", "set", "cali0", "mtu", "9000"]));
+    let on = within(&|| fault("mtu_mismatch") == Some(1.0));
+    assert!(in_netns(&task.pid(), &["link", "set", "cali0", "mtu", &original]));
+    let off = within(&|| fault("mtu_mismatch").is_none() && healthy());
+    seen.push(format!("mtu_mismatch: {on:?} / cleared {off:?}"));
+    eprintln!("daemon, probe interval 1 s: {}", seen.join("; "));
+    assert!(on.is_some() && off.is_some(), "mtu_mismatch: {on:?} {off:?}\n{}", d.metrics());
+}
