@@ -49,7 +49,8 @@ UNIT=/lib/systemd/system/calico-medic.service
 BIN=/usr/bin/calico-medic
 CONF=/etc/calico-medic/config.toml
 DOC=/usr/share/doc/calico-medic
-MAN_PAGES=(calico-medic.1.gz calico-medic-check.1.gz calico-medic-escalations.1.gz calico-medic-ipam.1.gz calico-medic-repair.1.gz calico-medic-run.1.gz)
+MAN_PAGES=(calico-medic.1.gz calico-medic-check.1.gz calico-medic-escalations.1.gz calico-medic-ipam.1.gz calico-medic-ipam-check.1.gz
+    calico-medic-ipam-release.1.gz calico-medic-ipam-run.1.gz calico-medic-repair.1.gz calico-medic-run.1.gz)
 # docs/*.md, shipped beside the README (…/doc/calico-medic/docs/ in the packages, docs/ in the tarball).
 DOCS=(architecture.md figures.md how-it-works.md metrics.md operations.md testing.md)
 BASH_COMPLETION=/usr/share/bash-completion/completions/calico-medic
@@ -558,7 +559,7 @@ example_keys() { # <section or "">: keys of the uncommented example in that sect
     awk -v s="$1" '/^\[/ { cur = substr($0, 2, length($0) - 2); next }
         cur == s && /^[a-z_]+ = / { print $1 }' "$WORK/uncommented.toml"
 }
-sections="backoff probe calico marathon prestart limits"
+sections="backoff probe calico marathon prestart limits ipam bgp"
 for section in "" $sections; do
     if [[ -z $section ]]; then printf 'zz_unknown = 1\n' >"$WORK/probe.toml"; else printf '[%s]\nzz_unknown = 1\n' "$section" >"$WORK/probe.toml"; fi
     err=$("$BIN" check --config "$WORK/probe.toml" --docker-host "$NOSOCK" 2>&1)
