@@ -313,6 +313,16 @@ etcd_put "/calico/bgp/v1/host/$HOST3/ip_addr_v4" 10.71.255.3 &&
         '{"state":"active","name":"calie2e00000000","active_instance_id":"","mac":"ee:ee:ee:ee:ee:ee","profile_ids":["calico-lab"],"ipv4_nets":["10.70.2.1/32"],"ipv6_nets":[]}' ||
     fatal "writing $HOST3 to the lab's etcd failed"
 ip route replace blackhole 10.70.2.0/26 || fatal "ip route replace blackhole 10.70.2.0/26 failed"
+start_task BGPSRC --app e2e-bgp --network calico-lab
+# It is reported (a task on calico-lab to probe host-2 and host-3 from) before any repair is timed.
+if wait_for 10 mval_is 0 calico_medic_bgp_peer_up 'peer="Mesh_10_71_255_2"' &&
+   wait_for 10 mval_is 1 calico_medic_remote_host_unreachable "host=\"$HOST3\"" &&
+   wait_for 10 mval_is 1 calico_medic_remote_blocks_unrouted &&
+   wait_for 10 mval_is 1 calico_medic_remote_hosts 'state="reachable"'; then
+    pass "across hosts: bgp_peer_up{peer=\"Mesh_10_71_255_2\"} 0 (BIRD killed), $HOST3 unrouted and unreachable, host-2 still reachable"
+else
+    fail "across hosts not reported: $(scrape | grep -E '^calico_medic_(bgp_|remote_)' | cut -c1-120 | tr '\n' ' ')"
+fi
 
 # ------------------------------------------------------------------ 3. tasks
 REPAIR_SERIES=('calico_medic_repairs_total' 'fault="mac_mismatch"' 'result="success"')
@@ -408,16 +418,6 @@ fi
 wait_for 10 pq_has_data "calico_medic_repairs_total{job=\"$JOB\",fault=\"mac_mismatch\",result=\"success\"} == $R1" ||
     fail "Prometheus never saw repairs_total == $R1"
 sleep 3
-
-# Across hosts: the bad state set up before the tasks (section 2) is reported.
-if wait_for 10 mval_is 0 calico_medic_bgp_peer_up 'peer="Mesh_10_71_255_2"' &&
-   wait_for 10 mval_is 1 calico_medic_remote_host_unreachable "host=\"$HOST3\"" &&
-   wait_for 10 mval_is 1 calico_medic_remote_blocks_unrouted &&
-   wait_for 10 mval_is 1 calico_medic_remote_hosts 'state="reachable"'; then
-    pass "across hosts: bgp_peer_up{peer=\"Mesh_10_71_255_2\"} 0 (BIRD killed), $HOST3 unrouted and unreachable, host-2 still reachable"
-else
-    fail "across hosts not reported: $(scrape | grep -E '^calico_medic_(bgp_|remote_)' | cut -c1-120 | tr '\n' ' ')"
-fi
 
 # ------------------------------------------------------------------ 5a. every dashboard query
 subst() {
