@@ -9,6 +9,16 @@ use super::DockerClient;
 use crate::error::MedicError;
 
 impl DockerClient {
+    /// One container listing under the call deadline.
+    async fn list(
+        &self,
+        opts: bollard::query_parameters::ListContainersOptions,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, MedicError> {
+        let list =
+            async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
+        self.within(|| "listing containers".into(), list).await
+    }
+
     /// IDs of running containers (resync candidates).
     pub async fn running_container_ids(&self) -> Result<Vec<String>, MedicError> {
         Ok(self.running_containers().await?.into_iter().map(|(id, _)| id).collect())
@@ -20,9 +30,7 @@ impl DockerClient {
         let mut filters = HashMap::new();
         filters.insert("status", vec!["running"]);
         let opts = ListContainersOptionsBuilder::default().filters(&filters).build();
-        let list =
-            async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
-        let list = self.within(|| "listing containers".into(), list).await?;
+        let list = self.list(opts).await?;
         let mut out = Vec::with_capacity(list.len());
         for c in list {
             let calico = self.on_calico(&c).await;
@@ -51,9 +59,7 @@ impl DockerClient {
         let mut filters = HashMap::new();
         filters.insert("status", vec!["created"]);
         let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let list =
-            async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
-        let list = self.within(|| "listing containers".into(), list).await?;
+        let list = self.list(opts).await?;
         let mut out = Vec::new();
         for c in list {
             if !self.on_calico(&c).await {
@@ -72,9 +78,7 @@ impl DockerClient {
     /// engine, so a datastore endpoint missing here has no container.
     pub async fn calico_endpoint_ids(&self) -> Result<std::collections::HashSet<String>, MedicError> {
         let opts = ListContainersOptionsBuilder::default().all(true).build();
-        let list =
-            async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
-        let list = self.within(|| "listing containers".into(), list).await?;
+        let list = self.list(opts).await?;
         let mut out = std::collections::HashSet::new();
         for c in list {
             for net in c.network_settings.iter().flat_map(|n| n.networks.iter().flatten()).map(|(_, s)| s) {
@@ -99,9 +103,7 @@ impl DockerClient {
         filters.insert("status", vec!["running"]);
         filters.insert("network", ids.iter().map(String::as_str).collect());
         let opts = ListContainersOptionsBuilder::default().filters(&filters).build();
-        let list =
-            async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
-        let list = self.within(|| "listing containers".into(), list).await?;
+        let list = self.list(opts).await?;
         let mut out = Vec::new();
         for c in list {
             let name = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string());
@@ -122,9 +124,7 @@ impl DockerClient {
         filters.insert("status", vec!["running"]);
         filters.insert("network", vec![network]);
         let opts = ListContainersOptionsBuilder::default().filters(&filters).build();
-        let list =
-            async { self.docker.list_containers(Some(opts)).await.map_err(|e| self.map_err(e, "listing containers")) };
-        let list = self.within(|| "listing containers".into(), list).await?;
+        let list = self.list(opts).await?;
         Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
 }
