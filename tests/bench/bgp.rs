@@ -15,26 +15,15 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use calico_medic::bgp;
 use calico_medic::datastore::{EtcdClient, Settings};
 use calico_medic::netlink::RouteEntry;
-use futures::stream::{self, StreamExt};
 
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "synthetic_etcd.rs"]
+mod synthetic_etcd;
+use synthetic_etcd::{load, start_etcd};
 
 fn block(h: usize) -> Ipv4Addr {
     Ipv4Addr::from(0x0a00_0000 + (h as u32) * 64)
@@ -68,32 +57,6 @@ fn cluster(hosts: usize, endpoints: usize) -> Vec<(String, String)> {
     kv
 }
 
-async fn load(url: &str, kv: &[(String, String)]) -> Duration {
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let t0 = Instant::now();
-    while http.get(format!("{url}/v2/keys/")).send().await.is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "etcd did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let t0 = Instant::now();
-    stream::iter(kv.iter())
-        .for_each_concurrent(64, |(k, v)| {
-            let http = http.clone();
-            async move {
-                let r = http
-                    .put(format!("{url}/v2/keys{k}"))
-                    .header("Content-Type", "application/x-www-form-urlencoded")
-                    .body(format!("value={}", form_encode(v)))
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(r.status().is_success(), "PUT {k}: {}", r.status());
-            }
-        })
-        .await;
-    t0.elapsed()
-}
-
 fn cpu_seconds() -> f64 {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
@@ -116,21 +79,12 @@ fn main() {
     let get = |i: usize, d: usize| args.get(i).copied().unwrap_or(d);
     let (hosts, endpoints, rounds, per_round) = (get(0, 1000), get(1, 50_000), get(2, 5), get(3, 16));
     let dir = tempfile::tempdir().unwrap();
-    let (url, peer) = (format!("http://127.0.0.1:{}", free_port()), format!("http://127.0.0.1:{}", free_port()));
-    let mut etcd = Command::new("etcd")
-        .args(["--name", "bench", "--enable-v2", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-        .args(["--initial-cluster", &format!("bench={peer}"), "--quota-backend-bytes", "4294967296"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("etcd (Debian's etcd-server) is needed");
+    let (mut etcd, url) = start_etcd(&dir.path().join("data"));
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let kv = cluster(hosts, endpoints);
-    let took = rt.block_on(load(&url, &kv));
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let took = rt.block_on(load(&http, &url, &kv));
     println!("loaded {} keys ({hosts} hosts, {endpoints} endpoints) in {took:.1?}", kv.len());
     drop(kv);
     let settings = Settings {

@@ -11,37 +11,11 @@
 //! (the child's `ru_maxrss`); median, min, max. No root, no Docker.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures::stream::{self, StreamExt};
-
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start_etcd(data: &std::path::Path) -> (std::process::Child, String) {
-    let (url, peer) = (format!("http://127.0.0.1:{}", free_port()), format!("http://127.0.0.1:{}", free_port()));
-    let child = Command::new("etcd")
-        .args(["--name", "bench", "--enable-v2", "--data-dir"])
-        .arg(data)
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-        .args(["--initial-cluster", &format!("bench={peer}"), "--quota-backend-bytes", "4294967296"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("etcd (Debian's etcd-server) is needed");
-    (child, url)
-}
+#[path = "synthetic_etcd.rs"]
+mod synthetic_etcd;
+use synthetic_etcd::{load, start_etcd};
 
 /// (key, value) of the synthetic cluster.
 fn cluster(hosts: usize, endpoints: usize) -> Vec<(String, String)> {
@@ -124,29 +98,7 @@ fn main() {
     let load = rt.block_on(async {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        let t0 = Instant::now();
-        while http.get(format!("{url}/v2/keys/")).send().await.is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "etcd did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let t0 = Instant::now();
-        stream::iter(kv.iter())
-            .for_each_concurrent(64, |(k, v)| {
-                let http = http.clone();
-                let url = url.clone();
-                async move {
-                    let r = http
-                        .put(format!("{url}/v2/keys{k}"))
-                        .header("Content-Type", "application/x-www-form-urlencoded")
-                        .body(format!("value={}", form_encode(v)))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert!(r.status().is_success(), "PUT {k}: {}", r.status());
-                }
-            })
-            .await;
-        let took = t0.elapsed();
+        let took = load(&http, &url, &kv).await;
         for dir in ["/calico/ipam/v2/assignment/ipv4/block", "/calico/v1/host"] {
             let body =
                 http.get(format!("{url}/v2/keys{dir}?recursive=true")).send().await.unwrap().bytes().await.unwrap();
