@@ -130,3 +130,46 @@ fn another_host_is_reached_lost_with_its_bgp_session_and_found_again() {
     assert!(back.is_some(), "{}", d.metrics());
     assert!(ping_from(&task, HOST2_WORKLOAD));
 }
+
+/// A local task decides what its own namespace sends. One that blackholes host-2's
+/// workload does not make host-2 look unreachable while another local task of the
+/// network reaches it (each task is the first source in turn; the silent one is logged
+/// once); left alone on the network, it does, and the warning names it.
+#[test]
+#[ignore = "needs root, Docker and the lab (tests/lab/setup.sh, tests/lab/bgp.sh); tests/run.sh runs it"]
+fn a_local_task_that_drops_its_own_traffic_does_not_make_another_host_unreachable() {
+    require_lab();
+    let _serial = serial();
+    bed(&["up"]);
+    let _bird = Host2Bird;
+    let good = Task::start(&["--network", "calico-lab", "--app", "bgp-good"]);
+    let deaf = Task::start(&["--network", "calico-lab", "--app", "bgp-deaf"]);
+    let blackhole = ["-t", &deaf.pid(), "-n", "ip", "route", "add", "blackhole", HOST2_WORKLOAD];
+    assert!(Command::new("nsenter").args(blackhole).status().unwrap().success());
+    assert!(!ping_from(&deaf, HOST2_WORKLOAD) && ping_from(&good, HOST2_WORKLOAD), "one deaf task, one that reaches");
+    let deaf_id: String = docker_ok(&["inspect", "-f", "{{.Id}}", &deaf.name]).trim().chars().take(12).collect();
+    let cfg = config();
+    let d = Daemon::start(&["--config", cfg.path().to_str().unwrap()]);
+    let reachable = || series(&d, "calico_medic_remote_hosts", "\"reachable\"").unwrap_or(0.0) >= 1.0;
+    assert!(wait(Duration::from_secs(5), reachable).is_some(), "{}", d.metrics());
+    // Six rounds: the deaf task is the first source in three of them.
+    let t0 = Instant::now();
+    while t0.elapsed() < 6 * INTERVAL {
+        let unreachable = series(&d, "calico_medic_remote_host_unreachable", HOST2);
+        assert_eq!(unreachable, None, "host-2 counted unreachable by a deaf task; log:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let silent: Vec<String> =
+        d.log_text().lines().filter(|l| l.contains("remote_probe_source_silent")).map(str::to_string).collect();
+    eprintln!("two sources: host-2 reachable through 6 rounds; the deaf task logged {} time(s)", silent.len());
+    assert!(silent.len() == 1 && silent[0].contains(&deaf_id), "logged once, naming it: {silent:?}");
+
+    // Alone on the network, the deaf task is all there is: reported, and named.
+    drop(good);
+    let lost = wait(3 * INTERVAL + Duration::from_secs(2), || {
+        series(&d, "calico_medic_remote_host_unreachable", HOST2) == Some(1.0)
+    });
+    assert!(lost.is_some(), "{}", d.metrics());
+    let warned = d.log_text().lines().any(|l| l.contains("remote_host_unreachable") && l.contains(&deaf_id));
+    assert!(warned, "the warning names the only source; log:\n{}", d.log_text());
+}

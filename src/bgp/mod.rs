@@ -48,16 +48,21 @@ pub async fn remote_endpoints(client: &EtcdClient, host: &str) -> Result<Vec<End
     Ok(records.into_values().filter(|r| !r.ipv4.is_empty()).collect())
 }
 
-/// One ICMP echo to `target` from inside a running local task on the network named
-/// `network` (the libnetwork profile's name). `Ok(None)`: no such task here.
-pub async fn probe_from_network(
+/// The running local tasks on the network named `network` (the libnetwork profile's
+/// name): the candidate sources of a probe to another host's workload on it.
+pub async fn local_sources(medic: &Medic, network: &str) -> Result<Vec<String>, MedicError> {
+    medic.docker.running_on_network(network).await
+}
+
+/// One ICMP echo to `target` from inside the running local task `id`, which must be a
+/// calico workload (`Docker::workload` says why not otherwise).
+pub async fn probe_from(
     medic: &Medic,
-    network: &str,
+    id: &str,
     target: Ipv4Addr,
     timeout: Duration,
-) -> Result<Option<Option<Duration>>, MedicError> {
-    let Some(id) = medic.docker.running_on_network(network).await?.into_iter().next() else { return Ok(None) };
-    let workload = medic.docker.workload(&id).await?;
+) -> Result<Option<Duration>, MedicError> {
+    let workload = medic.docker.workload(id).await?;
     let ns = TargetNetns::open_pid(workload.pid, medic.host_ns())?;
-    from_netns(&ns, &ProbeTarget::Icmp(target), timeout).await.map(Some)
+    from_netns(&ns, &ProbeTarget::Icmp(target), timeout).await
 }

@@ -5,6 +5,12 @@
 //! tag, so a probe from the host itself would be dropped by Felix on the far side.
 //! What is kept is the last result per host; only failing hosts get a label of their
 //! own (a series per host pair would be ~10⁶ at 1,000 hosts). Pure: no I/O here.
+//!
+//! A task decides what its own namespace sends: one that drops its outbound traffic
+//! (a blackhole route, its own firewall) must not make another host look unreachable.
+//! So the local source rotates through the network's running tasks, and a failure is
+//! tried again from a second one before the host counts as unreachable. With a single
+//! local task on that network there is no second opinion: the warning names it.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -26,6 +32,8 @@ pub struct HostResult {
     pub target: Ipv4Addr,
     /// `Some(rtt)`: it answered.
     pub rtt: Option<f64>,
+    /// The local tasks (short ids) that probed it and got no answer.
+    pub silent_sources: Vec<String>,
 }
 
 /// Results by remote host; hosts gone from the datastore are forgotten.
@@ -35,6 +43,8 @@ pub struct RemoteState {
     pub cursor: usize,
     /// Per host, which of its endpoints is next.
     pub endpoint_turn: BTreeMap<String, usize>,
+    /// Per network, which of its local tasks is the first source next.
+    pub source_turn: BTreeMap<String, usize>,
 }
 
 impl RemoteState {
@@ -66,10 +76,27 @@ impl RemoteState {
         *turn = turn.wrapping_add(1);
         i
     }
+
+    /// Up to two distinct local sources (of `candidates`, running tasks of `network`
+    /// sorted by id) for one probe: the first rotates round by round, the second is
+    /// the one after it, asked only when the first gets no answer.
+    pub fn sources(&mut self, network: &str, candidates: &[String]) -> Vec<String> {
+        let mut sorted: Vec<&String> = candidates.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.is_empty() {
+            return Vec::new();
+        }
+        let turn = self.source_turn.entry(network.to_string()).or_insert(0);
+        let first = *turn % sorted.len();
+        *turn = turn.wrapping_add(1);
+        (0..sorted.len().min(2)).map(|i| sorted[(first + i) % sorted.len()].clone()).collect()
+    }
 }
 
 /// Probes per second one agent sends: `per_round` hosts every `interval_s`, one echo
-/// each (the answer is the far host's). At 1,000 hosts with 16 per 10 s round: 1.6/s,
+/// each (the answer is the far host's; a failing host gets a second echo from a
+/// second local task, so at most twice this while hosts fail). At 1,000 hosts with 16 per 10 s round: 1.6/s,
 /// and each host is probed by each other host every 10 × 1000/16 s ≈ 10.4 min.
 pub fn probes_per_second(per_round: usize, remote_hosts: usize, interval_s: f64) -> f64 {
     per_round.min(remote_hosts) as f64 / interval_s.max(0.001)
@@ -99,11 +126,11 @@ mod tests {
     #[test]
     fn the_last_result_per_host_is_counted_and_gone_hosts_forgotten() {
         let mut s = RemoteState::default();
-        s.record("a", HostResult { target: Ipv4Addr::new(10, 0, 0, 1), rtt: Some(0.001) });
-        s.record("b", HostResult { target: Ipv4Addr::new(10, 0, 0, 2), rtt: None });
+        s.record("a", HostResult { target: Ipv4Addr::new(10, 0, 0, 1), rtt: Some(0.001), silent_sources: vec![] });
+        s.record("b", HostResult { target: Ipv4Addr::new(10, 0, 0, 2), rtt: None, silent_sources: vec!["s".into()] });
         assert_eq!(s.counts(), (1, 1));
         assert_eq!(s.failing(), vec!["b"]);
-        s.record("b", HostResult { target: Ipv4Addr::new(10, 0, 0, 2), rtt: Some(0.002) });
+        s.record("b", HostResult { target: Ipv4Addr::new(10, 0, 0, 2), rtt: Some(0.002), silent_sources: vec![] });
         assert_eq!(s.counts(), (2, 0));
         s.retain(&["a".to_string()]);
         assert_eq!(s.counts(), (1, 0));
@@ -111,6 +138,18 @@ mod tests {
             [s.next_endpoint("a", 3), s.next_endpoint("a", 3), s.next_endpoint("a", 3), s.next_endpoint("a", 3)],
             [0, 1, 2, 0]
         );
+    }
+
+    #[test]
+    fn a_failure_is_asked_again_from_another_task_and_the_first_source_rotates() {
+        let mut s = RemoteState::default();
+        let tasks = vec!["c".to_string(), "a".to_string(), "b".to_string()];
+        assert_eq!(s.sources("net", &tasks), ["a", "b"]);
+        assert_eq!(s.sources("net", &tasks), ["b", "c"]);
+        assert_eq!(s.sources("net", &tasks), ["c", "a"]);
+        assert_eq!(s.sources("other", &tasks), ["a", "b"], "each network has its own turn");
+        assert_eq!(s.sources("net", &["only".to_string()]), ["only"], "one task: no second opinion");
+        assert!(s.sources("net", &[]).is_empty());
     }
 
     #[test]

@@ -23,7 +23,12 @@ struct Seen {
     down_peers: BTreeSet<String>,
     unrouted: BTreeSet<String>,
     failing: BTreeSet<String>,
+    /// Local tasks that got no answer where another local task did (logged once each).
+    silent_sources: BTreeSet<String>,
 }
+
+/// At most this many silent sources are remembered; past it the set starts again.
+const SILENT_SOURCES_KEPT: usize = 1024;
 
 pub async fn watch_bgp(ctx: SourceCtx, mut shutdown: watch::Receiver<bool>) {
     let m = ctx.metrics.enable_bgp();
@@ -127,14 +132,10 @@ async fn probe_round(
         }
         let ep = &endpoints[remote.next_endpoint(&host, endpoints.len())];
         let (Some(network), Some((target, _))) = (ep.profile_ids.first(), ep.ipv4.first()) else { continue };
-        match bgp::probe_from_network(medic, network, *target, medic.config.probe.timeout).await {
-            Ok(Some(rtt)) => {
-                let rtt = rtt.map(|d| d.as_secs_f64());
-                rtts.extend(rtt);
-                remote.record(&host, HostResult { target: *target, rtt });
-            }
-            Ok(None) => {} // no local task on that network to probe from
-            Err(e) => tracing::debug!(host = host.as_str(), error = %e, "bgp: remote probe not run"),
+        // None: no local task on that network could probe.
+        if let Some(result) = probe_host(medic, remote, network, *target, seen).await {
+            rtts.extend(result.rtt);
+            remote.record(&host, result);
         }
     }
     let (reachable, _) = remote.counts();
@@ -142,11 +143,67 @@ async fn probe_round(
     m.remote(reachable, &failing, &rtts);
     let now: BTreeSet<String> = failing.iter().map(|h| h.to_string()).collect();
     for h in now.difference(&seen.failing) {
-        let target = remote.last.get(h).map(|r| r.target);
-        warn!(host = h.as_str(), target = ?target, reason = "remote_host_unreachable", "bgp: another host's workload does not answer a local task");
+        let last = remote.last.get(h);
+        let (target, sources) = (last.map(|r| r.target), last.map(|r| r.silent_sources.join(",")));
+        warn!(host = h.as_str(), target = ?target, sources = sources.as_deref().unwrap_or(""), reason = "remote_host_unreachable", "bgp: another host's workload does not answer a local task");
     }
     for h in seen.failing.difference(&now) {
         info!(host = h.as_str(), "bgp: another host's workload answers again");
     }
     seen.failing = now;
+}
+
+/// One probe of another host's workload: from the network's first local source, and
+/// on no answer from a second one (`RemoteState::sources`), so that one task dropping
+/// its own traffic cannot make that host look unreachable. `None`: no source probed.
+async fn probe_host(
+    medic: &Medic,
+    remote: &mut RemoteState,
+    network: &str,
+    target: std::net::Ipv4Addr,
+    seen: &mut Seen,
+) -> Option<HostResult> {
+    let candidates = match bgp::local_sources(medic, network).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(network, error = %e, "bgp: local tasks not listed");
+            return None;
+        }
+    };
+    let mut result = HostResult { target, rtt: None, silent_sources: Vec::new() };
+    let mut probed = false;
+    for id in remote.sources(network, &candidates) {
+        let short: String = id.chars().take(12).collect();
+        let answer = match bgp::probe_from(medic, &id, target, medic.config.probe.timeout).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::debug!(container = short.as_str(), error = %e, "bgp: remote probe not run from this task");
+                continue;
+            }
+        };
+        probed = true;
+        if let Some(rtt) = answer {
+            result.rtt = Some(rtt.as_secs_f64());
+            seen.silent_sources.remove(&short);
+            break;
+        }
+        result.silent_sources.push(short);
+    }
+    if result.rtt.is_some() {
+        note_silent_sources(&result, seen);
+    }
+    probed.then_some(result)
+}
+
+/// Logs, once each, local tasks that got no answer from a workload that another local
+/// task reached: their own namespace drops the traffic, not the far host.
+fn note_silent_sources(result: &HostResult, seen: &mut Seen) {
+    if seen.silent_sources.len() >= SILENT_SOURCES_KEPT {
+        seen.silent_sources.clear();
+    }
+    for s in &result.silent_sources {
+        if seen.silent_sources.insert(s.clone()) {
+            info!(container = s.as_str(), target = %result.target, reason = "remote_probe_source_silent", "bgp: a local task got no answer where another local task did: not counted against the far host");
+        }
+    }
 }
