@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export CI="${CI:-}"
 export PATH="/usr/bin:$PATH" # Debian's docker client first (matches the 20.10 daemon)
 
-step() { printf '\n=== %s ===\n' "$*"; }
+step() { printf '\n=== %s === [at %d s]\n' "$*" "$SECONDS"; } # CI's budget is 40 min: where it goes
 timed() { # <label> <command...>: runs it, prints how long it took
     local label=$1 t0 ms; shift
     t0=$(date +%s%3N)
