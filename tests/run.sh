@@ -18,10 +18,10 @@ timed() { # <label> <command...>: runs it, prints how long it took
 
 [[ $(id -u) == 0 ]] || { echo "tests/run.sh must run as root (namespaces, Docker)" >&2; exit 1; }
 
-step "packages (Debian): Docker engine, busybox for the test image, iproute2, ping, Prometheus tools, systemd-analyze, etcd, Go (Calico's real plugin)"
+step "packages (Debian): Docker engine, busybox for the test image, iproute2, ping, Prometheus tools, systemd-analyze, etcd, Go (Calico's real plugin), rpm/binutils/venv (.ci/release, built in the background: no apt of its own then)"
 need=()
 for pkg in docker.io busybox-static iproute2 iputils-ping jq curl prometheus systemd util-linux procps etcd-server openssl \
-    golang-go patch xz-utils; do
+    golang-go patch xz-utils rpm binutils python3-venv; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -36,6 +36,23 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "build"
 cargo build --workspace --all-targets
+
+# The release artifacts are built while the suites run: on a fresh machine `.ci/release`'s
+# one-off tool installs and the portable binary take ≈ 10 min of CPU, and the suites mostly
+# wait on Docker and timers. Lowest priority and one cargo job, so the suites keep a core to
+# themselves; a target directory of its own, so their cargo never waits on its lock. The
+# packaging step waits for it and tests what it built.
+step "release artifacts: .ci/release started in the background (nice 19, one cargo job, target/ci-release)"
+RELEASE_DIR=$PWD/target/ci-release
+mkdir -p "$RELEASE_DIR"
+rm -f "$RELEASE_DIR/release.rc"
+# Its own session: a run that stops early kills the whole build, not only its shell.
+RELEASE_DIR=$RELEASE_DIR setsid bash -c 'rc=0
+    CARGO_TARGET_DIR=$RELEASE_DIR CARGO_BUILD_JOBS=1 nice -n 19 .ci/release "$RELEASE_DIR/release-artifacts" \
+        >"$RELEASE_DIR/release.log" 2>&1 || rc=$?
+    echo "$rc" >"$RELEASE_DIR/release.rc"' &
+RELEASE_PID=$!
+trap 'kill -- "-$RELEASE_PID" 2>/dev/null || true' EXIT
 
 step "unit + namespace tests (no Docker)"
 cargo test -p calico-medic --lib --test netns_repair --test fixtures_core -- --include-ignored
@@ -161,4 +178,11 @@ step "end-to-end: metrics, Grafana dashboard and alert rules on a real Prometheu
 tests/prometheus/e2e.sh
 
 step "packaging: .ci/release (portable glibc-2.17 binary, .deb, .rpm, tarball), artifact checks, dpkg -i, unit on systemd 219/229, omit-MAC repair by the packaged binary, purge"
-tests/packaging/run.sh
+timed "waiting for the background .ci/release" wait "$RELEASE_PID"
+sed 's/^/     | /' "$RELEASE_DIR/release.log" | grep -E 'installed in|built in|done in' || true
+if [[ $(cat "$RELEASE_DIR/release.rc" 2>/dev/null) != 0 ]]; then
+    tail -40 "$RELEASE_DIR/release.log" >&2
+    echo "FAILED: .ci/release (log: $RELEASE_DIR/release.log)" >&2
+    exit 1
+fi
+PACKAGING_ARTIFACTS=$RELEASE_DIR/release-artifacts tests/packaging/run.sh
