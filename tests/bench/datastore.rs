@@ -10,27 +10,16 @@
 //! answer's size, and the diff (every endpoint's datastore findings + the host's
 //! orphans) time; median, p90, min and max. No root needed.
 
+#[path = "synthetic_etcd.rs"]
+mod synthetic_etcd;
+
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use calico_medic::config::Config;
 use calico_medic::datastore::{endpoint_dir, endpoint_findings, orphans, Datastore, Settings};
 use calico_medic::workload::{MacSource, CALICO_MAC};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 fn cpu_seconds() -> f64 {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
@@ -57,20 +46,12 @@ fn main() {
     let n = args.first().copied().unwrap_or(500);
     let rounds = args.get(1).copied().unwrap_or(30).max(1);
     let data = tempfile::tempdir().unwrap();
-    let (mut etcd, url) = start_etcd(&data.path().join("data"));
+    let (mut etcd, url) = synthetic_etcd::start_etcd(&data.path().join("data"));
     // The bench's own writer is a reqwest client too: one crypto provider for both.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let result = rt.block_on(async {
         let http = reqwest::Client::new();
-        let started = Instant::now();
-        loop {
-            if http.get(format!("{url}/v2/keys/")).send().await.is_ok() {
-                break;
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "etcd did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         let host = "bench-host";
         let dir = endpoint_dir(host);
         let docker_ids = write_endpoints(&http, &url, &dir, n).await;
@@ -119,48 +100,22 @@ fn main() {
 }
 
 /// Starts etcd (v2 API) on free loopback ports with its data in `data`; its client URL.
-fn start_etcd(data: &std::path::Path) -> (std::process::Child, String) {
-    let (client, peer) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let etcd = Command::new("etcd")
-        .args(["--name", "bench", "--enable-v2", "--data-dir"])
-        .arg(data)
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("bench={peer_url}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("etcd (apt install etcd-server)");
-    (etcd, url)
-}
-
-/// Writes `n` endpoints under `dir`; the ids of those that have a container (every one
-/// but the last).
+/// Writes `n` endpoints under `dir` (once etcd answers); the ids of those that have a
+/// container (every one but the last).
 async fn write_endpoints(http: &reqwest::Client, url: &str, dir: &str, n: usize) -> HashSet<String> {
-    let mut docker_ids = HashSet::new();
-    let t = Instant::now();
-    for i in 0..n {
-        let id = format!("{i:064x}");
-        let ip = Ipv4Addr::from(0x0a41_0000 + i as u32 + 1);
-        let value = format!(
-            r#"{{"state":"active","name":"cali{}","active_instance_id":"","mac":"ee:ee:ee:ee:ee:ee","profile_ids":["calico-lab"],"ipv4_nets":["{ip}/32"],"ipv6_nets":[]}}"#,
-            &id[..11]
-        );
-        let res = http
-            .put(format!("{url}/v2/keys{dir}/{id}"))
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(format!("value={}", form_encode(&value)))
-            .send()
-            .await
-            .expect("PUT");
-        assert!(res.status().is_success(), "PUT {}", res.status());
-        // Every endpoint but the last has a container.
-        if i + 1 < n {
-            docker_ids.insert(id);
-        }
-    }
-    println!("wrote {n} endpoints to {url} in {:.2?}", t.elapsed());
-    docker_ids
+    let kv: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let id = format!("{i:064x}");
+            let ip = Ipv4Addr::from(0x0a41_0000 + i as u32 + 1);
+            let value = format!(
+                r#"{{"state":"active","name":"cali{}","active_instance_id":"","mac":"ee:ee:ee:ee:ee:ee","profile_ids":["calico-lab"],"ipv4_nets":["{ip}/32"],"ipv6_nets":[]}}"#,
+                &id[..11]
+            );
+            (format!("{dir}/{id}"), value)
+        })
+        .collect();
+    let took = synthetic_etcd::load(http, url, &kv).await;
+    println!("wrote {n} endpoints to {url} in {took:.2?}");
+    // Every endpoint but the last has a container.
+    kv.iter().take(n.saturating_sub(1)).map(|(k, _)| k.rsplit('/').next().unwrap().to_string()).collect()
 }

@@ -1,5 +1,5 @@
 //! A throw-away etcd (Debian's etcd-server, v2 API) on free loopback ports, loaded with a
-//! synthetic cluster: shared by the `ipam` and `bgp` benches.
+//! synthetic cluster: shared by the `datastore`, `ipam` and `bgp` benches.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
