@@ -28,8 +28,15 @@ fn bed(args: &[&str]) {
     assert!(out.status.success(), "bgp.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Host-2's BIRD running again whatever the test did.
+/// The two-host bed up; host-2's BIRD running again on drop, whatever the test did.
 struct Host2Bird;
+
+impl Host2Bird {
+    fn up() -> Host2Bird {
+        bed(&["up"]);
+        Host2Bird
+    }
+}
 
 impl Drop for Host2Bird {
     fn drop(&mut self) {
@@ -76,8 +83,7 @@ fn series(d: &Daemon, family: &str, has: &str) -> Option<f64> {
 fn another_host_is_reached_lost_with_its_bgp_session_and_found_again() {
     require_lab();
     let _serial = serial();
-    bed(&["up"]);
-    let _bird = Host2Bird;
+    let _bird = Host2Bird::up();
     let task = Task::start(&["--network", "calico-lab", "--app", "bgp-local"]);
     let route = || {
         let out = Command::new("ip").args(["-4", "route", "show", HOST2_BLOCK]).output().unwrap();
@@ -140,8 +146,7 @@ fn another_host_is_reached_lost_with_its_bgp_session_and_found_again() {
 fn a_local_task_that_drops_its_own_traffic_does_not_make_another_host_unreachable() {
     require_lab();
     let _serial = serial();
-    bed(&["up"]);
-    let _bird = Host2Bird;
+    let _bird = Host2Bird::up();
     let good = Task::start(&["--network", "calico-lab", "--app", "bgp-good"]);
     let deaf = Task::start(&["--network", "calico-lab", "--app", "bgp-deaf"]);
     let blackhole = ["-t", &deaf.pid(), "-n", "ip", "route", "add", "blackhole", HOST2_WORKLOAD];

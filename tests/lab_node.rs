@@ -19,6 +19,18 @@ fn read_sysctl(key: &str) -> String {
     std::fs::read_to_string(format!("/proc/sys/{key}")).unwrap().trim().to_string()
 }
 
+/// Felix's five per-interface settings of the host veth `host_if`: each key, a value
+/// that skews it, and the finding that skew makes.
+fn felix_skews(host_if: &str) -> [(String, &'static str, &'static str); 5] {
+    [
+        (format!("net/ipv4/conf/{host_if}/rp_filter"), "0", "host_rp_filter"),
+        (format!("net/ipv4/conf/{host_if}/route_localnet"), "0", "host_route_localnet_off"),
+        (format!("net/ipv4/neigh/{host_if}/proxy_delay"), "80", "host_proxy_delay"),
+        (format!("net/ipv4/conf/{host_if}/forwarding"), "0", "host_forwarding_off"),
+        (format!("net/ipv4/conf/{host_if}/proxy_arp"), "0", "host_proxy_arp_off"),
+    ]
+}
+
 /// `check --json` of one task: exit code and its remaining faults.
 fn faults_of(task: &Task) -> (i32, Vec<String>) {
     faults_with(task, &[])
@@ -39,14 +51,7 @@ fn each_felix_setting_skewed_by_hand_is_its_own_finding_until_undone() {
     assert_eq!(faults_of(&task), (0, vec![]), "the Felix stand-in sets all five");
     let (_, reports, _) = medic_json(&["check", "--container", &task.name]);
     let host_if = reports[0]["host_interface"].as_str().unwrap().to_string();
-    let cases = [
-        (format!("net/ipv4/conf/{host_if}/rp_filter"), "0", "host_rp_filter"),
-        (format!("net/ipv4/conf/{host_if}/route_localnet"), "0", "host_route_localnet_off"),
-        (format!("net/ipv4/neigh/{host_if}/proxy_delay"), "80", "host_proxy_delay"),
-        (format!("net/ipv4/conf/{host_if}/forwarding"), "0", "host_forwarding_off"),
-        (format!("net/ipv4/conf/{host_if}/proxy_arp"), "0", "host_proxy_arp_off"),
-    ];
-    for (key, skewed, code) in cases {
+    for (key, skewed, code) in felix_skews(&host_if) {
         let good = read_sysctl(&key);
         sysctl(&key, skewed);
         let seen = faults_of(&task);
@@ -381,14 +386,7 @@ fn each_host_side_fault_is_in_the_daemons_metrics_within_two_probe_intervals() {
     };
     assert!(within(&healthy).is_some() || within(&healthy).is_some(), "healthy first: {}", d.metrics());
     let mut seen = Vec::new();
-    let cases = [
-        (format!("net/ipv4/conf/{host_if}/rp_filter"), "0", "host_rp_filter"),
-        (format!("net/ipv4/conf/{host_if}/route_localnet"), "0", "host_route_localnet_off"),
-        (format!("net/ipv4/neigh/{host_if}/proxy_delay"), "80", "host_proxy_delay"),
-        (format!("net/ipv4/conf/{host_if}/forwarding"), "0", "host_forwarding_off"),
-        (format!("net/ipv4/conf/{host_if}/proxy_arp"), "0", "host_proxy_arp_off"),
-    ];
-    for (key, skewed, code) in cases {
+    for (key, skewed, code) in felix_skews(&host_if) {
         let good = read_sysctl(&key);
         sysctl(&key, skewed);
         let on = within(&|| fault(code) == Some(1.0));
