@@ -197,9 +197,8 @@ impl Medic {
     /// whose namespace is watched (a break there wakes a full pass at once): only the
     /// host → workload echo and the host veth's Felix settings, none of the pass's Docker
     /// and netlink reads — at 500 endpoints the full pass per tick was most of the
-    /// agent's idle CPU. `None` when
-    /// an echo fails or cannot run, or one of Felix's settings of the host veth is off:
-    /// the caller runs the full pass to find out why.
+    /// agent's idle CPU. `None` when an echo fails or cannot run, or one of Felix's
+    /// settings of the host veth is off: the caller runs the full pass to find out why.
     pub async fn probe_healthy(&self, last: &[EndpointReport]) -> Option<Vec<EndpointReport>> {
         let timeout = self.config.probe.timeout;
         let mut fresh = Vec::with_capacity(last.len());

@@ -48,12 +48,6 @@ pub async fn remote_endpoints(client: &EtcdClient, host: &str) -> Result<Vec<End
     Ok(records.into_values().filter(|r| !r.ipv4.is_empty()).collect())
 }
 
-/// The running local tasks on the network named `network` (the libnetwork profile's
-/// name): the candidate sources of a probe to another host's workload on it.
-pub async fn local_sources(medic: &Medic, network: &str) -> Result<Vec<String>, MedicError> {
-    medic.docker.running_on_network(network).await
-}
-
 /// One ICMP echo to `target` from inside the running local task `id`, which must be a
 /// calico workload (`Docker::workload` says why not otherwise).
 pub async fn probe_from(

@@ -96,8 +96,9 @@ impl RemoteState {
 
 /// Probes per second one agent sends: `per_round` hosts every `interval_s`, one echo
 /// each (the answer is the far host's; a failing host gets a second echo from a
-/// second local task, so at most twice this while hosts fail). At 1,000 hosts with 16 per 10 s round: 1.6/s,
-/// and each host is probed by each other host every 10 × 1000/16 s ≈ 10.4 min.
+/// second local task, so at most twice this while hosts fail). At 1,000 hosts with
+/// 16 per 10 s round: 1.6/s, and each host is probed by each other host every
+/// 10 × 1000/16 s ≈ 10.4 min.
 pub fn probes_per_second(per_round: usize, remote_hosts: usize, interval_s: f64) -> f64 {
     per_round.min(remote_hosts) as f64 / interval_s.max(0.001)
 }

@@ -163,7 +163,8 @@ async fn probe_host(
     target: std::net::Ipv4Addr,
     seen: &mut Seen,
 ) -> Option<HostResult> {
-    let candidates = match bgp::local_sources(medic, network).await {
+    // The candidate sources: running local tasks of the network (the profile's name).
+    let candidates = match medic.docker.running_on_network(network).await {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(network, error = %e, "bgp: local tasks not listed");
