@@ -226,18 +226,19 @@ fn leaks_are_found_and_released_with_proof_doubles_never() {
     let (b, _) = block(LAB_ETCD, BLOCK_KEY);
     let rest: Vec<usize> = (0..64).filter(|o| !allocated(&b).contains(o)).collect();
     allocate(LAB_ETCD, BLOCK_KEY, &rest, Some(HANDLE));
+    let refused_name = unique_name("lab-ipam-refused");
     let refused = docker(&[
         "run",
         "-d",
         "--name",
-        "lab-ipam-refused",
+        &refused_name,
         "--label",
         "calico-lab=1",
         "--network",
         NET,
         "calico-lab/busybox:latest",
     ]);
-    let _ = docker(&["rm", "-f", "lab-ipam-refused"]);
+    let _ = docker(&["rm", "-f", &refused_name]);
     assert!(!refused.status.success(), "a task started on a full pool");
     let why = String::from_utf8_lossy(&refused.stderr).to_string();
     assert!(why.contains("no free address"), "{why}");

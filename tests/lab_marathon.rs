@@ -21,8 +21,8 @@ const TOKEN: &str = "tok-eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2Vu";
 /// app's labels as Marathon exports them) and the `MESOS_TASK_ID` label. Returns
 /// the task and its Mesos task id.
 fn marathon_task(app: &str, net: &str, policy: Option<&str>) -> (Task, String) {
-    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap().trim().to_string();
-    let name = format!("mesos-{uuid}");
+    let name = unique_name("mesos");
+    let uuid = &name["mesos-".len()..];
     let task_id = format!("{}.{uuid}", app.trim_start_matches('/').replace('/', "_"));
     let mut envs = vec![
         format!("MESOS_TASK_ID={task_id}"),
@@ -500,8 +500,7 @@ fn policy_labels_off_report_repair() {
 /// A task that claims (in its own env and `MESOS_TASK_ID` label) to be `claimed_task`
 /// of `claimed_app`: what a tenant controls. Its policy label says escalate.
 fn spoofing_task(claimed_app: &str, claimed_task: &str) -> Task {
-    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap().trim().to_string();
-    let name = format!("mesos-{uuid}");
+    let name = unique_name("mesos");
     let label = format!("MESOS_TASK_ID={claimed_task}");
     let envs = [
         format!("MESOS_TASK_ID={claimed_task}"),

@@ -236,7 +236,7 @@ fn a_docker_run_hanging_on_a_hung_plugin_is_a_container_stuck_creating() {
         (stuck(), t0.elapsed())
     };
     assert_eq!(wait(0.0).0, 0.0, "none before");
-    let name = format!("stuck-{}", std::process::id());
+    let name = unique_name("stuck");
     let hung = Hung::selftest_plugin();
     let args = ["run", "-d", "--name", name.as_str(), "--network", "calico-selftest-nomac", "--label", "calico-lab=1"];
     let mut child = Command::new("/usr/bin/docker")
@@ -311,7 +311,7 @@ fn two_containers_of_this_host_holding_one_address_are_each_a_duplicate_ip_witho
         held.push(t);
     };
     let net = OverlappingNet::create();
-    let b_name = format!("mesos-node-dup-{}", std::process::id());
+    let b_name = unique_name("mesos-node-dup");
     let run = ["run", "-d", "--name", &b_name, "--network", net.0, "--ip", &ip, "--label", "calico-lab=1"];
     docker_ok(&[&run[..], &["calico-lab/busybox:latest", "sleep", "100000"]].concat());
     let b = Task { name: b_name.clone() };

@@ -273,7 +273,7 @@ fn a_stalled_inspect_times_out_others_are_repaired_and_the_agent_recovers() {
     let timeouts = || metric_of(&addr, "calico_medic_check_errors_total{reason=\"timeout\"}");
 
     // The victim's inspect stalls after the headers; its pass must time out.
-    let victim_name = format!("mesos-{}", uuid_like());
+    let victim_name = unique_name("mesos");
     let id = docker_create_nomac(&victim_name, "/wedge-victim");
     proxy.set(Stall::Container(id.clone()));
     let victim = Task { name: victim_name };
@@ -326,13 +326,9 @@ fn a_stalled_inspect_times_out_others_are_repaired_and_the_agent_recovers() {
     sigterm(&mut child);
 }
 
-fn uuid_like() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap().trim().to_string()
-}
-
 /// Creates (not starts) a Marathon-like omit-MAC task with the given app id; returns its id.
 fn docker_create_nomac(name: &str, app: &str) -> String {
-    let task = format!("wedge.{}", uuid_like());
+    let task = unique_name("wedge").replacen('-', ".", 1);
     let out = Command::new("/usr/bin/docker")
         .args(["create", "--name", name, "--network", "calico-lab-nomac", "--label", "calico-lab=1"])
         .args(["--label", &format!("MESOS_TASK_ID={task}")])
@@ -653,7 +649,7 @@ fn an_app_id_with_newline_and_esc_is_one_escaped_line_and_exact_json() {
     let _serial = serial();
     let app = "/evil\nINFO pass{mode=\"repair\"}: repair container=x fault=mac_mismatch result=success\x1b[2J\x1b]0;pwned\x07";
     let daemon = Daemon::start(&[]);
-    let name = format!("mesos-{}", uuid_like());
+    let name = unique_name("mesos");
     let id = docker_create_nomac(&name, app);
     let task = Task { name };
     let out = Command::new("/usr/bin/docker").args(["start", &task.name]).output().unwrap();

@@ -389,6 +389,12 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `<prefix>-<random uuid>`: a container name no other run (nor a leftover of one) holds.
+pub fn unique_name(prefix: &str) -> String {
+    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").expect("random uuid");
+    format!("{prefix}-{}", uuid.trim())
+}
+
 /// A Docker bridge network a test needs beside the calico ones (its name decides
 /// whether Docker gives it the default route: name order). Created idempotently
 /// (an existing one with the same subnet is reused, e.g. after a crashed run) and
@@ -448,8 +454,8 @@ impl Drop for BridgeNet {
 /// `first`, then `docker network connect`ed to each of `more` in order. Returns
 /// once the Felix stand-in has programmed every calico endpoint's host side.
 pub fn task_on_networks(app: &str, first: &str, more: &[&str]) -> Task {
-    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap().trim().to_string();
-    let name = format!("mesos-{uuid}");
+    let name = unique_name("mesos");
+    let uuid = &name["mesos-".len()..];
     let task_id = format!("{app}.{uuid}");
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
     let envs = [

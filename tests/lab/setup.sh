@@ -174,6 +174,17 @@ else
     step_done image "built $IMAGE"
 fi
 
+# ---------------------------------------------------------------- stale containers
+# Lab containers that are not running are left from an earlier run that was killed
+# (a reboot stops them; a name a test reuses would then conflict): removed. Running
+# ones belong to a run in progress and stay.
+stale=$("$DOCKER" ps -aq --filter label=calico-lab=1 --filter status=exited --filter status=created --filter status=dead)
+if [[ -n $stale ]]; then
+    # shellcheck disable=SC2086
+    "$DOCKER" rm -f $stale >/dev/null
+    step_done stale "removed $(wc -w <<<"$stale") stopped lab container(s) left from an earlier run"
+fi
+
 # ---------------------------------------------------------------- etcd
 # Calico's datastore: the v2 API (Calico v2.6 speaks only v2), loopback only.
 etcd_up() { curl -sf --max-time 2 "$ETCD_URL/v2/keys/" >/dev/null 2>&1; }
