@@ -135,7 +135,8 @@ free_port() {
     local p
     for _ in $(seq 100); do
         p=$((20000 + RANDOM % 30000))
-        ss -Htln "sport = :$p" | grep -q . || { echo "$p"; return 0; }
+        # any state: an outgoing connection's local port (or TIME_WAIT) blocks a bind too
+        ss -Htan "sport = :$p" | grep -q . || { echo "$p"; return 0; }
     done
     return 1
 }
