@@ -124,9 +124,11 @@ fn judge(during: &[(Duration, Duration)], baseline: Duration) -> (Duration, Dura
     assert!(kernel.iter().all(|(d, s)| *d <= *s * 2 + baseline * 3), "a stalled break took far longer than the stall");
     // Every netlink call on the host waits for the flood's route inserts (the test's
     // own calls took 1–2 ms instead of 0.3): a repair of a dozen calls pays that each
-    // time. Typical latency stays within 3× the quiet median, the worst within 10×.
+    // time. Typical latency stays within 3× the quiet median, the worst within 10× (or
+    // within the stall threshold, which a wait shorter than it is not counted as).
     assert!(median <= baseline * 3, "median break→fix during the flood {median:?} vs {baseline:?} before");
-    assert!(worst_agent <= baseline * 10, "worst break→fix during the flood {worst_agent:?} vs {baseline:?} before");
+    let bound = (baseline * 10).max(Duration::from_millis(50));
+    assert!(worst_agent <= bound, "worst break→fix during the flood {worst_agent:?} vs {baseline:?} before");
     (worst, median, worst_agent)
 }
 
