@@ -5,7 +5,7 @@
 //! `remote_host_unreachable` for failing hosts). Metrics and log only: no local repair
 //! is ever attempted for a remote fault.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -125,6 +125,9 @@ async fn probe_round(
     let (chosen, cursor) = bgp::remote::pick(&hosts, remote.cursor, medic.config.bgp.remote_hosts_per_round);
     remote.cursor = cursor;
     let mut rtts = Vec::new();
+    // Running local tasks per network, listed once per round: the hosts of a round
+    // mostly share a network.
+    let mut listed: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for host in chosen {
         let Ok(endpoints) = bgp::remote_endpoints(&ds.client, &host).await else { continue };
         if endpoints.is_empty() {
@@ -132,8 +135,9 @@ async fn probe_round(
         }
         let ep = &endpoints[remote.next_endpoint(&host, endpoints.len())];
         let (Some(network), Some((target, _))) = (ep.profile_ids.first(), ep.ipv4.first()) else { continue };
+        let Some(candidates) = local_sources(medic, network, &mut listed).await else { continue };
         // None: no local task on that network could probe.
-        if let Some(result) = probe_host(medic, remote, network, *target, seen).await {
+        if let Some(result) = probe_host(medic, remote, network, candidates, *target, seen).await {
             rtts.extend(result.rtt);
             remote.record(&host, result);
         }
@@ -153,6 +157,28 @@ async fn probe_round(
     seen.failing = now;
 }
 
+/// The candidate sources for a probe on `network` (the profile's name): its running
+/// local tasks, from Docker once per round (`listed`). `None`: not listed (said at
+/// debug level; the next host on that network asks again).
+async fn local_sources<'a>(
+    medic: &Medic,
+    network: &str,
+    listed: &'a mut BTreeMap<String, Vec<String>>,
+) -> Option<&'a [String]> {
+    if !listed.contains_key(network) {
+        match medic.docker.running_on_network(network).await {
+            Ok(c) => {
+                listed.insert(network.to_string(), c);
+            }
+            Err(e) => {
+                tracing::debug!(network, error = %e, "bgp: local tasks not listed");
+                return None;
+            }
+        }
+    }
+    listed.get(network).map(Vec::as_slice)
+}
+
 /// One probe of another host's workload: from the network's first local source, and
 /// on no answer from a second one (`RemoteState::sources`), so that one task dropping
 /// its own traffic cannot make that host look unreachable. `None`: no source probed.
@@ -160,20 +186,13 @@ async fn probe_host(
     medic: &Medic,
     remote: &mut RemoteState,
     network: &str,
+    candidates: &[String],
     target: std::net::Ipv4Addr,
     seen: &mut Seen,
 ) -> Option<HostResult> {
-    // The candidate sources: running local tasks of the network (the profile's name).
-    let candidates = match medic.docker.running_on_network(network).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(network, error = %e, "bgp: local tasks not listed");
-            return None;
-        }
-    };
     let mut result = HostResult { target, rtt: None, silent_sources: Vec::new() };
     let mut probed = false;
-    for id in remote.sources(network, &candidates) {
+    for id in remote.sources(network, candidates) {
         let short: String = id.chars().take(12).collect();
         let answer = match bgp::probe_from(medic, &id, target, medic.config.probe.timeout).await {
             Ok(answer) => answer,
