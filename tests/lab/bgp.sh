@@ -16,6 +16,7 @@
 #   tests/lab/bgp.sh status             peers (birdc show protocols, both hosts) and routes
 #   tests/lab/bgp.sh selftest [--all]   up, then proves peers, route, cross-host ping, stop/start
 #                                       (--all: also the --kill and --freeze cases; ≈ 70 s more)
+#   tests/lab/bgp.sh forget-node <node> a Calico node's datastore directories (e2e's third host)
 #
 # Never touches the machine's own routes or interfaces: only labh2, the two namespaces, routes in
 # 10.70.0.0/16 with proto bird, labh2's own sysctls and one iptables chain LAB-BGP (FORWARD accept
@@ -74,6 +75,13 @@ etcd_put() { # <key> <value>
         die "writing $1 to $ETCD_URL failed"
 }
 etcd_del() { curl -sf --max-time 2 -X DELETE "$ETCD_KEYS$1" >/dev/null 2>&1; }
+forget_node() { # <node>: its datastore directories (node, BGP, IPAM affinities, Felix); prints how many were there
+    local k n=0
+    for k in v1/host bgp/v1/host ipam/v2/host felix/v1/host; do
+        etcd_del "/calico/$k/$1?recursive=true" && n=$((n + 1))
+    done
+    echo "$n"
+}
 # ensure_key <key> <value>: writes it unless it holds that value; remembers keys it created
 ensure_key() {
     local cur
@@ -116,9 +124,7 @@ ensure_etcd() {
     touch "$KEYS_FILE"
     # tests/prometheus/e2e.sh's third host, if a killed run left it (its trap removes it):
     # the bed's tests count the other hosts exactly.
-    for k in bgp/v1/host ipam/v2/host v1/host; do
-        curl -fsS --max-time 2 -X DELETE "$ETCD_KEYS/calico/$k/calico-lab-e2e-host3?recursive=true" >/dev/null 2>&1 || true
-    done
+    forget_node calico-lab-e2e-host3 >/dev/null
     # calico/node's startup defaults (only when absent)
     ensure_default /calico/bgp/v1/global/as_num "$AS" && n=$((n + 1))
     ensure_default /calico/bgp/v1/global/node_mesh '{"enabled":true}' && n=$((n + 1))
@@ -481,11 +487,8 @@ cmd_down() {
     # etcd: host-2's node, block and affinity, the pool, the endpoint; the lab host's BGP keys and
     # the global defaults only if this script created them
     if curl -sf --max-time 2 "$ETCD_KEYS/" >/dev/null; then
-        local k n=0
-        for k in "/calico/v1/host/$H2_NODE" "/calico/bgp/v1/host/$H2_NODE" "/calico/ipam/v2/host/$H2_NODE" \
-            "/calico/felix/v1/host/$H2_NODE"; do
-            etcd_del "$k?recursive=true" && n=$((n + 1))
-        done
+        local k n
+        n=$(forget_node "$H2_NODE")
         for k in "/calico/ipam/v2/assignment/ipv4/block/${BLOCK/\//-}" "/calico/v1/ipam/v4/pool/${POOL/\//-}"; do
             etcd_del "$k" && n=$((n + 1))
         done
@@ -653,6 +656,7 @@ case ${1:-} in
     bird) shift; cmd_bird "$@" ;;
     status) cmd_status ;;
     selftest) shift; cmd_selftest "$@" ;;
-    -h|--help|help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    forget-node) [[ -n ${2:-} ]] || die "usage: bgp.sh forget-node <node>"; forget_node "$2" >/dev/null ;;
+    -h|--help|help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

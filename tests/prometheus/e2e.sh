@@ -94,9 +94,7 @@ cleanup() {
     [[ -n $PROM_PID ]] && kill "$PROM_PID" 2>/dev/null && wait "$PROM_PID" 2>/dev/null
     [[ -n $IPAM_PID ]] && kill "$IPAM_PID" 2>/dev/null && wait "$IPAM_PID" 2>/dev/null
     "$ROOT/tests/lab/bgp.sh" bird start >/dev/null 2>&1
-    for dir in bgp/v1/host ipam/v2/host v1/host; do
-        curl -fsS --max-time 2 -X DELETE "http://127.0.0.1:2379/v2/keys/calico/$dir/$HOST3?recursive=true" >/dev/null 2>&1
-    done
+    "$ROOT/tests/lab/bgp.sh" forget-node "$HOST3" >/dev/null 2>&1
     ip route del blackhole 10.70.2.0/26 2>/dev/null
     ((${#TASKS[@]})) && "$LABCTL" rm "${TASKS[@]}" >/dev/null 2>&1
     if [[ -n $T ]]; then
